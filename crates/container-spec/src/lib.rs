@@ -1,0 +1,12 @@
+//! The typed container spec: what the control API hands a node and what the node's
+//! `unbit_containers` plugin turns into a running jail.
+//!
+//! Every string a customer can type passes through [`ContainerSpec::validate`] before anything
+//! privileged sees it. The node never templates these values into a uWSGI config: it reads the
+//! spec as data (see `docs` in the README, "Rules learned from the original").
+
+mod grammar;
+mod spec;
+
+pub use grammar::{FieldError, ValidationError};
+pub use spec::*;

@@ -1,0 +1,126 @@
+use super::*;
+
+pub(crate) fn sample() -> ContainerSpec {
+    ContainerSpec {
+        uid: 30009,
+        name: "my app".into(),
+        memory_mb: 500,
+        storage_mb: 1000,
+        cpu_weight: 100,
+        pids_limit: 512,
+        distro: Distro::Platform {
+            path: "bookworm".into(),
+        },
+        ssh_keys: vec!["ssh-ed25519 AAAA test@example".into()],
+        subscription_key: KeyPair {
+            private_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
+            public_pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
+        },
+        alarms: AlarmSettings {
+            freq: 60,
+            quota_threshold: 90,
+            ..Default::default()
+        },
+        links: vec![],
+        nofollow: false,
+        dmz: false,
+        reboot_generation: 0,
+        etc_hosts: vec!["127.0.0.1 localhost".into()],
+        etc_resolv_conf: vec!["nameserver 127.0.0.1".into()],
+    }
+}
+
+#[test]
+fn a_sound_spec_round_trips_through_json() {
+    let spec = sample();
+    let json = serde_json::to_vec(&spec).unwrap();
+    assert_eq!(ContainerSpec::from_json(&json).unwrap(), spec);
+}
+
+#[test]
+fn derived_identity_matches_the_original_platform() {
+    let spec = sample();
+    assert_eq!(spec.ip().to_string(), "10.0.0.11");
+    assert_eq!(spec.hostname(), "my-app");
+}
+
+#[test]
+fn a_newline_in_any_customer_field_is_rejected_with_the_field_named() {
+    let mut spec = sample();
+    spec.name = "x\nhook-asap = exec:id".into();
+    spec.alarms.slack_webhook = Some("https://hooks\r\nexample".into());
+    let err = spec.validate().unwrap_err();
+    let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["name", "alarms.slack_webhook"]);
+    assert!(err
+        .to_string()
+        .starts_with("container 30009: invalid spec: name: contains the control character U+000A"));
+}
+
+#[test]
+fn traversal_in_distro_paths_is_rejected() {
+    for bad in ["..", ".", "a/b", "", "../etc"] {
+        let mut spec = sample();
+        spec.distro = Distro::Platform { path: bad.into() };
+        assert!(spec.validate().is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn out_of_range_uids_are_rejected() {
+    for uid in [0, 29_999, MAX_UID + 1] {
+        let mut spec = sample();
+        spec.uid = uid;
+        assert_eq!(spec.validate().unwrap_err().errors[0].field, "uid");
+    }
+}
+
+#[test]
+fn unknown_fields_are_refused_rather_than_ignored() {
+    let mut v = serde_json::to_value(sample()).unwrap();
+    v["hook_asap"] = "exec:id".into();
+    let err = ContainerSpec::from_json(v.to_string().as_bytes()).unwrap_err();
+    assert!(
+        matches!(err, SpecError::Syntax(ref m) if m.contains("hook_asap")),
+        "{err}"
+    );
+}
+
+#[test]
+fn ssh_key_changes_do_not_restart_but_memory_changes_do() {
+    let a = sample();
+    let mut b = a.clone();
+    b.ssh_keys.push("ssh-rsa BBBB other".into());
+    assert!(!a.needs_restart_for(&b));
+    b.memory_mb = 600;
+    assert!(a.needs_restart_for(&b));
+    let mut c = a.clone();
+    c.reboot_generation += 1;
+    assert!(a.needs_restart_for(&c));
+}
+
+#[test]
+fn loopbox_paths_cannot_escape_or_cover_managed_folders() {
+    let ok = LoopboxSpec {
+        id: 1,
+        uid: 30017,
+        filename: "zeus001".into(),
+        mountpoint: "zeus".into(),
+        ro: false,
+    };
+    assert!(ok.validate().is_ok());
+    for (f, m) in [
+        ("../x; id", "zeus"),
+        ("zeus001", "vassals"),
+        ("/abs", "zeus"),
+        ("a//b", "z"),
+        ("a", "etc/sub"),
+    ] {
+        let lb = LoopboxSpec {
+            filename: f.into(),
+            mountpoint: m.into(),
+            ..ok.clone()
+        };
+        assert!(lb.validate().is_err(), "{f} -> {m} accepted");
+    }
+}

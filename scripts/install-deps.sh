@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every system package the build, the tests and the local platform need on a fresh
+# Debian 12 machine. Idempotent: a second run only checks.
+set -euo pipefail
+
+PACKAGES=(
+  # stock uWSGI 2.0.21 and the language plugins customers use
+  uwsgi-core uwsgi-dev uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ruby3.1
+  # bindgen reads uwsgi.h through libclang; the source-tree build needs the C toolchain
+  libclang-dev clang build-essential pkg-config libssl-dev libpcre3-dev zlib1g-dev
+  libcap-dev uuid-dev libyaml-dev libyajl-dev libxml2-dev python3-dev
+  # containers: distros, quota backends, loop devices, network
+  debootstrap btrfs-progs e2fsprogs util-linux iproute2 procps psmisc crun
+  # tests and benchmarks
+  curl openssl sqlite3 hyperfine
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "install-deps: all ${#PACKAGES[@]} packages present"

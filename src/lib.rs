@@ -1,0 +1,1 @@
+//! Test kit placeholder (filled by the foundation work).
