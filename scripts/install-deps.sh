@@ -10,9 +10,12 @@ PACKAGES=(
   libclang-dev clang build-essential pkg-config libssl-dev libpcre3-dev zlib1g-dev
   libcap-dev uuid-dev libyaml-dev libyajl-dev libxml2-dev python3-dev
   # containers: distros, quota backends, loop devices, network
-  debootstrap btrfs-progs e2fsprogs util-linux iproute2 procps psmisc crun
+  debootstrap btrfs-progs e2fsprogs util-linux iproute2 procps psmisc crun busybox-static
   # tests and benchmarks
   curl openssl sqlite3 hyperfine
+  # unbit-api tests: real PostgreSQL, slapd (LDAP bind backend) and a DNS server with TXT
+  # records (dnsmasq-base: the binary without a system service on port 53)
+  postgresql slapd ldap-utils dnsmasq-base
 )
 
 missing=()
@@ -26,4 +29,6 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# unbit-api OpenAPI fuzz test (crates/unbit-api/tests/run-fuzz.sh)
+python3 -c "import schemathesis" 2>/dev/null || pip install -q schemathesis==4.32.5
 echo "install-deps: all ${#PACKAGES[@]} packages present"
