@@ -1,1 +1,10 @@
-//! Test kit placeholder (filled by the foundation work).
+//! The platform's test kit: start real uWSGI instances with the built plugins, wait until
+//! they are ready, read their logs, talk HTTP to them, and always stop them by PID.
+//!
+//! Every later plugin's integration tests use it; see `tests/`.
+
+pub mod harness;
+pub mod http;
+pub mod ports;
+
+pub use harness::{Instance, InstanceBuilder};

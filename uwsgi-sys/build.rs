@@ -29,7 +29,8 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let target = match env::var_os("UWSGI_SRC") {
+    // Empty counts as unset: `make` exports variables that were never given.
+    let target = match env::var_os("UWSGI_SRC").filter(|s| !s.is_empty()) {
         Some(src) => from_source_tree(Path::new(&src)),
         None => from_binary(&out),
     };
@@ -54,17 +55,12 @@ fn main() {
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .unwrap_or_else(|e| fail(&format!("bindgen could not read {}: {e}", target.header.display())));
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("write bindings.rs");
+    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
 
     println!("cargo:rustc-env=UWSGI_SYS_CFLAGS={}", target.cflags);
     // `uwsgi --dot-h` prints the header plus a newline; hash it without trailing whitespace so
     // the run-time hash of `uwsgi_get_dot_h()` compares equal.
-    println!(
-        "cargo:rustc-env=UWSGI_SYS_DOT_H_HASH={:016x}",
-        fnv1a(header_text.trim_ascii_end())
-    );
+    println!("cargo:rustc-env=UWSGI_SYS_DOT_H_HASH={:016x}", fnv1a(header_text.trim_ascii_end()));
     println!("cargo:rustc-env=UWSGI_SYS_TARGET={}", target.description);
     // Dependents (the plugins' build scripts, the Makefile) can read these as DEP_UWSGI_*.
     println!("cargo:cflags={}", target.cflags);
@@ -72,7 +68,7 @@ fn main() {
 }
 
 fn from_binary(out: &Path) -> Target {
-    let bin = env::var("UWSGI_BIN").unwrap_or_else(|_| "uwsgi".into());
+    let bin = env::var("UWSGI_BIN").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "uwsgi".into());
     let run = |arg: &str| -> Vec<u8> {
         match Command::new(&bin).arg(arg).output() {
             Ok(o) if o.status.success() => o.stdout,
@@ -85,68 +81,41 @@ fn from_binary(out: &Path) -> Target {
     };
     let header = out.join("uwsgi.h");
     std::fs::write(&header, run("--dot-h")).expect("write uwsgi.h");
-    let cflags = String::from_utf8(run("--cflags"))
-        .expect("cflags are ASCII")
-        .trim()
-        .to_string();
-    let version = String::from_utf8_lossy(&run("--version"))
-        .trim()
-        .to_string();
-    Target {
-        header,
-        cflags,
-        description: format!("uWSGI {version} ({bin})"),
-    }
+    let cflags = String::from_utf8(run("--cflags")).expect("cflags are ASCII").trim().to_string();
+    let version = String::from_utf8_lossy(&run("--version")).trim().to_string();
+    Target { header, cflags, description: format!("uWSGI {version} ({bin})") }
 }
 
 fn from_source_tree(src: &Path) -> Target {
     let header = src.join("uwsgi.h");
     if !header.exists() || !src.join("uwsgiconfig.py").exists() {
-        fail(&format!(
-            "UWSGI_SRC={} is not a uWSGI source tree (no uwsgi.h / uwsgiconfig.py)",
-            src.display()
-        ));
+        fail(&format!("UWSGI_SRC={} is not a uWSGI source tree (no uwsgi.h / uwsgiconfig.py)", src.display()));
     }
     let mut cmd = Command::new("python3");
     cmd.arg("uwsgiconfig.py").arg("--cflags").current_dir(src);
-    if let Ok(profile) = env::var("UWSGI_PROFILE") {
+    if let Some(profile) = env::var("UWSGI_PROFILE").ok().filter(|p| !p.is_empty()) {
         cmd.arg(profile);
     }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| fail(&format!("cannot run python3 uwsgiconfig.py: {e}")));
+    let out = cmd.output().unwrap_or_else(|e| fail(&format!("cannot run python3 uwsgiconfig.py: {e}")));
     if !out.status.success() {
-        fail(&format!(
-            "uwsgiconfig.py --cflags failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        fail(&format!("uwsgiconfig.py --cflags failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     // uwsgiconfig.py may print progress lines before the flags; the flags are the last line.
     let stdout = String::from_utf8(out.stdout).expect("cflags are ASCII");
     let cflags = stdout.lines().last().unwrap_or_default().trim().to_string();
     println!("cargo:rerun-if-changed={}", header.display());
-    Target {
-        header,
-        cflags,
-        description: format!("uWSGI source tree {}", src.display()),
-    }
+    Target { header, cflags, description: format!("uWSGI source tree {}", src.display()) }
 }
 
 /// The `-D`, `-I` and `-U` words of the build's flags, shell-unquoted, for clang.
 fn clang_args(cflags: &str) -> Vec<String> {
-    let words =
-        shlex::split(cflags).unwrap_or_else(|| fail(&format!("unparsable cflags: {cflags}")));
-    words
-        .into_iter()
-        .filter(|w| w.starts_with("-D") || w.starts_with("-I") || w.starts_with("-U"))
-        .collect()
+    let words = shlex::split(cflags).unwrap_or_else(|| fail(&format!("unparsable cflags: {cflags}")));
+    words.into_iter().filter(|w| w.starts_with("-D") || w.starts_with("-I") || w.starts_with("-U")).collect()
 }
 
 /// FNV-1a, 64 bits: enough to tell two headers apart, and the same function is used at run time.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn fail(msg: &str) -> ! {

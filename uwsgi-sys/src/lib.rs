@@ -2,13 +2,7 @@
 //!
 //! Everything here is `unsafe` to use; plugins go through the `uwsgi` crate instead.
 
-#![allow(
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    dead_code,
-    clippy::all
-)]
+#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
@@ -34,8 +28,6 @@ pub fn dot_h_hash(bytes: &[u8]) -> String {
     let h = bytes
         .trim_ascii_end()
         .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     format!("{h:016x}")
 }

@@ -38,10 +38,7 @@ pub(crate) struct Checker {
 
 impl Checker {
     pub(crate) fn fail(&mut self, field: &str, reason: impl Into<String>) {
-        self.errors.push(FieldError {
-            field: field.to_string(),
-            reason: reason.into(),
-        });
+        self.errors.push(FieldError { field: field.to_string(), reason: reason.into() });
     }
 
     /// Free text (names, notes, credentials): bounded, and no control character at all, so a
@@ -51,30 +48,18 @@ impl Checker {
             self.fail(field, format!("longer than {max_len} bytes"));
         }
         if let Some(c) = value.chars().find(|c| c.is_control()) {
-            self.fail(
-                field,
-                format!("contains the control character U+{:04X}", c as u32),
-            );
+            self.fail(field, format!("contains the control character U+{:04X}", c as u32));
         }
     }
 
     /// A single path component such as a distro directory: `[A-Za-z0-9._-]`, not `.` or `..`.
     pub(crate) fn path_component(&mut self, field: &str, value: &str) {
         if !is_path_component(value) {
-            self.fail(
-                field,
-                "must be 1-64 characters of A-Z a-z 0-9 . _ - and not '.' or '..'",
-            );
+            self.fail(field, "must be 1-64 characters of A-Z a-z 0-9 . _ - and not '.' or '..'");
         }
     }
 
-    pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(
-        &mut self,
-        field: &str,
-        v: T,
-        lo: T,
-        hi: T,
-    ) {
+    pub(crate) fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, field: &str, v: T, lo: T, hi: T) {
         if v < lo || v > hi {
             self.fail(field, format!("{v} is outside {lo}..={hi}"));
         }
@@ -87,9 +72,7 @@ pub fn is_path_component(value: &str) -> bool {
         && value.len() <= 64
         && value != "."
         && value != ".."
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// A relative path inside a home: components joined by `/`, each a [`is_path_component`], no

@@ -8,5 +8,5 @@
 mod grammar;
 mod spec;
 
-pub use grammar::{FieldError, ValidationError};
+pub use grammar::{is_path_component, is_relative_path, FieldError, ValidationError};
 pub use spec::*;

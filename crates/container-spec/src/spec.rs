@@ -90,8 +90,7 @@ impl ContainerSpec {
     /// Parses and validates a spec; the error names the container (when it could be read) and
     /// every field that is wrong.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
-        let spec: ContainerSpec =
-            serde_json::from_slice(bytes).map_err(|e| SpecError::Syntax(e.to_string()))?;
+        let spec: ContainerSpec = serde_json::from_slice(bytes).map_err(|e| SpecError::Syntax(e.to_string()))?;
         spec.validate().map_err(SpecError::Invalid)?;
         Ok(spec)
     }
@@ -112,10 +111,7 @@ impl ContainerSpec {
             Distro::Custom { storage_uid, path } => {
                 c.range("distro.storage_uid", *storage_uid, BASE_UID, MAX_UID);
                 if *storage_uid == self.uid {
-                    c.fail(
-                        "distro.storage_uid",
-                        "a container cannot boot from its own image store",
-                    );
+                    c.fail("distro.storage_uid", "a container cannot boot from its own image store");
                 }
                 c.path_component("distro.path", path);
             }
@@ -130,16 +126,8 @@ impl ContainerSpec {
                 c.fail(&field, "empty key");
             }
         }
-        check_pem(
-            &mut c,
-            "subscription_key.private_pem",
-            &self.subscription_key.private_pem,
-        );
-        check_pem(
-            &mut c,
-            "subscription_key.public_pem",
-            &self.subscription_key.public_pem,
-        );
+        check_pem(&mut c, "subscription_key.private_pem", &self.subscription_key.private_pem);
+        check_pem(&mut c, "subscription_key.public_pem", &self.subscription_key.public_pem);
         let a = &self.alarms;
         c.range("alarms.freq", a.freq, 60, 86_400);
         c.range("alarms.quota_threshold", a.quota_threshold, 1, 100);
@@ -175,38 +163,19 @@ impl ContainerSpec {
         if c.errors.is_empty() {
             Ok(())
         } else {
-            Err(ValidationError {
-                uid: self.uid,
-                errors: c.errors,
-            })
+            Err(ValidationError { uid: self.uid, errors: c.errors })
         }
     }
 
     /// The container's hostname: the name with every character outside `[A-Za-z0-9-]`
     /// replaced by `-`, cut to 63 bytes (a DNS label).
     pub fn hostname(&self) -> String {
-        let mut h: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(63)
-            .collect();
-        if h.trim_matches('-').is_empty() {
-            h = format!("container-{}", self.uid);
-        }
-        h
+        hostname_of(&self.name, self.uid)
     }
 
     /// `10.0.0.0 | (n + 2)`: 10.0.0.1 is the host gateway, 10.0.0.2 the API container.
     pub fn ip(&self) -> std::net::Ipv4Addr {
-        let n = self.uid - BASE_UID;
-        std::net::Ipv4Addr::from(0x0a00_0000 | ((n + 2) & 0x00ff_ffff))
+        ip_of(self.uid)
     }
 
     /// The part of the spec whose change requires a restart: everything except the ssh keys,
@@ -227,6 +196,23 @@ impl ContainerSpec {
     pub fn is_deployable(&self) -> bool {
         !self.ssh_keys.is_empty()
     }
+}
+
+/// The hostname derived from a container name (see [`ContainerSpec::hostname`]); the control
+/// API shows customers the same value the node sets.
+pub fn hostname_of(name: &str, uid: u32) -> String {
+    let mut h: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(63).collect();
+    if h.trim_matches('-').is_empty() {
+        h = format!("container-{uid}");
+    }
+    h
+}
+
+/// The container's address on the inter-container network (see [`ContainerSpec::ip`]).
+pub fn ip_of(uid: u32) -> std::net::Ipv4Addr {
+    let n = uid.wrapping_sub(BASE_UID);
+    std::net::Ipv4Addr::from(0x0a00_0000 | (n.wrapping_add(2) & 0x00ff_ffff))
 }
 
 fn check_pem(c: &mut Checker, field: &str, pem: &str) {
@@ -270,39 +256,25 @@ pub struct LoopboxSpec {
 }
 
 /// Home folders the platform manages; a loopbox may not be mounted on them.
-pub const RESERVED_HOME_DIRS: &[&str] = &[
-    "etc", "logs", "run", "tmp", "vassals", ".ssh", "bin", "distros",
-];
+pub const RESERVED_HOME_DIRS: &[&str] = &["etc", "logs", "run", "tmp", "vassals", ".ssh", "bin", "distros"];
 
 impl LoopboxSpec {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut c = Checker::default();
         if !is_relative_path(&self.filename) || self.filename.len() > 64 {
-            c.fail(
-                "filename",
-                "must be a relative path of at most 64 bytes without '.' or '..' components",
-            );
+            c.fail("filename", "must be a relative path of at most 64 bytes without '.' or '..' components");
         }
         if !is_relative_path(&self.mountpoint) {
-            c.fail(
-                "mountpoint",
-                "must be a relative path without '.' or '..' components",
-            );
+            c.fail("mountpoint", "must be a relative path without '.' or '..' components");
         } else if let Some(first) = self.mountpoint.split('/').next() {
             if RESERVED_HOME_DIRS.contains(&first) {
-                c.fail(
-                    "mountpoint",
-                    format!("'{first}' is managed by the platform"),
-                );
+                c.fail("mountpoint", format!("'{first}' is managed by the platform"));
             }
         }
         if c.errors.is_empty() {
             Ok(())
         } else {
-            Err(ValidationError {
-                uid: self.uid,
-                errors: c.errors,
-            })
+            Err(ValidationError { uid: self.uid, errors: c.errors })
         }
     }
 }

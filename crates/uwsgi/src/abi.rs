@@ -31,10 +31,7 @@ impl BuildProfile {
         unsafe {
             let cflags = take_c_string(uwsgi_sys::uwsgi_get_cflags());
             let dot_h = take_c_string(uwsgi_sys::uwsgi_get_dot_h());
-            BuildProfile {
-                cflags: cflags.trim().to_string(),
-                dot_h_hash: uwsgi_sys::dot_h_hash(dot_h.as_bytes()),
-            }
+            BuildProfile { cflags: cflags.trim().to_string(), dot_h_hash: uwsgi_sys::dot_h_hash(dot_h.as_bytes()) }
         }
     }
 
@@ -48,20 +45,12 @@ impl BuildProfile {
     }
 
     fn defines(&self) -> BTreeSet<&str> {
-        self.cflags
-            .split_whitespace()
-            .filter(|w| w.starts_with("-D"))
-            .collect()
+        self.cflags.split_whitespace().filter(|w| w.starts_with("-D")).collect()
     }
 
     /// Short description: version, header hash, and how many defines.
     pub fn describe(&self) -> String {
-        format!(
-            "uWSGI {} (header {}, {} defines)",
-            self.version(),
-            self.dot_h_hash,
-            self.defines().len()
-        )
+        format!("uWSGI {} (header {}, {} defines)", self.version(), self.dot_h_hash, self.defines().len())
     }
 
     /// `None` when `running` can host a plugin compiled for `self`; otherwise the one-line
@@ -105,9 +94,7 @@ unsafe fn take_c_string(ptr: *mut std::os::raw::c_char) -> String {
         return String::new();
     }
     // SAFETY: guaranteed by the caller.
-    let s = unsafe { CStr::from_ptr(ptr) }
-        .to_string_lossy()
-        .into_owned();
+    let s = unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned();
     // SAFETY: the caller guarantees malloc ownership; nobody else frees it.
     unsafe { libc::free(ptr.cast()) };
     s
@@ -128,27 +115,18 @@ mod tests {
     use super::*;
 
     fn profile(cflags: &str, h: &str) -> BuildProfile {
-        BuildProfile {
-            cflags: cflags.into(),
-            dot_h_hash: h.into(),
-        }
+        BuildProfile { cflags: cflags.into(), dot_h_hash: h.into() }
     }
 
     #[test]
     fn identical_builds_match() {
-        let p = profile(
-            "-O2 -DUWSGI_SSL -DUWSGI_VERSION=\"\\\"2.0.21-debian\\\"\"",
-            "ab",
-        );
+        let p = profile("-O2 -DUWSGI_SSL -DUWSGI_VERSION=\"\\\"2.0.21-debian\\\"\"", "ab");
         assert_eq!(p.mismatch(&p.clone()), None);
     }
 
     #[test]
     fn a_missing_define_is_named_with_both_versions() {
-        let built = profile(
-            "-DUWSGI_SSL -DUWSGI_PCRE -DUWSGI_VERSION=\"\\\"2.0.21-debian\\\"\"",
-            "ab",
-        );
+        let built = profile("-DUWSGI_SSL -DUWSGI_PCRE -DUWSGI_VERSION=\"\\\"2.0.21-debian\\\"\"", "ab");
         let server = profile("-DUWSGI_PCRE -DUWSGI_VERSION=\"\\\"2.0.21\\\"\"", "cd");
         let why = built.mismatch(&server).unwrap();
         assert!(why.contains("built for uWSGI 2.0.21-debian"), "{why}");

@@ -20,23 +20,10 @@ fn factories() -> &'static Mutex<HashMap<String, Factory>> {
 }
 
 pub(crate) fn register(name: &str, factory: Factory) {
-    factories()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(name.to_string(), factory);
-    let c_name: &'static CStr = Box::leak(
-        CString::new(name)
-            .expect("alarm names have no NUL")
-            .into_boxed_c_str(),
-    );
+    factories().lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), factory);
+    let c_name: &'static CStr = Box::leak(CString::new(name).expect("alarm names have no NUL").into_boxed_c_str());
     // SAFETY: the name is leaked; both callbacks match uWSGI's prototypes.
-    unsafe {
-        uwsgi_sys::uwsgi_register_alarm(
-            c_name.as_ptr() as *mut c_char,
-            Some(init_instance),
-            Some(raise),
-        )
-    };
+    unsafe { uwsgi_sys::uwsgi_register_alarm(c_name.as_ptr() as *mut c_char, Some(init_instance), Some(raise)) };
 }
 
 /// `(backend name, instance name, arg)` of an instance, read from uWSGI's structures.
@@ -53,13 +40,7 @@ unsafe fn describe(uai: *mut uwsgi_sys::uwsgi_alarm_instance) -> (String, String
         }
     };
     // SAFETY: guaranteed by the caller; `alarm` points at the registered backend.
-    unsafe {
-        (
-            text((*(*uai).alarm).name),
-            text((*uai).name),
-            text((*uai).arg),
-        )
-    }
+    unsafe { (text((*(*uai).alarm).name), text((*uai).name), text((*uai).arg)) }
 }
 
 unsafe extern "C" fn init_instance(uai: *mut uwsgi_sys::uwsgi_alarm_instance) {
@@ -87,11 +68,7 @@ unsafe extern "C" fn init_instance(uai: *mut uwsgi_sys::uwsgi_alarm_instance) {
     }
 }
 
-unsafe extern "C" fn raise(
-    uai: *mut uwsgi_sys::uwsgi_alarm_instance,
-    msg: *mut c_char,
-    len: usize,
-) {
+unsafe extern "C" fn raise(uai: *mut uwsgi_sys::uwsgi_alarm_instance, msg: *mut c_char, len: usize) {
     // SAFETY: called by uWSGI with a live instance whose data_ptr we set in init_instance.
     let data = unsafe { (*uai).data_ptr } as *const Box<dyn Alarm>;
     if data.is_null() {

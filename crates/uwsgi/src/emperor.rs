@@ -28,15 +28,8 @@ fn factories() -> &'static Mutex<HashMap<String, Factory>> {
 }
 
 pub(crate) fn register(scheme: &str, factory: Factory) {
-    factories()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(scheme.to_string(), factory);
-    let c_scheme: &'static CStr = Box::leak(
-        CString::new(scheme)
-            .expect("schemes have no NUL")
-            .into_boxed_c_str(),
-    );
+    factories().lock().unwrap_or_else(|e| e.into_inner()).insert(scheme.to_string(), factory);
+    let c_scheme: &'static CStr = Box::leak(CString::new(scheme).expect("schemes have no NUL").into_boxed_c_str());
     // SAFETY: the scheme is leaked; the callbacks match `void (*)(struct uwsgi_emperor_scanner *)`.
     unsafe {
         uwsgi_sys::uwsgi_register_imperial_monitor(
@@ -59,17 +52,13 @@ fn c_text(p: *const c_char) -> String {
 unsafe extern "C" fn monitor_init(ues: *mut uwsgi_sys::uwsgi_emperor_scanner) {
     // SAFETY: uWSGI hands us a live scanner whose `monitor` is the one we registered.
     let (arg, scheme) = unsafe { (c_text((*ues).arg), c_text((*(*ues).monitor).scheme)) };
-    let built = crate::guard(
-        &format!("imperial monitor {arg} init"),
-        Err("the monitor panicked".into()),
-        || {
-            let table = factories().lock().unwrap_or_else(|e| e.into_inner());
-            match table.get(&scheme) {
-                Some(factory) => factory(&arg),
-                None => Err(format!("no imperial monitor for scheme {scheme}")),
-            }
-        },
-    );
+    let built = crate::guard(&format!("imperial monitor {arg} init"), Err("the monitor panicked".into()), || {
+        let table = factories().lock().unwrap_or_else(|e| e.into_inner());
+        match table.get(&scheme) {
+            Some(factory) => factory(&arg),
+            None => Err(format!("no imperial monitor for scheme {scheme}")),
+        }
+    });
     match built {
         Ok(monitor) => {
             let boxed: Box<Box<dyn ImperialMonitor>> = Box::new(monitor);
@@ -98,10 +87,7 @@ unsafe fn with_monitor(
     }
     // SAFETY: the Emperor is single-threaded; nobody else holds this monitor now.
     let monitor = unsafe { &mut **data };
-    let mut emperor = Emperor {
-        ues,
-        _scanner: PhantomData,
-    };
+    let mut emperor = Emperor { ues, _scanner: PhantomData };
     crate::guard(what, (), || f(monitor, &mut emperor));
 }
 
@@ -147,17 +133,11 @@ impl Emperor<'_> {
     /// Starts the vassal `name` with `config`, or reloads it when `mtime` is newer than the
     /// one it runs with. uWSGI silently ignores names without a config extension or longer
     /// than 254 bytes; here they are an error.
-    pub fn feed(
-        &mut self,
-        name: &str,
-        config: &str,
-        mtime: i64,
-        uid: u32,
-        gid: u32,
-    ) -> Result<(), String> {
-        if name.len() >= 255 || !EXTENSIONS.iter().any(|e| name.ends_with(e)) || name.contains('/')
-        {
-            return Err(format!("vassal name {name:?} must be a file name ending in .ini/.xml/.yml/.json, under 255 bytes"));
+    pub fn feed(&mut self, name: &str, config: &str, mtime: i64, uid: u32, gid: u32) -> Result<(), String> {
+        if name.len() >= 255 || !EXTENSIONS.iter().any(|e| name.ends_with(e)) || name.contains('/') {
+            return Err(format!(
+                "vassal name {name:?} must be a file name ending in .ini/.xml/.yml/.json, under 255 bytes"
+            ));
         }
         let c_name = CString::new(name).map_err(|_| "NUL in vassal name".to_string())?;
         let c_config = CString::new(config).map_err(|_| format!("NUL in the config of {name}"))?;
@@ -236,7 +216,7 @@ fn snapshot(vi: *mut uwsgi_sys::uwsgi_instance) -> VassalState {
         VassalState {
             name: c_text((*vi).name.as_ptr()),
             pid: (*vi).pid,
-            last_mod: (*vi).last_mod as i64,
+            last_mod: (*vi).last_mod,
             status: (*vi).status,
             uid: (*vi).uid,
             gid: (*vi).gid,

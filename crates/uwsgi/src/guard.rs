@@ -23,10 +23,7 @@ pub(crate) fn install_panic_hook() {
                     None => "non-string panic payload".to_string(),
                 },
             };
-            let at = info
-                .location()
-                .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                .unwrap_or_default();
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
             LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
         }));
     });
@@ -38,12 +35,8 @@ pub fn guard<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
-            let detail = LAST_PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| "unknown panic".into());
-            crate::log::line(&format!(
-                "panic in {what}: {detail} (callback abandoned, the server goes on)"
-            ));
+            let detail = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "unknown panic".into());
+            crate::log::line(&format!("panic in {what}: {detail} (callback abandoned, the server goes on)"));
             fallback
         }
     }

@@ -14,9 +14,7 @@ pub struct Setting<T> {
 
 impl<T: Clone> Setting<T> {
     pub const fn new() -> Self {
-        Setting {
-            value: RwLock::new(None),
-        }
+        Setting { value: RwLock::new(None) }
     }
 
     /// The configured value, if the option was given.
@@ -46,23 +44,15 @@ pub struct ListSetting<T> {
 
 impl<T: Clone> ListSetting<T> {
     pub const fn new() -> Self {
-        ListSetting {
-            values: RwLock::new(Vec::new()),
-        }
+        ListSetting { values: RwLock::new(Vec::new()) }
     }
 
     pub fn get(&self) -> Vec<T> {
-        self.values
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.values.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn push(&self, v: T) {
-        self.values
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(v);
+        self.values.write().unwrap_or_else(|e| e.into_inner()).push(v);
     }
 }
 
@@ -110,11 +100,7 @@ impl OptionDef {
             name,
             help,
             Arity::Required,
-            Box::new(move |v| {
-                v.parse::<T>()
-                    .map(|t| setting.set(t))
-                    .map_err(|e| format!("invalid value {v:?}: {e}"))
-            }),
+            Box::new(move |v| v.parse::<T>().map(|t| setting.set(t)).map_err(|e| format!("invalid value {v:?}: {e}"))),
         )
     }
 
@@ -127,11 +113,7 @@ impl OptionDef {
             name,
             help,
             Arity::Required,
-            Box::new(move |v| {
-                v.parse::<T>()
-                    .map(|t| setting.push(t))
-                    .map_err(|e| format!("invalid value {v:?}: {e}"))
-            }),
+            Box::new(move |v| v.parse::<T>().map(|t| setting.push(t)).map_err(|e| format!("invalid value {v:?}: {e}"))),
         )
     }
 
@@ -140,7 +122,10 @@ impl OptionDef {
             name,
             help,
             Arity::Flag,
-            Box::new(move |_| Ok(setting.set(true))),
+            Box::new(move |_| {
+                setting.set(true);
+                Ok(())
+            }),
         )
     }
 }
@@ -173,16 +158,10 @@ unsafe extern "C" fn apply_option(_opt: *mut c_char, value: *mut c_char, data: *
         String::new()
     } else {
         // SAFETY: uWSGI passes a NUL-terminated value that lives as long as the config.
-        unsafe { CStr::from_ptr(value) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned()
     };
     let name = def.name.to_string_lossy();
-    let result = crate::guard(
-        &format!("option --{name}"),
-        Err("the parser panicked".into()),
-        || (def.apply)(&value),
-    );
+    let result = crate::guard(&format!("option --{name}"), Err("the parser panicked".into()), || (def.apply)(&value));
     if let Err(reason) = result {
         crate::log::line(&format!("option --{name}: {reason}"));
         // SAFETY: a configuration error ends the instance, as uWSGI does for its own options.

@@ -111,22 +111,12 @@ unsafe extern "C" fn atexit<P: Plugin>() {
     guard("atexit", (), P::atexit)
 }
 
-fn vassal_step(
-    what: &str,
-    raw: *mut uwsgi_sys::uwsgi_instance,
-    step: fn(&Vassal) -> Result<(), String>,
-) {
+fn vassal_step(what: &str, raw: *mut uwsgi_sys::uwsgi_instance, step: fn(&Vassal) -> Result<(), String>) {
     let vassal = Vassal { raw };
     let name = vassal.name();
-    let outcome = guard(
-        &format!("{what} for {name}"),
-        Err("panicked".to_string()),
-        || step(&vassal),
-    );
+    let outcome = guard(&format!("{what} for {name}"), Err("panicked".to_string()), || step(&vassal));
     if let Err(e) = outcome {
-        log::line(&format!(
-            "vassal {name}: {what} failed: {e}; not starting it"
-        ));
+        log::line(&format!("vassal {name}: {what} failed: {e}; not starting it"));
         // SAFETY: we are in the Emperor's freshly forked child; ending it without running
         // atexit handlers or flushing the parent's stdio buffers is exactly what is wanted.
         unsafe { libc::_exit(1) };

@@ -16,9 +16,7 @@ pub struct Registry {
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Registry {
-            options: Vec::new(),
-        }
+        Registry { options: Vec::new() }
     }
 
     /// `name = value`, parsed with `T::from_str`; a bad value stops the instance with a message
@@ -33,12 +31,7 @@ impl Registry {
     }
 
     /// A repeatable `name = value`; every occurrence is kept, in order.
-    pub fn list_option<T>(
-        &mut self,
-        name: &str,
-        help: &str,
-        setting: &'static ListSetting<T>,
-    ) -> &mut Self
+    pub fn list_option<T>(&mut self, name: &str, help: &str, setting: &'static ListSetting<T>) -> &mut Self
     where
         T: FromStr + Clone + Send + Sync + 'static,
         T::Err: Display,
@@ -54,11 +47,7 @@ impl Registry {
     }
 
     /// `hook-<phase> = name:arg`. An `Err` fails the hook (fatal in uWSGI's fatal phases).
-    pub fn hook(
-        &mut self,
-        name: &str,
-        run: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
-    ) -> &mut Self {
+    pub fn hook(&mut self, name: &str, run: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> &mut Self {
         hooks::register(name, Box::new(run));
         self
     }

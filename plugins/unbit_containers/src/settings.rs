@@ -9,40 +9,8 @@ pub static STATE_DIR: Setting<PathBuf> = Setting::new();
 pub static CGROUP_NAME: Setting<String> = Setting::new();
 
 pub fn declare(reg: &mut Registry) {
-    reg.option(
-        "unbit-containers-dir",
-        "where container homes live (default /containers)",
-        &CONTAINERS_DIR,
-    )
-    .option(
-        "unbit-distros-dir",
-        "where platform distros live (default /distros)",
-        &DISTROS_DIR,
-    )
-    .option(
-        "unbit-state-dir",
-        "root-owned directory with the node's last good container specs",
-        &STATE_DIR,
-    )
-    .option(
-        "unbit-cgroup-name",
-        "name of the platform's own cgroup subtree (default unbit)",
-        &CGROUP_NAME,
-    );
-}
-
-pub fn containers_dir() -> PathBuf {
-    CONTAINERS_DIR.get_or("/containers".into())
-}
-
-pub fn distros_dir() -> PathBuf {
-    DISTROS_DIR.get_or("/distros".into())
-}
-
-pub fn state_dir() -> PathBuf {
-    STATE_DIR.get_or("/var/lib/unbit/containers".into())
-}
-
-pub fn cgroup_name() -> String {
-    CGROUP_NAME.get_or("unbit".into())
+    reg.option("unbit-containers-dir", "where container homes live (default /containers)", &CONTAINERS_DIR)
+        .option("unbit-distros-dir", "where platform distros live (default /distros)", &DISTROS_DIR)
+        .option("unbit-state-dir", "root-owned directory with the node's last good container specs", &STATE_DIR)
+        .option("unbit-cgroup-name", "name of the platform's own cgroup subtree (default unbit)", &CGROUP_NAME);
 }

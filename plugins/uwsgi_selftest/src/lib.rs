@@ -16,45 +16,24 @@ impl uwsgi::Plugin for SelfTest {
     const NAME: &'static std::ffi::CStr = c"uwsgi_selftest";
 
     fn on_load(reg: &mut Registry) {
-        reg.option(
-            "selftest-greeting",
-            "text the selftest hook prints",
-            &GREETING,
-        )
-        .list_option("selftest-port", "a TCP port (repeatable)", &PORTS)
-        .flag(
-            "selftest-report",
-            "log what the plugin reads from struct uwsgi_server",
-            &REPORT,
-        )
-        .flag(
-            "selftest-panic-in-cycle",
-            "panic in the first master cycle",
-            &PANIC_IN_CYCLE,
-        )
-        .hook("selftest-hook", |arg| {
-            uwsgi::log!("hook ran with arg={arg} pid={}", std::process::id());
-            Ok(())
-        })
-        .hook("selftest-fail", |arg| Err(format!("asked to fail ({arg})")))
-        .hook("selftest-panic", |arg| {
-            panic!("hook asked to panic ({arg})")
-        })
-        .alarm("selftest", |instance, arg| {
-            Ok(Box::new(LogAlarm {
-                instance: instance.into(),
-                arg: arg.into(),
-            }))
-        })
-        .imperial_monitor("selftest", |arg| {
-            let path = arg.strip_prefix("selftest://").unwrap_or_default();
-            if path.is_empty() {
-                return Err("usage: emperor = selftest:///path/to/vassal.ini".into());
-            }
-            Ok(Box::new(OneFileMonitor {
-                path: PathBuf::from(path),
-            }))
-        });
+        reg.option("selftest-greeting", "text the selftest hook prints", &GREETING)
+            .list_option("selftest-port", "a TCP port (repeatable)", &PORTS)
+            .flag("selftest-report", "log what the plugin reads from struct uwsgi_server", &REPORT)
+            .flag("selftest-panic-in-cycle", "panic in the first master cycle", &PANIC_IN_CYCLE)
+            .hook("selftest-hook", |arg| {
+                uwsgi::log!("hook ran with arg={arg} pid={}", std::process::id());
+                Ok(())
+            })
+            .hook("selftest-fail", |arg| Err(format!("asked to fail ({arg})")))
+            .hook("selftest-panic", |arg| panic!("hook asked to panic ({arg})"))
+            .alarm("selftest", |instance, arg| Ok(Box::new(LogAlarm { instance: instance.into(), arg: arg.into() })))
+            .imperial_monitor("selftest", |arg| {
+                let path = arg.strip_prefix("selftest://").unwrap_or_default();
+                if path.is_empty() {
+                    return Err("usage: emperor = selftest:///path/to/vassal.ini".into());
+                }
+                Ok(Box::new(OneFileMonitor { path: PathBuf::from(path) }))
+            });
     }
 
     fn init() {
@@ -78,11 +57,7 @@ impl uwsgi::Plugin for SelfTest {
     }
 
     fn vassal(v: &Vassal) -> Result<(), String> {
-        uwsgi::log!(
-            "vassal callback for {} in pid {}",
-            v.name(),
-            std::process::id()
-        );
+        uwsgi::log!("vassal callback for {} in pid {}", v.name(), std::process::id());
         Ok(())
     }
 
@@ -105,12 +80,7 @@ impl Alarm for LogAlarm {
         if msg.contains("panic") {
             panic!("alarm asked to panic");
         }
-        uwsgi::log!(
-            "alarm {} (arg={}) raised: {}",
-            self.instance,
-            self.arg,
-            msg.trim_end()
-        );
+        uwsgi::log!("alarm {} (arg={}) raised: {}", self.instance, self.arg, msg.trim_end());
     }
 }
 

@@ -8,19 +8,13 @@ pub(crate) fn sample() -> ContainerSpec {
         storage_mb: 1000,
         cpu_weight: 100,
         pids_limit: 512,
-        distro: Distro::Platform {
-            path: "bookworm".into(),
-        },
+        distro: Distro::Platform { path: "bookworm".into() },
         ssh_keys: vec!["ssh-ed25519 AAAA test@example".into()],
         subscription_key: KeyPair {
             private_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
             public_pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
         },
-        alarms: AlarmSettings {
-            freq: 60,
-            quota_threshold: 90,
-            ..Default::default()
-        },
+        alarms: AlarmSettings { freq: 60, quota_threshold: 90, ..Default::default() },
         links: vec![],
         nofollow: false,
         dmz: false,
@@ -52,9 +46,7 @@ fn a_newline_in_any_customer_field_is_rejected_with_the_field_named() {
     let err = spec.validate().unwrap_err();
     let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["name", "alarms.slack_webhook"]);
-    assert!(err
-        .to_string()
-        .starts_with("container 30009: invalid spec: name: contains the control character U+000A"));
+    assert!(err.to_string().starts_with("container 30009: invalid spec: name: contains the control character U+000A"));
 }
 
 #[test]
@@ -80,10 +72,7 @@ fn unknown_fields_are_refused_rather_than_ignored() {
     let mut v = serde_json::to_value(sample()).unwrap();
     v["hook_asap"] = "exec:id".into();
     let err = ContainerSpec::from_json(v.to_string().as_bytes()).unwrap_err();
-    assert!(
-        matches!(err, SpecError::Syntax(ref m) if m.contains("hook_asap")),
-        "{err}"
-    );
+    assert!(matches!(err, SpecError::Syntax(ref m) if m.contains("hook_asap")), "{err}");
 }
 
 #[test]
@@ -101,26 +90,10 @@ fn ssh_key_changes_do_not_restart_but_memory_changes_do() {
 
 #[test]
 fn loopbox_paths_cannot_escape_or_cover_managed_folders() {
-    let ok = LoopboxSpec {
-        id: 1,
-        uid: 30017,
-        filename: "zeus001".into(),
-        mountpoint: "zeus".into(),
-        ro: false,
-    };
+    let ok = LoopboxSpec { id: 1, uid: 30017, filename: "zeus001".into(), mountpoint: "zeus".into(), ro: false };
     assert!(ok.validate().is_ok());
-    for (f, m) in [
-        ("../x; id", "zeus"),
-        ("zeus001", "vassals"),
-        ("/abs", "zeus"),
-        ("a//b", "z"),
-        ("a", "etc/sub"),
-    ] {
-        let lb = LoopboxSpec {
-            filename: f.into(),
-            mountpoint: m.into(),
-            ..ok.clone()
-        };
+    for (f, m) in [("../x; id", "zeus"), ("zeus001", "vassals"), ("/abs", "zeus"), ("a//b", "z"), ("a", "etc/sub")] {
+        let lb = LoopboxSpec { filename: f.into(), mountpoint: m.into(), ..ok.clone() };
         assert!(lb.validate().is_err(), "{f} -> {m} accepted");
     }
 }

@@ -1,0 +1,73 @@
+# Build, install and test the platform's uWSGI plugins.
+#
+#   make                         build every plugin as target/plugins/NAME_plugin.so
+#   make install                 copy them into the target uWSGI's plugin dir
+#   make test                    build, then run every test (unit, integration, end to end)
+#   make UWSGI_SRC=/path/to/uwsgi   build against a uWSGI source tree instead of the
+#                                installed binary (plugins land in target/uwsgi-src/plugins)
+#   make UWSGI_BIN=/opt/x/uwsgi  build against another installed uWSGI binary
+#
+# PLUGIN_DIR defaults to the plugin dir compiled into the target uWSGI; DESTDIR is honoured.
+
+CARGO        ?= cargo
+UWSGI_BIN    ?= $(shell command -v uwsgi 2>/dev/null || echo uwsgi)
+PLUGINS      := unbit_containers uwsgi_selftest
+CARGO_FLAGS  ?= --release
+
+export UWSGI_BIN
+ifdef UWSGI_PROFILE
+  export UWSGI_PROFILE
+endif
+
+ifdef UWSGI_SRC
+  export UWSGI_SRC
+  # A source-tree build must never overwrite the plugins built for the installed uWSGI.
+  export CARGO_TARGET_DIR := $(CURDIR)/target/uwsgi-src
+  TARGET_CFLAGS = $(shell cd $(UWSGI_SRC) && python3 uwsgiconfig.py --cflags $(UWSGI_PROFILE) | tail -n1)
+else
+  export CARGO_TARGET_DIR ?= $(CURDIR)/target
+  TARGET_CFLAGS = $(shell $(UWSGI_BIN) --cflags)
+endif
+OUT := $(CARGO_TARGET_DIR)/plugins
+
+# -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\"" -> /usr/lib/uwsgi/plugins
+PLUGIN_DIR ?= $(shell echo '$(TARGET_CFLAGS)' | tr ' ' '\n' | sed -n 's/^-DUWSGI_PLUGIN_DIR=//p' | tr -d '"\\')
+
+.PHONY: all deps plugins install uninstall test check clean
+
+all: plugins
+
+# cargo names a cdylib libNAME.so; uWSGI derives the entry symbol from the file name, so the
+# file must be NAME_plugin.so to export NAME_plugin.
+plugins: deps
+	$(CARGO) build $(CARGO_FLAGS) $(addprefix -p ,$(PLUGINS))
+	@mkdir -p $(OUT)
+	@for p in $(PLUGINS); do \
+	  install -m 0755 $(CARGO_TARGET_DIR)/release/lib$$p.so $(OUT)/$${p}_plugin.so.tmp && \
+	  mv -f $(OUT)/$${p}_plugin.so.tmp $(OUT)/$${p}_plugin.so; \
+	done
+	@echo "plugins in $(OUT): $(PLUGINS)"
+
+install: plugins
+	@test -n "$(PLUGIN_DIR)" || { echo "cannot tell the target uWSGI's plugin dir; pass PLUGIN_DIR=..."; exit 1; }
+	install -d $(DESTDIR)$(PLUGIN_DIR)
+	@for p in $(PLUGINS); do install -m 0644 $(OUT)/$${p}_plugin.so $(DESTDIR)$(PLUGIN_DIR)/$${p}_plugin.so; done
+	@echo "installed into $(DESTDIR)$(PLUGIN_DIR)"
+
+uninstall:
+	@for p in $(PLUGINS); do rm -f $(DESTDIR)$(PLUGIN_DIR)/$${p}_plugin.so; done
+
+# System packages (stock uWSGI, libclang for bindgen, test servers). Quick when all present.
+deps:
+	@bash scripts/install-deps.sh
+
+# The README's test command. Lints first: a warning is a failure.
+test: deps plugins check
+	$(CARGO) test --workspace --no-fail-fast
+
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,54 @@
+//! A minimal HTTP/1.0 client over loopback: enough to check what a router or an app answers,
+//! with no dependency that could hide what goes over the wire.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// `GET path` to `addr` with a `Host` header.
+pub fn get(addr: &str, host: &str, path: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> std::io::Result<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Response { status, headers, body: body.to_string() })
+}
+
+/// Retries `GET` until it answers with `status` or `timeout` passes.
+pub fn wait_for_status(addr: &str, host: &str, path: &str, status: u16, timeout: Duration) -> Result<Response, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match get(addr, host, path) {
+            Ok(r) if r.status == status => return Ok(r),
+            Ok(r) => last = format!("status {} body {:?}", r.status, r.body),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("http://{addr}{path} (Host {host}) did not answer {status} within {timeout:?}: last {last}"))
+}
