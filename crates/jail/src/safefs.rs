@@ -1,0 +1,235 @@
+//! Symlink-safe, atomic file operations inside customer-writable trees, built on
+//! [`Syscalls`]. Every lookup is `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from a
+//! directory fd we hold; decisions are made on `fstatat(AT_SYMLINK_NOFOLLOW)` results and
+//! re-checked on the opened fd; writes go to a fresh `O_EXCL|O_NOFOLLOW` temp file in the same
+//! directory, then `renameat` over the name (rename replaces a planted symlink itself and
+//! never writes through it).
+
+use crate::error::{IoContext, JailError, Result};
+use crate::syscalls::{is_enoent, FileKind, Stat, Syscalls, RESOLVE_SAFE};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An open directory and the path it stands for (for error messages only: the path is
+/// never used to reach the directory again).
+#[derive(Debug)]
+pub struct Dir {
+    pub fd: OwnedFd,
+    pub path: PathBuf,
+}
+
+impl Dir {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+/// Maps the errors a safe lookup gives when it meets something planted.
+pub fn lookup_error(op: &'static str, path: PathBuf, e: io::Error) -> JailError {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => JailError::planted(path, "a symlink"),
+        Some(libc::EXDEV) => JailError::planted(path, "a path leaving its directory"),
+        Some(libc::ENOTDIR) => JailError::planted(path, "a non-directory in the path"),
+        _ => JailError::io(op, path, e),
+    }
+}
+
+/// Opens a host directory the operator configured (it may legitimately contain symlinks,
+/// e.g. `/containers -> /srv/containers`; customers cannot write there).
+pub fn open_trusted_dir(sys: &dyn Syscalls, path: &Path) -> Result<Dir> {
+    let fd = sys.openat2(None, path, libc::O_RDONLY | libc::O_DIRECTORY, 0, 0).ctx("open", path)?;
+    Ok(Dir { fd, path: path.to_path_buf() })
+}
+
+/// Opens `rel` below `dir` as a directory without ever traversing a symlink.
+pub fn open_dir(sys: &dyn Syscalls, dir: &Dir, rel: impl AsRef<Path>) -> Result<Dir> {
+    let rel = rel.as_ref();
+    let path = dir.join(rel);
+    let fd = sys
+        .openat2(Some(dir.as_fd()), rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0, RESOLVE_SAFE)
+        .map_err(|e| lookup_error("openat2", path.clone(), e))?;
+    Ok(Dir { fd, path })
+}
+
+/// Opens `rel` below `dir` as an `O_PATH` handle (for mounting), never through a symlink,
+/// and checks it is of the expected kind.
+pub fn open_path(sys: &dyn Syscalls, dir: &Dir, rel: impl AsRef<Path>, want: FileKind) -> Result<OwnedFd> {
+    let rel = rel.as_ref();
+    let path = dir.join(rel);
+    let mut flags = libc::O_PATH | libc::O_NOFOLLOW;
+    if want == FileKind::Dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    let fd = sys
+        .openat2(Some(dir.as_fd()), rel, flags, 0, RESOLVE_SAFE)
+        .map_err(|e| lookup_error("openat2", path.clone(), e))?;
+    let st = sys.fstat(fd.as_fd()).ctx("fstat", &path)?;
+    if st.kind != want {
+        return Err(JailError::planted(path, st.kind.describe()));
+    }
+    Ok(fd)
+}
+
+/// What sits at a name, without following it.
+pub fn lstat(sys: &dyn Syscalls, dir: &Dir, name: &str) -> Result<Option<Stat>> {
+    match sys.fstatat_nofollow(dir.as_fd(), Path::new(name)) {
+        Ok(st) => Ok(Some(st)),
+        Err(e) if is_enoent(&e) => Ok(None),
+        Err(e) => Err(JailError::io("fstatat", dir.join(name), e)),
+    }
+}
+
+/// Who should own a platform-made entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+    pub fn container(uid: u32) -> Owner {
+        Owner { uid, gid: uid }
+    }
+}
+
+/// Makes sure `parent/name` is a real directory owned by `owner`, creating it with `mode`
+/// if missing. A symlink planted in its place is removed (unlinking a link never touches its
+/// target) and replaced; any other non-directory is left alone and reported, since it may be
+/// customer data. Returns the open directory.
+pub fn ensure_dir(sys: &dyn Syscalls, parent: &Dir, name: &str, owner: Owner, mode: u32) -> Result<Dir> {
+    let path = parent.join(name);
+    let mut created = false;
+    // Two rounds: a racing customer can recreate the link between unlink and mkdir once; a
+    // second loss is reported rather than retried forever.
+    for _ in 0..2 {
+        match lstat(sys, parent, name)? {
+            Some(st) if st.kind == FileKind::Dir => break,
+            Some(st) if st.kind == FileKind::Symlink => {
+                sys.unlinkat(parent.as_fd(), Path::new(name), false).ctx("unlinkat (planted symlink)", &path)?;
+            }
+            Some(st) => return Err(JailError::planted(&path, st.kind.describe())),
+            None => {}
+        }
+        match sys.mkdirat(parent.as_fd(), Path::new(name), mode) {
+            Ok(()) => {
+                created = true;
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(JailError::io("mkdirat", path, e)),
+        }
+    }
+    let dir = open_dir(sys, parent, name)?;
+    let st = sys.fstat(dir.as_fd()).ctx("fstat", &path)?;
+    if st.uid != owner.uid || st.gid != owner.gid {
+        sys.fchown(dir.as_fd(), owner.uid, owner.gid).ctx("fchown", &path)?;
+    }
+    if created && st.mode != mode {
+        // mkdir applied the umask.
+        sys.fchmod(dir.as_fd(), mode).ctx("fchmod", &path)?;
+    }
+    Ok(dir)
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_name(name: &str) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!(".{name}.unbit-{}-{}-{nanos:x}", std::process::id(), TMP_COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Replaces `dir/name` atomically with `data`, owned by `owner` with exactly `mode`.
+/// Whatever was at `name` (file, planted symlink) is replaced, never written through; a
+/// directory at `name` is reported.
+pub fn atomic_write(sys: &dyn Syscalls, dir: &Dir, name: &str, data: &[u8], owner: Owner, mode: u32) -> Result<()> {
+    let path = dir.join(name);
+    let (tmp, fd) = {
+        let mut attempt = 0;
+        loop {
+            let tmp = temp_name(name);
+            match sys.openat2(
+                Some(dir.as_fd()),
+                Path::new(&tmp),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o600,
+                RESOLVE_SAFE,
+            ) {
+                Ok(fd) => break (tmp, fd),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < 8 => attempt += 1,
+                Err(e) => return Err(lookup_error("openat2 (temp file)", dir.join(&tmp), e)),
+            }
+        }
+    };
+    let result = (|| {
+        sys.write_all(fd.as_fd(), data).ctx("write", dir.join(&tmp))?;
+        sys.fchown(fd.as_fd(), owner.uid, owner.gid).ctx("fchown", dir.join(&tmp))?;
+        sys.fchmod(fd.as_fd(), mode).ctx("fchmod", dir.join(&tmp))?;
+        sys.fsync(fd.as_fd()).ctx("fsync", dir.join(&tmp))?;
+        sys.renameat(dir.as_fd(), Path::new(&tmp), dir.as_fd(), Path::new(name)).map_err(|e| match e.raw_os_error() {
+            Some(libc::EISDIR) | Some(libc::ENOTEMPTY) => JailError::planted(&path, "a directory"),
+            _ => JailError::io("renameat", &path, e),
+        })
+    })();
+    if result.is_err() {
+        // Best effort: the temp file is ours and holds nothing secret beyond `data`.
+        let _ = sys.unlinkat(dir.as_fd(), Path::new(&tmp), false);
+    }
+    result
+}
+
+/// Creates `dir/name` as an empty file if nothing is there (O_EXCL: never opens something a
+/// customer put there in the meantime). Returns whether it was created.
+pub fn create_empty(sys: &dyn Syscalls, dir: &Dir, name: &str, owner: Owner, mode: u32) -> Result<bool> {
+    let path = dir.join(name);
+    match sys.openat2(
+        Some(dir.as_fd()),
+        Path::new(name),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        mode,
+        RESOLVE_SAFE,
+    ) {
+        Ok(fd) => {
+            sys.fchown(fd.as_fd(), owner.uid, owner.gid).ctx("fchown", &path)?;
+            sys.fchmod(fd.as_fd(), mode).ctx("fchmod", &path)?;
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(lookup_error("openat2", path, e)),
+    }
+}
+
+/// A regular file found at a name, opened without following anything.
+pub struct Existing {
+    pub fd: OwnedFd,
+    pub stat: Stat,
+}
+
+/// Opens `dir/name` read-only if it is a regular file; `None` if it is missing; an error
+/// naming the path if it is a symlink or anything else.
+pub fn open_existing_file(sys: &dyn Syscalls, dir: &Dir, name: &str) -> Result<Option<Existing>> {
+    let path = dir.join(name);
+    let fd = match sys.openat2(
+        Some(dir.as_fd()),
+        Path::new(name),
+        // O_NONBLOCK: a FIFO planted here must not block the Emperor.
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0,
+        RESOLVE_SAFE,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if is_enoent(&e) => return Ok(None),
+        Err(e) => return Err(lookup_error("openat2", path, e)),
+    };
+    let stat = sys.fstat(fd.as_fd()).ctx("fstat", &path)?;
+    if stat.kind != FileKind::File {
+        return Err(JailError::planted(path, stat.kind.describe()));
+    }
+    Ok(Some(Existing { fd, stat }))
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Builds a container root filesystem ("distro") for the jail in crates/jail.
+#
+#   scripts/build-distro.sh <dest-dir> [--minimal]
+#
+# full (default): Debian 12 (bookworm) minbase from the mirror apt already uses, plus stock
+#   uWSGI and the language plugins customers use. Takes 1-3 minutes.
+# --minimal: a busybox-static rootfs (a few MB, well under a second), used by the tests.
+#
+# Both modes create the mountpoints the jail needs and refuses to invent at run time, because
+# the distro is mounted read-only: /proc /dev /tmp /run /var/{tmp,log,spool} /usr/local
+# /containers /opt/unbit, and /etc/{hosts,hostname,resolv.conf} as regular files (the jail
+# bind-mounts the container's own copies over them).
+#
+# Cached: <dest>/.unbit-distro-stamp holds the mode and this script's hash; a second run with
+# the same script and mode does nothing. The new tree is built beside <dest> and renamed into
+# place, so a half-built distro is never visible. A replaced distro is moved aside, not
+# deleted: running containers may still have it mounted.
+#
+# Runs as root on the trusted host. debootstrap executes the new tree's binaries in a chroot
+# while it installs packages: acceptable for the platform's own distros built from Debian's
+# signed archive, never to be done with a customer image.
+set -euo pipefail
+
+usage() { echo "usage: $0 <dest-dir> [--minimal]" >&2; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || usage
+dest=${1%/}
+mode=full
+if [[ $# -eq 2 ]]; then
+  [[ $2 == --minimal ]] || usage
+  mode=minimal
+fi
+[[ -n $dest && $dest != / ]] || usage
+[[ $(id -u) -eq 0 ]] || { echo "build-distro: must run as root" >&2; exit 1; }
+
+SUITE=bookworm
+PACKAGES=(uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ruby3.1)
+
+script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)
+stamp_value="$mode $script_hash"
+stamp_file=.unbit-distro-stamp
+if [[ -f $dest/$stamp_file && $(<"$dest/$stamp_file") == "$stamp_value" ]]; then
+  echo "build-distro: $dest is up to date ($mode)"
+  exit 0
+fi
+
+need() { command -v "$1" >/dev/null || { echo "build-distro: '$1' not found (scripts/install-deps.sh installs it)" >&2; exit 1; }; }
+
+mkdir -p "$(dirname "$dest")"
+work=$(mktemp -d "$dest.build.XXXXXX")
+cleanup() {
+  # debootstrap mounts proc/sys inside the target while it works; never let rm walk into a
+  # mounted filesystem. Unmount whatever is left below $work (deepest first), then remove.
+  local m
+  for m in $(awk -v w="$work" '$5 == w || index($5, w "/") == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+start=$(date +%s%N)
+
+# The mirror apt is configured with (deb822 "URIs:" or one-line "deb" sources), so the build
+# goes wherever the host's own package installs go.
+debian_mirror() {
+  local f uri
+  for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+    [[ -f $f ]] || continue
+    uri=$(awk '
+      /^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ /debian\/?$/ && $i !~ /security/) { print $i; exit } }
+      /^deb /  { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/ && $i ~ /debian\/?$/ && $i !~ /security/) { print $i; exit } }
+    ' "$f")
+    [[ -n $uri ]] && { echo "$uri"; return; }
+  done
+  echo http://deb.debian.org/debian
+}
+
+case $mode in
+  minimal)
+    need busybox
+    busybox=$(command -v busybox)
+    # The rootfs has no libc: busybox must be the static build (ldd fails on static binaries).
+    if ldd "$busybox" >/dev/null 2>&1; then
+      echo "build-distro: $busybox is dynamically linked (install busybox-static)" >&2; exit 1
+    fi
+    mkdir -p "$work/bin"
+    cp "$busybox" "$work/bin/busybox"
+    for applet in $("$work/bin/busybox" --list); do
+      [[ $applet == busybox ]] || ln -s busybox "$work/bin/$applet"
+    done
+    ln -s bin "$work/sbin"
+    mkdir -p "$work/usr"
+    ln -s ../bin "$work/usr/bin"
+    ln -s ../bin "$work/usr/sbin"
+    mkdir -p "$work/etc" "$work/root" "$work/home"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$work/etc/passwd"
+    printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$work/etc/group"
+    ;;
+  full)
+    need debootstrap
+    mirror=$(debian_mirror)
+    echo "build-distro: debootstrap $SUITE from $mirror with ${PACKAGES[*]}"
+    includes=$(IFS=,; echo "${PACKAGES[*]}")
+    debootstrap --variant=minbase --include="$includes" "$SUITE" "$work" "$mirror" \
+      >"$work.log" 2>&1 || { echo "build-distro: debootstrap failed, last lines of $work.log:" >&2; tail -n 30 "$work.log" >&2; exit 1; }
+    rm -f "$work.log"
+    # Package caches are dead weight in a read-only image.
+    rm -rf "$work"/var/cache/apt/archives/*.deb "$work"/var/lib/apt/lists/*_dists_* "$work"/var/log/*.log
+    ;;
+esac
+
+# Mountpoints the jail needs (the distro is read-only at run time).
+mkdir -p "$work"/{proc,dev,sys,tmp,run,usr/local,var/tmp,var/log,var/spool,containers,opt/unbit}
+chmod 0755 "$work"/{proc,dev,sys,tmp,run,containers,opt,opt/unbit}
+# /etc/hosts, hostname, resolv.conf are bind targets: regular files, never symlinks
+# (the jail refuses to mount through a symlink).
+for f in hosts hostname resolv.conf; do
+  if [[ -L $work/etc/$f || ! -f $work/etc/$f ]]; then
+    rm -f "$work/etc/$f"
+    : >"$work/etc/$f"
+  fi
+  chmod 0644 "$work/etc/$f"
+done
+echo "$stamp_value" >"$work/$stamp_file"
+chmod 0755 "$work"
+
+if [[ -e $dest ]]; then
+  old="$dest.replaced.$(date +%Y%m%d%H%M%S)"
+  mv "$dest" "$old"
+  echo "build-distro: previous tree moved to $old (delete it once no container uses it)"
+fi
+mv "$work" "$dest"
+trap - EXIT
+ms=$((($(date +%s%N) - start) / 1000000))
+printf 'build-distro: built %s (%s) in %d.%03d s, %s\n' "$dest" "$mode" $((ms / 1000)) $((ms % 1000)) "$(du -sh "$dest" | cut -f1)"
