@@ -1,0 +1,241 @@
+//! `/api/node/v1/...`: what a node's container manager reads and reports. The caller is a
+//! [`Node`] (client certificate, or the dev-mode token on loopback) and only ever sees its own
+//! server's objects.
+
+use super::common::{created, ok, path_uid, QueryMap};
+use super::metrics::{CONTAINER_METRICS, DOMAIN_METRICS};
+use crate::body::{parse_int, Fields, RawBody};
+use crate::error::{ApiError, ApiResult};
+use crate::node_auth::Node;
+use crate::routes::alarms::{alarm_message, insert_alarm, NewAlarm, MAX_UNIX};
+use crate::specs::{specs_for_server, uid_of};
+use crate::state::AppState;
+use crate::store::{now, RowExt};
+use crate::validate;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use container_spec::{ip_of, LoopboxSpec};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How often a waiting long poll re-reads its revision even without an in-process wake-up
+/// (changes made by another API host or by the admin CLI).
+const RECHECK: Duration = Duration::from_millis(500);
+
+async fn revision(state: &AppState, server_id: i64) -> ApiResult<i64> {
+    Ok(sqlx::query("SELECT revision FROM servers WHERE id = $1")
+        .bind(server_id)
+        .fetch_one(&state.db.pool)
+        .await?
+        .i64("revision"))
+}
+
+/// `GET /api/node/v1/containers?since=<revision>`: the node's deployable container specs. With
+/// `since` equal to the current revision the request is held until the revision moves or the
+/// long-poll period ends.
+pub async fn containers(State(state): State<AppState>, node: Node, query: QueryMap) -> ApiResult<Response> {
+    let since = query.get("since").map(|s| parse_int("since", s, 0, i64::MAX)).transpose()?;
+    let deadline = Instant::now() + state.long_poll;
+    let mut wake = state.revisions.subscribe();
+    loop {
+        wake.borrow_and_update();
+        let current = revision(&state, node.server_id).await?;
+        let now = Instant::now();
+        if since != Some(current) || now >= deadline {
+            break;
+        }
+        let wait = RECHECK.min(deadline - now);
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    // Revision first, then the specs: a change landing in between shows up in these specs and
+    // again, harmlessly, on the next poll.
+    let mut conn = state.db.pool.acquire().await?;
+    let current = sqlx::query("SELECT revision FROM servers WHERE id = $1")
+        .bind(node.server_id)
+        .fetch_one(&mut *conn)
+        .await?
+        .i64("revision");
+    let specs = specs_for_server(&mut conn, node.server_id).await?;
+    Ok(ok(json!({"revision": current, "containers": specs})))
+}
+
+pub async fn loopboxes(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
+    let rows = sqlx::query(
+        "SELECT l.* FROM loopboxes l JOIN containers c ON c.id = l.container_id \
+         WHERE c.server_id = $1 ORDER BY l.id",
+    )
+    .bind(node.server_id)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let specs: Vec<LoopboxSpec> = rows
+        .iter()
+        .map(|r| LoopboxSpec {
+            id: r.i64("id") as u64,
+            uid: uid_of(r.i64("container_id")) as u32,
+            filename: r.str("filename"),
+            mountpoint: r.str("mountpoint"),
+            ro: r.flag("ro"),
+        })
+        .filter(|l| l.validate().is_ok())
+        .collect();
+    Ok(ok(json!(specs)))
+}
+
+/// Every domain of every customer with a container on this node, with the uids of that
+/// customer's containers here and the public key its subscriptions are signed with.
+pub async fn domains(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
+    let mut conn = state.db.pool.acquire().await?;
+    let mut owners: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for r in sqlx::query("SELECT id, customer_id FROM containers WHERE server_id = $1 ORDER BY id")
+        .bind(node.server_id)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        owners.entry(r.i64("customer_id")).or_default().push(uid_of(r.i64("id")));
+    }
+    let rows = sqlx::query(
+        "SELECT d.name, d.customer_id, cu.rsa_public_pem FROM domains d \
+         JOIN customers cu ON cu.id = d.customer_id \
+         WHERE d.customer_id IN (SELECT customer_id FROM containers WHERE server_id = $1) ORDER BY d.name",
+    )
+    .bind(node.server_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let list: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.str("name"),
+                "owner_uids": owners.get(&r.i64("customer_id")).cloned().unwrap_or_default(),
+                "public_key_pem": r.str("rsa_public_pem"),
+            })
+        })
+        .collect();
+    Ok(ok(json!(list)))
+}
+
+async fn container_on_node(state: &AppState, node: &Node, uid: &str) -> ApiResult<i64> {
+    let id = path_uid(uid)?;
+    sqlx::query("SELECT id FROM containers WHERE id = $1 AND server_id = $2")
+        .bind(id)
+        .bind(node.server_id)
+        .fetch_optional(&state.db.pool)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(id)
+}
+
+/// `POST /api/node/v1/alarms/<uid>[?unix=N]`: a platform alarm (level 0), raw text body.
+pub async fn alarm(
+    State(state): State<AppState>,
+    node: Node,
+    Path(uid): Path<String>,
+    query: QueryMap,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    let id = container_on_node(&state, &node, &uid).await?;
+    let msg = alarm_message(&body)?;
+    let unix = query.get("unix").map(|u| parse_int("unix", u, 0, MAX_UNIX)).transpose()?.unwrap_or_else(now);
+    let alarm = NewAlarm {
+        unix,
+        level: 0,
+        color: "#ffffff".into(),
+        msg,
+        line: None,
+        func: None,
+        filename: None,
+        class: None,
+        vassal: None,
+    };
+    let mut tx = state.db.write().await?;
+    let alarm_id = insert_alarm(&mut tx, id, alarm).await?;
+    tx.commit().await?;
+    Ok(created(json!({"message": "Created", "id": alarm_id})))
+}
+
+/// `POST /api/node/v1/metrics/<metric>/<uid>` with `{unix, value}` (domain metrics also carry
+/// `domain`, which must belong to the container's customer).
+pub async fn metric(
+    State(state): State<AppState>,
+    node: Node,
+    Path((metric, uid)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    let is_domain = DOMAIN_METRICS.contains(&metric.as_str());
+    if !is_domain && !CONTAINER_METRICS.contains(&metric.as_str()) {
+        return Err(ApiError::not_found());
+    }
+    let id = container_on_node(&state, &node, &uid).await?;
+    let mut f = Fields::parse(&body)?;
+    let unix = f.required_int("unix", 0, MAX_UNIX)?;
+    let value = f.required_int("value", i64::MIN, i64::MAX)?;
+    let domain = if is_domain { Some(validate::domain("domain", &f.required_string("domain")?)?) } else { None };
+    f.finish()?;
+    let mut tx = state.db.write().await?;
+    match domain {
+        None => {
+            sqlx::query("INSERT INTO container_metrics (container_id, metric, unix, value) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(&metric)
+                .bind(unix)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Some(name) => {
+            let domain_id = sqlx::query(
+                "SELECT d.id FROM domains d JOIN containers c ON c.customer_id = d.customer_id \
+                 WHERE d.name = $1 AND c.id = $2",
+            )
+            .bind(&name)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.i64("id"))
+            .ok_or_else(|| ApiError::invalid("domain", "not a domain of this container's owner"))?;
+            sqlx::query(
+                "INSERT INTO domain_metrics (domain_id, container_id, metric, unix, value) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(domain_id)
+            .bind(id)
+            .bind(&metric)
+            .bind(unix)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(created(json!({"message": "Created"})))
+}
+
+/// `GET /api/node/v1/portmappings`: `{revision, mappings}` for this node's firewall.
+pub async fn portmappings(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
+    let mut conn = state.db.pool.acquire().await?;
+    let revision = sqlx::query("SELECT portmappings_revision FROM servers WHERE id = $1")
+        .bind(node.server_id)
+        .fetch_one(&mut *conn)
+        .await?
+        .i64("portmappings_revision");
+    let rows = sqlx::query("SELECT * FROM portmaps WHERE server_id = $1 ORDER BY id")
+        .bind(node.server_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mappings: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "proto": r.str("proto"),
+                "public_ip": node.address,
+                "public_port": r.i64("public_port"),
+                "private_ip": ip_of(uid_of(r.i64("container_id")) as u32).to_string(),
+                "private_port": r.i64("private_port"),
+            })
+        })
+        .collect();
+    Ok(ok(json!({"revision": revision, "mappings": mappings})))
+}
