@@ -93,7 +93,7 @@ struct State {
     /// (operation, path suffix) -> errno, for failure injection.
     failures: Vec<(&'static str, PathBuf, i32)>,
     /// Emulated cgroupfs mounts: a directory made under one gets these control files.
-    cgroupfs: Vec<(PathBuf, Vec<String>)>,
+    cgroupfs: Vec<(PathBuf, Vec<(String, String)>)>,
 }
 
 /// The recording fake. Not thread-safe by design (tests are sequential per instance).
@@ -198,6 +198,13 @@ impl Fake {
         self
     }
 
+    /// Changes a node in place (e.g. its link count, to model a hard link).
+    pub fn edit(&self, path: impl AsRef<Path>, change: impl FnOnce(&mut Node)) -> &Self {
+        let p = normalize(path.as_ref());
+        change(self.st.borrow_mut().nodes.get_mut(&p).expect("node exists"));
+        self
+    }
+
     /// Makes the next matching operation fail with `errno` (`op` is the method name, the
     /// path is matched as a suffix of the view path).
     pub fn fail(&self, op: &'static str, path_suffix: impl AsRef<Path>, errno: i32) -> &Self {
@@ -205,15 +212,19 @@ impl Fake {
         self
     }
 
-    /// Emulates a cgroup filesystem at `mount`: the directory is created with `files` in it,
-    /// and every directory later created below it (by [`Syscalls::mkdir`]) gets them too.
+    /// Emulates a cgroup filesystem at `mount`: the directory is created with `files` (name,
+    /// content) in it, and every directory later created below it (by [`Syscalls::mkdir`])
+    /// gets them too, with the same initial content.
     pub fn cgroupfs(&self, mount: impl AsRef<Path>, files: &[(&str, &str)]) -> &Self {
         let mount = normalize(mount.as_ref());
         self.dir(&mount, 0, 0o755);
         for (name, content) in files {
             self.file(mount.join(name), 0, content.as_bytes());
         }
-        self.st.borrow_mut().cgroupfs.push((mount, files.iter().map(|(n, _)| n.to_string()).collect()));
+        self.st
+            .borrow_mut()
+            .cgroupfs
+            .push((mount, files.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect()));
         self
     }
 
@@ -858,10 +869,12 @@ impl Syscalls for Fake {
             Some(n) if n.kind == FileKind::Dir => {}
             _ => return Err(err(libc::ENOENT)),
         }
-        let files: Vec<String> =
+        let files: Vec<(String, String)> =
             st.cgroupfs.iter().filter(|(m, _)| b.starts_with(m)).flat_map(|(_, f)| f.clone()).collect();
-        for f in files {
-            st.nodes.insert(b.join(f), Node::new(FileKind::File, 0o644));
+        for (name, content) in files {
+            let mut n = Node::new(FileKind::File, 0o644);
+            n.data = content.into_bytes();
+            st.nodes.insert(b.join(name), n);
         }
         st.nodes.insert(b, Node::new(FileKind::Dir, mode));
         Ok(())
