@@ -90,3 +90,46 @@ pub fn fake_node() -> (Fake, NodePaths) {
     f.file("/proc/sys/kernel/shmmax", 0, b"18446744073692774399");
     (f, paths)
 }
+
+/// The privileged tests run as root (here and in CI); without it they fail loudly instead
+/// of passing vacuously.
+pub fn require_root() {
+    assert_eq!(nix::unistd::geteuid().as_raw(), 0, "this test needs root (real mounts, cgroups, loop devices, chown)");
+}
+
+/// Fails with the package to install when a host tool is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists())).unwrap_or(false)
+            || Path::new("/usr/sbin").join(tool).exists()
+            || Path::new("/sbin").join(tool).exists();
+    assert!(found, "{tool} not found: install {package} (scripts/install-deps.sh)");
+}
+
+/// A random suffix so two runs (or two tests) never share a name.
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("/dev/urandom");
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
+/// Builds the minimal busybox distro with the project's own script.
+pub fn build_minimal_distro(dest: &Path) {
+    require_tool("busybox", "busybox-static");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-distro.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(dest)
+        .arg("--minimal")
+        .output()
+        .expect("run build-distro.sh");
+    assert!(
+        out.status.success(),
+        "build-distro.sh --minimal failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
