@@ -6,7 +6,8 @@
 use crate::error::{JailError, Result};
 use crate::quota::QuotaBackend;
 use crate::safefs::{
-    atomic_write, create_empty, ensure_dir, lstat, open_dir, open_existing_file, open_trusted_dir, Dir, Owner,
+    atomic_write, create_empty, ensure_dir, lstat, open_dir, open_existing_file, open_trusted_dir, sync_file, Dir,
+    Owner,
 };
 use crate::syscalls::{FileKind, Syscalls};
 use crate::NodePaths;
@@ -54,37 +55,25 @@ pub fn prepare_home_with(
 }
 
 fn prepare(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec, quota: &dyn QuotaBackend) -> Result<()> {
-    let uid = spec.uid;
-    let me = Owner::container(uid);
     let containers = open_trusted_dir(sys, &paths.containers)?;
-    quota.provision_home(sys, &containers, uid, spec.storage_mb)?;
-    let home = ensure_dir(sys, &containers, &uid.to_string(), me, 0o755)?;
+    quota.provision_home(sys, &containers, spec.uid, spec.storage_mb)?;
+    layout(sys, &containers, spec)?;
+    // After the layout's fds are closed: a backend may have to unmount the home to resize it.
+    quota.apply_quota(sys, &containers, spec.uid, spec.storage_mb)
+}
+
+fn layout(sys: &dyn Syscalls, containers: &Dir, spec: &ContainerSpec) -> Result<()> {
+    let me = Owner::container(spec.uid);
+    let home = ensure_dir(sys, containers, &spec.uid.to_string(), me, 0o755)?;
     let st = sys.fstat(home.as_fd()).map_err(|e| JailError::io("fstat", &home.path, e))?;
     if st.mode & 0o022 != 0 {
         // sshd refuses keys under a group/world-writable home; the original forced 755.
         sys.fchmod(home.as_fd(), st.mode & !0o022).map_err(|e| JailError::io("fchmod", &home.path, e))?;
     }
-
-    let mut etc = None;
-    let mut run = None;
-    let mut logs = None;
-    let mut ssh = None;
     for (name, mode) in HOME_DIRS {
-        let d = ensure_dir(sys, &home, name, me, *mode)?;
-        match *name {
-            "etc" => etc = Some(d),
-            "run" => run = Some(d),
-            "logs" => logs = Some(d),
-            ".ssh" => ssh = Some(d),
-            _ => {}
-        }
+        ensure_dir(sys, &home, name, me, *mode)?;
     }
-    let (etc, run, logs, ssh) = (
-        etc.expect("in HOME_DIRS"),
-        run.expect("in HOME_DIRS"),
-        logs.expect("in HOME_DIRS"),
-        ssh.expect("in HOME_DIRS"),
-    );
+    let run = open_dir(sys, &home, "run")?;
     for name in RUN_MOUNTPOINTS {
         ensure_dir(sys, &run, name, Owner::ROOT, 0o755)?;
     }
@@ -92,17 +81,16 @@ fn prepare(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec, quota: &
         ensure_dir(sys, &run, name, me, 0o755)?;
     }
 
+    let etc = open_dir(sys, &home, "etc")?;
     let hosts = if spec.etc_hosts.is_empty() { DEFAULT_HOSTS.to_string() } else { lines(&spec.etc_hosts) };
     seed_if_missing(sys, &etc, "hosts", hosts.as_bytes(), me)?;
     seed_if_missing(sys, &etc, "resolv.conf", lines(&spec.etc_resolv_conf).as_bytes(), me)?;
-    atomic_write(sys, &etc, "hostname", format!("{}\n", spec.hostname()).as_bytes(), me, 0o644)?;
+    sync_file(sys, &etc, "hostname", format!("{}\n", spec.hostname()).as_bytes(), me, 0o644)?;
     // The subscription key: readable by the container, by no other host user (WEAK-10).
-    atomic_write(sys, &etc, "uwsgi.key", spec.subscription_key.private_pem.as_bytes(), me, 0o400)?;
-    atomic_write(sys, &etc, "uwsgi.pubkey", spec.subscription_key.public_pem.as_bytes(), me, 0o444)?;
-    ensure_owned_file(sys, &logs, EMPEROR_LOG, me)?;
-    write_keys(sys, &ssh, spec)?;
-    quota.apply_quota(sys, &containers, uid, spec.storage_mb)?;
-    Ok(())
+    sync_file(sys, &etc, "uwsgi.key", spec.subscription_key.private_pem.as_bytes(), me, 0o400)?;
+    sync_file(sys, &etc, "uwsgi.pubkey", spec.subscription_key.public_pem.as_bytes(), me, 0o444)?;
+    ensure_owned_file(sys, &open_dir(sys, &home, "logs")?, EMPEROR_LOG, me)?;
+    write_keys(sys, &open_dir(sys, &home, ".ssh")?, spec)
 }
 
 /// Writes `name` with `seed` only when it is missing, as promised to customers who edit it.
@@ -151,19 +139,7 @@ fn keys_content(spec: &ContainerSpec) -> String {
 /// mtime change otherwise). Keys never contain control characters (spec validation), so one
 /// key is always exactly one line.
 fn write_keys(sys: &dyn Syscalls, ssh: &Dir, spec: &ContainerSpec) -> Result<()> {
-    let me = Owner::container(spec.uid);
-    let want = keys_content(spec);
-    let current = match open_existing_file(sys, ssh, AUTHORIZED_KEYS) {
-        Ok(Some(f)) if f.stat.uid == me.uid && f.stat.nlink == 1 && f.stat.mode == 0o600 => {
-            Some(sys.read_all(f.fd.as_fd()).map_err(|e| JailError::io("read", ssh.join(AUTHORIZED_KEYS), e))?)
-        }
-        Ok(_) | Err(JailError::Planted { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    if current.as_deref() == Some(want.as_bytes()) {
-        return Ok(());
-    }
-    atomic_write(sys, ssh, AUTHORIZED_KEYS, want.as_bytes(), me, 0o600)
+    sync_file(sys, ssh, AUTHORIZED_KEYS, keys_content(spec).as_bytes(), Owner::container(spec.uid), 0o600)
 }
 
 /// Key-only update for a home that already exists. See [`crate::write_authorized_keys`].

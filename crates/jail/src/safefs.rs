@@ -184,6 +184,28 @@ pub fn atomic_write(sys: &dyn Syscalls, dir: &Dir, name: &str, data: &[u8], owne
     result
 }
 
+/// Makes `dir/name` hold exactly `data` with this owner and mode, writing (atomically) only
+/// when something differs. Skipping identical rewrites keeps mtimes meaningful and lets a
+/// container whose disk is full at its quota still start (a rewrite would need new blocks).
+pub fn sync_file(sys: &dyn Syscalls, dir: &Dir, name: &str, data: &[u8], owner: Owner, mode: u32) -> Result<()> {
+    match open_existing_file(sys, dir, name) {
+        Ok(Some(f))
+            if f.stat.nlink == 1
+                && (f.stat.uid, f.stat.gid) == (owner.uid, owner.gid)
+                && f.stat.mode == mode
+                && f.stat.size == data.len() as u64 =>
+        {
+            let current = sys.read_all(f.fd.as_fd()).ctx("read", dir.join(name))?;
+            if current == data {
+                return Ok(());
+            }
+        }
+        Ok(_) | Err(JailError::Planted { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    atomic_write(sys, dir, name, data, owner, mode)
+}
+
 /// Creates `dir/name` as an empty file if nothing is there (O_EXCL: never opens something a
 /// customer put there in the meantime). Returns whether it was created.
 pub fn create_empty(sys: &dyn Syscalls, dir: &Dir, name: &str, owner: Owner, mode: u32) -> Result<bool> {

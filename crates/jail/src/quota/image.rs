@@ -6,8 +6,9 @@
 //! The image is created by the trusted host's `mkfs.ext4` (never a guest binary), with the
 //! root directory owned by the container uid. The mount lives in the Emperor's (host) mount
 //! namespace, so every container clone inherits it. Growing is online (`LOOP_SET_CAPACITY` +
-//! `resize2fs`); shrinking needs the home unmounted (`e2fsck` + `resize2fs`), which is
-//! possible because `prepare_home` runs while the container is stopped.
+//! `resize2fs`, which needs CAP_SYS_RESOURCE) with an offline fallback; shrinking needs the
+//! home unmounted (`e2fsck` + `resize2fs`), which is possible because `prepare_home` runs
+//! while the container is stopped.
 
 use super::QuotaBackend;
 use crate::error::{JailError, Result};
@@ -234,32 +235,54 @@ impl QuotaBackend for ImageQuota {
         let n = self
             .mounted_device(containers, uid)?
             .ok_or_else(|| JailError::verify(format!("{} is not mounted on its home", img.display())))?;
-        if want > have {
-            // Online grow: bigger file, tell the loop device, grow the mounted ext4.
+        let set_len = |len: u64| {
             File::options()
                 .write(true)
                 .open(&img)
-                .and_then(|f| f.set_len(want))
-                .map_err(|e| JailError::io("ftruncate", &img, e))?;
+                .and_then(|f| f.set_len(len))
+                .map_err(|e| JailError::io("ftruncate", &img, e))
+        };
+        if want > have {
+            // Online grow: bigger file, tell the loop device, grow the mounted ext4. Needs
+            // CAP_SYS_RESOURCE; without it, the offline path below does the same.
+            set_len(want)?;
             LoopDevice::open(n)
                 .and_then(|d| d.set_capacity())
                 .map_err(|e| JailError::io("LOOP_SET_CAPACITY", loopdev::device_path(n), e))?;
-            return run(Command::new("resize2fs").arg(loopdev::device_path(n)));
+            if run(Command::new("resize2fs").arg(loopdev::device_path(n))).is_ok() {
+                return Ok(());
+            }
         }
-        // Offline shrink: the container is stopped while prepare_home runs.
+        // Offline: the container is stopped while prepare_home runs.
         self.unmount(&containers.path, uid)?;
-        let shrink = run(Command::new("e2fsck").args(["-f", "-y", "-q"]).arg(&img))
-            .and_then(|_| run(Command::new("resize2fs").arg(&img).arg(format!("{}K", want >> 10))))
-            .and_then(|_| {
-                File::options()
-                    .write(true)
-                    .open(&img)
-                    .and_then(|f| f.set_len(want))
-                    .map_err(|e| JailError::io("ftruncate", &img, e))
-            });
+        let resized = fsck(&img).and_then(|_| {
+            if want > have {
+                run(Command::new("resize2fs").arg(&img))
+            } else {
+                run(Command::new("resize2fs").arg(&img).arg(format!("{}K", want >> 10))).and_then(|_| set_len(want))
+            }
+        });
         // Mounted again either way: a failed shrink (more data than the new quota) leaves
         // the old size in place and says why.
         let remount = self.mount_image(containers, uid);
-        shrink.and(remount)
+        resized.and(remount)
+    }
+}
+
+/// `e2fsck -f` (resize2fs insists on a freshly checked filesystem). Exit status 1 means
+/// "errors corrected", which is fine here.
+fn fsck(img: &Path) -> Result<()> {
+    let out = Command::new("e2fsck").args(["-f", "-y"]).arg(img).output().map_err(|e| JailError::Command {
+        uid: None,
+        command: "e2fsck".into(),
+        detail: e.to_string(),
+    })?;
+    match out.status.code() {
+        Some(0) | Some(1) => Ok(()),
+        _ => Err(JailError::Command {
+            uid: None,
+            command: format!("e2fsck -f -y {}", img.display()),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+        }),
     }
 }
