@@ -178,11 +178,12 @@ fn mounted_loop(mountpoint: &Path) -> Option<u32> {
 fn mount_opts(mountpoint: &Path) -> String {
     let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
     mi.lines()
+        .rev()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             (f[4] == mountpoint.to_str().unwrap()).then(|| f[5].to_string())
         })
-        .last()
+        .next()
         .unwrap_or_default()
 }
 
@@ -223,7 +224,7 @@ fn image_backend_mounts_a_sized_ext4_on_the_home() {
     let (written, errno) = fill(&home.join("tmp/big"), 60);
     eprintln!("image: wrote {} MiB, then errno {errno:?}", written >> 20);
     assert_eq!(errno, Some(libc::ENOSPC));
-    assert!(written <= 20 << 20 && written >= 10 << 20, "{written}");
+    assert!((10 << 20..=20 << 20).contains(&written), "{written}");
 
     // Online grow.
     let mut bigger = s.clone();
