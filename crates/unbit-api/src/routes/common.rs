@@ -164,10 +164,12 @@ impl Tagged {
     /// start at `$first` with the customer id, then the names.
     pub fn filter_sql(self, alias: &str, first: usize, names: usize) -> String {
         let (table, col) = self.table();
+        // `?tags=` with no names matches nothing (and `IN ()` is not valid SQL everywhere).
+        let names_match =
+            if names == 0 { "1 = 0".to_string() } else { format!("t.name IN ({})", placeholders(first + 1, names)) };
         format!(
             " AND {alias}.id IN (SELECT x.{col} FROM {table} x JOIN tags t ON t.id = x.tag_id \
-             WHERE t.customer_id = ${first} AND t.name IN ({}))",
-            placeholders(first + 1, names)
+             WHERE t.customer_id = ${first} AND {names_match})"
         )
     }
 
