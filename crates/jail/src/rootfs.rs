@@ -80,7 +80,8 @@ fn enter(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec, cgroups: &
         None => None,
     };
 
-    // The distro, read-only, on the jail root.
+    // The distro, read-only, on the jail root (created on first use: a root-owned host path).
+    mkdir_all(sys, &paths.jail_root)?;
     {
         let target = open_trusted_dir(sys, &paths.jail_root)?;
         sys.mount(Some(&fd_path(distro.as_fd())), &fd_path(target.as_fd()), None, MsFlags::MS_BIND, None)
@@ -159,6 +160,21 @@ fn enter(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec, cgroups: &
     // Per IPC namespace: no single SysV segment larger than the container's memory.
     let shmmax = Path::new("/proc/sys/kernel/shmmax");
     sys.write_file(shmmax, limits.memory_bytes.to_string().as_bytes()).ctx("write", shmmax)?;
+    Ok(())
+}
+
+/// mkdir -p for a trusted, root-owned host path.
+fn mkdir_all(sys: &dyn Syscalls, dir: &Path) -> Result<()> {
+    let mut cur = PathBuf::new();
+    for c in dir.components() {
+        cur.push(c);
+        if cur.parent().is_some() {
+            match sys.mkdir(&cur, 0o755) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(JailError::io("mkdir", cur, e)),
+                _ => {}
+            }
+        }
+    }
     Ok(())
 }
 

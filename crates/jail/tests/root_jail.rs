@@ -16,7 +16,7 @@ mod common;
 
 use common::{build_minimal_distro, paths_under, require_root, spec, unique};
 use container_spec::ContainerSpec;
-use jail::quota::NoQuota;
+use jail::quota::{ImageQuota, NoQuota};
 use jail::{drop_privileges, enter_jail, oom_kill_count, prepare_home, release, NodePaths};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -41,10 +41,16 @@ struct Fixture {
     host_secret: PathBuf,
     /// Another container's home on the same node.
     neighbour: PathBuf,
+    /// Set when the home is a mounted quota image (unmounted on drop).
+    image: Option<ImageQuota>,
 }
 
 impl Fixture {
     fn new(tweak: impl FnOnce(&mut ContainerSpec)) -> Fixture {
+        Fixture::with_image(tweak, false)
+    }
+
+    fn with_image(tweak: impl FnOnce(&mut ContainerSpec), image: bool) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let mut paths = paths_under(tmp.path());
@@ -59,13 +65,17 @@ impl Fixture {
         let mut s = spec(40_000 + n);
         s.pids_limit = 32;
         tweak(&mut s);
-        prepare_home(&paths, &s, &NoQuota).unwrap();
+        let image = image.then(|| ImageQuota::new(paths.containers.join(".quota-images")));
+        match &image {
+            Some(q) => prepare_home(&paths, &s, q).unwrap(),
+            None => prepare_home(&paths, &s, &NoQuota).unwrap(),
+        }
         let host_secret = tmp.path().join("host-secret");
         fs::write(&host_secret, "host only\n").unwrap();
         let neighbour = paths.containers.join((s.uid + 1).to_string());
         fs::create_dir_all(&neighbour).unwrap();
         fs::write(neighbour.join("secret"), "neighbour only\n").unwrap();
-        Fixture { tmp, paths, spec: s, host_secret, neighbour }
+        Fixture { tmp, paths, spec: s, host_secret, neighbour, image }
     }
 }
 
@@ -77,7 +87,12 @@ impl Drop for Fixture {
         if let Ok(cg) = jail::cgroup::manager(&jail::linux::Linux, &self.paths.cgroup_name) {
             let _ = cg.remove_root_if_empty();
         }
-        let _ = self.tmp.path();
+        if let Some(q) = &self.image {
+            // The mount holds the loop device; autoclear detaches it with the umount.
+            if let Err(e) = q.unmount(&self.paths.containers, self.spec.uid) {
+                eprintln!("cleanup: {e}");
+            }
+        }
     }
 }
 
@@ -609,6 +624,27 @@ fn fork_bomb(ctx: &Ctx) {
     }
 }
 
+fn fill_home(ctx: &Ctx) {
+    let path = format!("/containers/{}/tmp/big", ctx.spec.uid);
+    let mut f = match fs::File::create(&path) {
+        Ok(f) => f,
+        Err(e) => return println!("FAIL create {path}: {e}"),
+    };
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut written = 0u64;
+    let errno = loop {
+        if let Err(e) = std::io::Write::write_all(&mut f, &chunk).and_then(|_| f.sync_data()) {
+            break e.raw_os_error().unwrap_or(-1);
+        }
+        written += 1;
+        if written > 4 * ctx.spec.storage_mb {
+            break 0;
+        }
+    };
+    println!("INFO written_mb {written}");
+    println!("INFO write_errno {errno}");
+}
+
 fn nothing(_: &Ctx) {}
 
 // ---------------------------------------------------------------------------------------
@@ -718,6 +754,22 @@ fn fork_bomb_stops_at_pids_max() -> Outcome {
     // pid 1 (the checker) counts against the limit.
     if forks != 31 || errno != libc::EAGAIN {
         return Err(format!("{forks} forks, then errno {errno}; expected 31 then EAGAIN"));
+    }
+    Ok(())
+}
+
+/// The home is a 20 MiB quota image; the container uid writes until the disk says no.
+fn quota_from_inside() -> Outcome {
+    let fx = Fixture::with_image(|s| s.storage_mb = 20, true);
+    let r = run_jailed(&fx, -1, fill_home);
+    for l in &r.lines {
+        println!("    {l}");
+    }
+    expect_clean(&r)?;
+    let mb: u64 = r.info("written_mb").and_then(|v| v.parse().ok()).ok_or("no count")?;
+    let errno: i32 = r.info("write_errno").and_then(|v| v.parse().ok()).ok_or("no errno")?;
+    if errno != libc::ENOSPC || !(10..=20).contains(&mb) {
+        return Err(format!("wrote {mb} MiB then errno {errno}; expected at most 20 MiB then ENOSPC"));
     }
     Ok(())
 }
@@ -870,6 +922,7 @@ fn main() {
         ("security_attempts_from_inside", security_attempts_from_inside),
         ("memory_hog_is_oom_killed", memory_hog_is_oom_killed),
         ("fork_bomb_stops_at_pids_max", fork_bomb_stops_at_pids_max),
+        ("quota_from_inside", quota_from_inside),
         ("release_removes_only_our_cgroups", release_removes_only_our_cgroups),
         ("cgroup_v2_on_the_unified_mount", cgroup_v2_on_the_unified_mount),
         ("enter_jail_timing", enter_jail_timing),
