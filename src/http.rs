@@ -52,3 +52,28 @@ pub fn wait_for_status(addr: &str, host: &str, path: &str, status: u16, timeout:
     }
     Err(format!("http://{addr}{path} (Host {host}) did not answer {status} within {timeout:?}: last {last}"))
 }
+
+/// `GET path` over a unix socket (a container's `~/run/*.sock`, seen from the host).
+pub fn get_unix(socket: &std::path::Path, host: &str, path: &str) -> std::io::Result<Response> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse(&raw)
+}
+
+/// Retries [`get_unix`] until it answers 200 or `timeout` passes.
+pub fn wait_unix_ok(socket: &std::path::Path, path: &str, timeout: Duration) -> Result<Response, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match get_unix(socket, "localhost", path) {
+            Ok(r) if r.status == 200 => return Ok(r),
+            Ok(r) => last = format!("status {} body {:?}", r.status, r.body),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("{}{path} did not answer 200 within {timeout:?}: last {last}", socket.display()))
+}

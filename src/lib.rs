@@ -5,6 +5,7 @@
 
 pub mod harness;
 pub mod http;
+pub mod node;
 pub mod ports;
 
 pub use harness::{Instance, InstanceBuilder};

@@ -9,8 +9,9 @@ use std::sync::{Mutex, OnceLock};
 
 /// A source of vassals. uWSGI calls [`scan`](ImperialMonitor::scan) on every Emperor loop
 /// iteration (after any event, and at least every `emperor-freq` seconds), so it must be cheap
-/// and idempotent: feed what should run, stop what should not.
-pub trait ImperialMonitor: Send {
+/// and idempotent: feed what should run, stop what should not. A monitor lives in the
+/// (single-threaded) Emperor and never crosses threads, so it need not be `Send`.
+pub trait ImperialMonitor {
     fn scan(&mut self, emperor: &mut Emperor<'_>);
 
     /// Called when a descriptor registered with [`Emperor::watch_fd`] is readable. The monitor
@@ -251,5 +252,21 @@ impl Vassal {
         // SAFETY: `config` is NULL or a NUL-terminated copy owned by the instance.
         let p = unsafe { (*self.raw).config };
         (!p.is_null()).then(|| c_text(p))
+    }
+}
+
+impl Vassal {
+    /// The scheme of the imperial monitor that fed this vassal (`unbit` for `unbit://...`),
+    /// so a plugin acts only on its own vassals.
+    pub fn monitor_scheme(&self) -> Option<String> {
+        // SAFETY: `scanner` is NULL or the live scanner that fed the instance; its `monitor`
+        // is the registered monitor whose scheme is a static string.
+        unsafe {
+            let ues = (*self.raw).scanner;
+            if ues.is_null() || (*ues).monitor.is_null() {
+                return None;
+            }
+            Some(c_text((*(*ues).monitor).scheme))
+        }
     }
 }

@@ -30,6 +30,7 @@ mod hooks;
 pub mod log;
 mod options;
 pub mod plugin;
+pub mod process;
 mod registry;
 pub mod server;
 

@@ -1,11 +1,25 @@
 //! `unbit_containers`: runs every customer container of a node as a vassal of the node's
 //! Emperor, in its own namespaces, rootfs, cgroup, quota and sub-Emperor.
 //!
-//! Loaded by operators with `plugins = unbit_containers` in `emperor.ini`.
+//! Operators load it with `plugins = unbit_containers` and point the Emperor at the node's
+//! specs: `emperor = unbit:///var/lib/unbit/specs` with
+//! `emperor-use-clone = fs,pid,ipc,uts,net` (see `vassals-examples/emperor.ini`).
+//!
+//! * [`monitor`]: the imperial monitor: reads specs, plans with [`reconcile`], prepares homes,
+//!   feeds and stops container vassals, reports OOM kills;
+//! * [`container_child`]: in the Emperor's child, builds the jail and drops privileges;
+//! * [`in_container`]: hooks for the container master itself (rc.local, restart notice).
 
+mod container_child;
+mod in_container;
+mod monitor;
+pub mod reconcile;
+mod running_specs;
 mod settings;
+pub mod spec_folder;
+pub mod vassal_config;
 
-use uwsgi::Registry;
+use uwsgi::{Registry, Vassal};
 
 struct UnbitContainers;
 
@@ -14,6 +28,17 @@ impl uwsgi::Plugin for UnbitContainers {
 
     fn on_load(reg: &mut Registry) {
         settings::declare(reg);
+        reg.imperial_monitor("unbit", |arg| Ok(Box::new(monitor::ContainersMonitor::from_arg(arg)?)))
+            .hook("unbit-rc-local", in_container::run_rc_local)
+            .hook("unbit-broadcast", in_container::broadcast);
+    }
+
+    fn vassal(v: &Vassal) -> Result<(), String> {
+        container_child::setup(v)
+    }
+
+    fn vassal_before_exec(v: &Vassal) -> Result<(), String> {
+        container_child::before_exec(v)
     }
 }
 

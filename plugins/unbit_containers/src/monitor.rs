@@ -1,0 +1,176 @@
+//! `emperor = unbit:///path/to/specs`: the imperial monitor that runs the node's containers.
+//!
+//! Each pass reads the spec folder, keeps the last good spec of a container whose file became
+//! invalid (logging why, with the container and the field), plans with the [`Reconciler`] and
+//! applies: prepare the home (symlink-safe, quota), feed the Emperor the container's vassal,
+//! rewrite keys, stop removed containers and release their cgroups once they are gone, and
+//! report OOM kills.
+
+use crate::reconcile::{Action, Reconciler};
+use crate::spec_folder::SpecFolder;
+use crate::vassal_config::{self, uid_of, vassal_name};
+use crate::{running_specs, settings};
+use container_spec::ContainerSpec;
+use jail::{NodePaths, QuotaBackend};
+use std::collections::{BTreeMap, BTreeSet};
+use uwsgi::{Emperor, ImperialMonitor};
+
+pub struct ContainersMonitor {
+    folder: SpecFolder,
+    reconciler: Reconciler,
+    paths: NodePaths,
+    quota: Box<dyn QuotaBackend>,
+    watching: bool,
+    /// Containers asked to stop whose cgroups are released once the Emperor dropped them.
+    stopping: BTreeSet<u32>,
+    oom_seen: BTreeMap<u32, u64>,
+    /// Last problem logged per file or container, so a bad spec is reported once, not every pass.
+    reported: BTreeMap<String, String>,
+}
+
+impl ContainersMonitor {
+    pub fn from_arg(arg: &str) -> Result<Self, String> {
+        let dir = arg
+            .strip_prefix("unbit://")
+            .filter(|d| d.starts_with('/'))
+            .ok_or_else(|| format!("{arg}: expected unbit:///absolute/path/to/spec/folder"))?;
+        let folder = SpecFolder::open(std::path::Path::new(dir))?;
+        let paths = settings::node_paths();
+        let quota: Box<dyn QuotaBackend> = match settings::quota() {
+            settings::QuotaChoice::None => Box::new(jail::quota::NoQuota),
+            settings::QuotaChoice::Auto => jail::detect_quota_backend(&paths.containers).map_err(|e| e.to_string())?,
+        };
+        uwsgi::log!(
+            "managing containers from {dir}: homes in {}, distros in {}, cgroup subtree {}",
+            paths.containers.display(),
+            paths.distros.display(),
+            paths.cgroup_name
+        );
+        Ok(ContainersMonitor {
+            folder,
+            reconciler: Reconciler::default(),
+            paths,
+            quota,
+            watching: false,
+            stopping: BTreeSet::new(),
+            oom_seen: BTreeMap::new(),
+            reported: BTreeMap::new(),
+        })
+    }
+
+    fn report(&mut self, key: String, message: String) {
+        if self.reported.get(&key) != Some(&message) {
+            uwsgi::log!("{message}");
+            self.reported.insert(key, message);
+        }
+    }
+
+    fn desired(&mut self) -> Option<Vec<ContainerSpec>> {
+        let snapshot = match self.folder.read() {
+            Ok(s) => s,
+            Err(e) => {
+                // An unreadable source changes nothing: it is not an empty one.
+                self.report("folder".into(), format!("{e}; keeping every container as it is"));
+                return None;
+            }
+        };
+        self.reported.remove("folder");
+        let mut desired: Vec<ContainerSpec> = snapshot.specs.into_iter().filter(ContainerSpec::is_deployable).collect();
+        for bad in snapshot.rejected {
+            let kept = bad.uid.and_then(|uid| self.reconciler.spec(uid).cloned());
+            let note = if kept.is_some() { "; it keeps running with its last good spec" } else { "" };
+            self.report(
+                bad.file.display().to_string(),
+                format!("rejected {}: {}{note}", bad.file.display(), bad.reason),
+            );
+            desired.extend(kept);
+        }
+        Some(desired)
+    }
+
+    fn apply(&mut self, emperor: &mut Emperor<'_>, action: Action) {
+        match action {
+            Action::Run { spec, generation, restart } => {
+                let uid = spec.uid;
+                if let Err(e) = jail::prepare_home(&self.paths, &spec, self.quota.as_ref()) {
+                    self.report(format!("home {uid}"), format!("container {uid}: cannot prepare its home: {e}"));
+                    return;
+                }
+                self.reported.remove(&format!("home {uid}"));
+                let config = vassal_config::render(&spec, &self.paths.platform_dir);
+                running_specs::set(spec);
+                match emperor.feed(&vassal_name(uid), &config, generation, 0, 0) {
+                    Ok(()) if restart => uwsgi::log!("container {uid}: its spec changed, restarting it"),
+                    Ok(()) => {}
+                    Err(e) => uwsgi::log!("container {uid}: {e}"),
+                }
+            }
+            Action::UpdateKeys { spec } => {
+                let uid = spec.uid;
+                match jail::write_authorized_keys(&self.paths, &spec) {
+                    Ok(()) => {
+                        uwsgi::log!("container {uid}: ssh keys updated ({} keys), no restart", spec.ssh_keys.len())
+                    }
+                    Err(e) => uwsgi::log!("container {uid}: cannot write its ssh keys: {e}"),
+                }
+                running_specs::set(spec);
+            }
+            Action::Stop { uid } => {
+                uwsgi::log!("container {uid}: removed from the node's specs, stopping it (its home stays)");
+                emperor.stop(&vassal_name(uid));
+                self.stopping.insert(uid);
+            }
+        }
+    }
+
+    fn release_stopped(&mut self, running: &[u32]) {
+        let gone: Vec<u32> = self.stopping.iter().copied().filter(|uid| !running.contains(uid)).collect();
+        for uid in gone {
+            self.stopping.remove(&uid);
+            running_specs::remove(uid);
+            self.oom_seen.remove(&uid);
+            if let Err(e) = jail::release(&self.paths, uid) {
+                uwsgi::log!("container {uid}: cannot release its cgroup: {e}");
+            }
+        }
+    }
+
+    fn check_oom(&mut self, running: &[u32]) {
+        for &uid in running {
+            let Ok(count) = jail::oom_kill_count(&self.paths, uid) else { continue };
+            let seen = self.oom_seen.entry(uid).or_insert(count);
+            if count > *seen {
+                uwsgi::log!(
+                    "container {uid}: OUT OF MEMORY: the kernel killed {} process(es) at its memory limit ({} so far)",
+                    count - *seen,
+                    count
+                );
+                *seen = count;
+            }
+        }
+    }
+}
+
+impl ImperialMonitor for ContainersMonitor {
+    fn scan(&mut self, emperor: &mut Emperor<'_>) {
+        if !self.watching {
+            if let Some(fd) = self.folder.event_fd() {
+                emperor.watch_fd(fd);
+            }
+            self.watching = true;
+        }
+        let Some(desired) = self.desired() else { return };
+        let running: Vec<u32> = emperor.vassals().iter().filter_map(|v| uid_of(&v.name)).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        for action in self.reconciler.plan(&desired, &running, now, settings::max_stops()) {
+            self.apply(emperor, action);
+        }
+        self.release_stopped(&running);
+        self.check_oom(&running);
+    }
+
+    fn on_event(&mut self, emperor: &mut Emperor<'_>) {
+        self.folder.drain();
+        self.scan(emperor);
+    }
+}

@@ -1,0 +1,81 @@
+//! What the node should do to go from the containers it runs to the containers it is told to
+//! run. Pure logic, no uWSGI and no syscalls, so every rule is unit-tested:
+//!
+//! * a new deployable spec starts a container;
+//! * a change of the boot identity (anything but the ssh keys) restarts it;
+//! * an ssh-key-only change rewrites the keys file and restarts nothing;
+//! * a spec that disappeared stops its container, at most `max_stops` per pass, so a source
+//!   that suddenly lists nothing cannot wipe a node in one go;
+//! * an empty or failed read of the source never stops anything (the caller does not call
+//!   [`Reconciler::plan`] then).
+
+use container_spec::ContainerSpec;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Prepare the home and hand the Emperor the container's vassal, with this generation
+    /// as its mtime (a newer generation makes the Emperor reload, i.e. restart, it).
+    Run { spec: ContainerSpec, generation: i64, restart: bool },
+    /// Only the ssh keys changed: rewrite `.ssh/uwsgi_authorized_keys` in place.
+    UpdateKeys { spec: ContainerSpec },
+    /// The container is no longer wanted: stop it (its home stays).
+    Stop { uid: u32 },
+}
+
+struct Known {
+    spec: ContainerSpec,
+    generation: i64,
+}
+
+#[derive(Default)]
+pub struct Reconciler {
+    known: BTreeMap<u32, Known>,
+}
+
+impl Reconciler {
+    /// The actions for one pass. `desired` holds only valid, deployable specs; `running` the
+    /// uids the Emperor still has; `now` is the wall clock in seconds (generations grow from it).
+    pub fn plan(&mut self, desired: &[ContainerSpec], running: &[u32], now: i64, max_stops: usize) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for spec in desired {
+            match self.known.get_mut(&spec.uid) {
+                None => {
+                    self.known.insert(spec.uid, Known { spec: spec.clone(), generation: now });
+                    actions.push(Action::Run { spec: spec.clone(), generation: now, restart: false });
+                }
+                Some(k) if k.spec.needs_restart_for(spec) => {
+                    k.generation = now.max(k.generation + 1);
+                    k.spec = spec.clone();
+                    actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart: true });
+                }
+                Some(k) => {
+                    if k.spec.ssh_keys != spec.ssh_keys {
+                        k.spec = spec.clone();
+                        actions.push(Action::UpdateKeys { spec: spec.clone() });
+                    }
+                    if !running.contains(&spec.uid) {
+                        // Known but not running (it died for good, or the Emperor dropped it):
+                        // hand it over again with the same generation.
+                        actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart: false });
+                    }
+                }
+            }
+        }
+        let wanted: Vec<u32> = desired.iter().map(|s| s.uid).collect();
+        let gone: Vec<u32> = self.known.keys().copied().filter(|uid| !wanted.contains(uid)).collect();
+        for uid in gone.into_iter().take(max_stops) {
+            self.known.remove(&uid);
+            actions.push(Action::Stop { uid });
+        }
+        actions
+    }
+
+    /// The spec the node runs for `uid`, if any.
+    pub fn spec(&self, uid: u32) -> Option<&ContainerSpec> {
+        self.known.get(&uid).map(|k| &k.spec)
+    }
+}
+
+#[cfg(test)]
+mod tests;

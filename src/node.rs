@@ -1,0 +1,173 @@
+//! A throwaway node for container tests: a spec folder, a containers dir, a platform dir with
+//! the built plugin, a uniquely named cgroup subtree, and the node Emperor running
+//! `unbit_containers` over them. Dropping it stops the Emperor by PID, removes the cgroup
+//! subtree it created and the directories.
+
+use crate::harness::{plugin_path, project_root, Instance, InstanceBuilder};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The Debian 12 distro with uWSGI and the python3/psgi/rack plugins, built (and cached) by
+/// `scripts/build-distro.sh` on first use.
+pub fn debian_distro() -> PathBuf {
+    let dir = project_root().join("distros-cache/bookworm");
+    let out = Command::new("bash").arg(project_root().join("scripts/build-distro.sh")).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "build-distro.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+pub struct TestNode {
+    pub root: tempfile::TempDir,
+    pub cgroup_name: String,
+    pub emperor: Option<Instance>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestNode {
+    /// Starts the node Emperor. `extra` adds options (e.g. `--unbit-quota`).
+    pub fn start(extra: &[&str]) -> TestNode {
+        let distro = debian_distro();
+        let root = tempfile::Builder::new().prefix("unbit-node-").tempdir().unwrap();
+        let r = root.path();
+        for d in ["specs", "containers", "platform/plugins", "jail", "subscribe"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        // The jail refuses a distro reached through a symlink, so point at the real folder.
+        let distros = distro.parent().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(plugin_path("unbit_containers"), r.join("platform/plugins/unbit_containers_plugin.so")).unwrap();
+        let cgroup_name = format!("unbit-test-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let p = |d: &str| r.join(d).to_string_lossy().into_owned();
+        let mut args = vec![
+            "--emperor".to_string(),
+            format!("unbit://{}", p("specs")),
+            "--emperor-use-clone".into(),
+            "fs,pid,ipc,uts,net".into(),
+            "--emperor-freq".into(),
+            "1".into(),
+            "--unbit-containers-dir".into(),
+            p("containers"),
+            "--unbit-distros-dir".into(),
+            distros,
+            "--unbit-platform-dir".into(),
+            p("platform"),
+            "--unbit-subscribe-dir".into(),
+            p("subscribe"),
+            "--unbit-jail-root".into(),
+            p("jail"),
+            "--unbit-cgroup-name".into(),
+            cgroup_name.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let emperor = InstanceBuilder::new("node-emperor").project_plugin("unbit_containers").args(&args).start();
+        emperor.wait_for_log("managing containers from", Duration::from_secs(20)).unwrap();
+        TestNode { root, cgroup_name, emperor: Some(emperor) }
+    }
+
+    pub fn emperor(&self) -> &Instance {
+        self.emperor.as_ref().unwrap()
+    }
+
+    pub fn home(&self, uid: u32) -> PathBuf {
+        self.root.path().join("containers").join(uid.to_string())
+    }
+
+    /// Writes `<uid>.json` atomically (temp file + rename), as the API fetcher does.
+    pub fn put_spec(&self, uid: u32, json: &str) {
+        let specs = self.root.path().join("specs");
+        let tmp = specs.join(format!(".{uid}.json.tmp"));
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, specs.join(format!("{uid}.json"))).unwrap();
+    }
+
+    pub fn remove_spec(&self, uid: u32) {
+        std::fs::remove_file(self.root.path().join("specs").join(format!("{uid}.json"))).unwrap();
+    }
+
+    /// The cgroup directories this node created (v1 controllers and the v2 hierarchy).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_roots().into_iter().map(|r| r.join(&self.cgroup_name)).filter(|d| d.exists()).collect()
+    }
+}
+
+fn cgroup_roots() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return vec![] };
+    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    roots
+}
+
+/// Removes a cgroup subtree bottom-up (only empty cgroups can be removed).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.emperor.take() {
+            e.stop();
+            drop(e);
+        }
+        for _ in 0..50 {
+            for d in self.cgroup_dirs() {
+                remove_cgroup_tree(&d);
+            }
+            if self.cgroup_dirs().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left = self.cgroup_dirs();
+        if !left.is_empty() {
+            eprintln!("test node: cgroups left behind: {left:?}");
+        }
+    }
+}
+
+/// A subscription key pair (private PKCS#8 PEM, public SPKI PEM) made by openssl.
+pub fn key_pair() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let public = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().unwrap();
+    (std::fs::read_to_string(&key).unwrap(), String::from_utf8(public.stdout).unwrap())
+}
+
+/// A spec for a test container owned by the customer holding `keys`.
+pub fn spec_json(
+    uid: u32,
+    name: &str,
+    memory_mb: u64,
+    pids_limit: u32,
+    ssh_keys: &[&str],
+    keys: &(String, String),
+) -> String {
+    serde_json::json!({
+        "uid": uid,
+        "name": name,
+        "memory_mb": memory_mb,
+        "storage_mb": 200,
+        "pids_limit": pids_limit,
+        "distro": {"kind": "platform", "path": "bookworm"},
+        "ssh_keys": ssh_keys,
+        "subscription_key": {"private_pem": keys.0, "public_pem": keys.1},
+        "alarms": {"freq": 60, "quota_threshold": 90},
+        "etc_hosts": ["127.0.0.1 localhost"],
+        "etc_resolv_conf": ["nameserver 127.0.0.1"],
+    })
+    .to_string()
+}

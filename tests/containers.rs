@@ -1,0 +1,163 @@
+//! The container manager end to end, as root, on this machine's real kernel: a spec appears
+//! in the node's spec folder, the node Emperor's `unbit_containers` builds the jail, the
+//! container's own Emperor runs the customer's vassal, and the customer's app answers on its
+//! socket from inside namespaces, cgroup and a read-only distro.
+
+use std::path::Path;
+use std::time::Duration;
+use uwsgi_it::http::{get_unix, wait_unix_ok};
+use uwsgi_it::node::{key_pair, spec_json, TestNode};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The customer's app: answers with what it sees from inside, or runs a limit probe.
+const APP: &str = r#"
+import json, os, socket, time
+def probe_fork():
+    pids, err = [], 0
+    try:
+        while len(pids) < 5000:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(20)
+                os._exit(0)
+            pids.append(pid)
+    except OSError as e:
+        err = e.errno
+    for p in pids:
+        os.kill(p, 9)
+        os.waitpid(p, 0)
+    return {'forked': len(pids), 'errno': err}
+def probe_view():
+    try:
+        open('/etc/written-by-customer', 'w')
+        root_writable = True
+    except OSError:
+        root_writable = False
+    return {'uid': os.getuid(), 'hostname': socket.gethostname(),
+            'procs': len([p for p in os.listdir('/proc') if p.isdigit()]),
+            'root_writable': root_writable, 'home': os.environ.get('HOME'),
+            'home_writable': os.access(os.environ.get('HOME', '/'), os.W_OK)}
+def application(env, start_response):
+    path = env['PATH_INFO']
+    if path == '/hog':
+        hog = bytearray(1024 * 1024 * 1024)
+        body = {'hog': len(hog)}
+    elif path == '/fork':
+        body = probe_fork()
+    else:
+        body = probe_view()
+    start_response('200 OK', [('Content-Type', 'application/json')])
+    return [json.dumps(body).encode()]
+"#;
+
+fn deploy_app(node: &TestNode, uid: u32) -> std::path::PathBuf {
+    let home = node.home(uid);
+    wait_for(&home.join("vassals"), T);
+    std::fs::write(home.join("app.py"), APP).unwrap();
+    let vassal = format!(
+        "[uwsgi]\nplugin = python3\nhttp-socket = /containers/{uid}/run/app.sock\nchmod-socket = 666\nwsgi-file = /containers/{uid}/app.py\n"
+    );
+    std::fs::write(home.join("vassals/app.ini"), vassal).unwrap();
+    home.join("run/app.sock")
+}
+
+fn wait_for(path: &Path, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} did not appear within {timeout:?}", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn a_container_runs_its_customers_vassal_inside_its_jail_and_follows_its_spec() {
+    let node = TestNode::start(&["--unbit-quota", "none"]);
+    let keys = key_pair();
+    let uid = 30101;
+    node.put_spec(uid, &spec_json(uid, "web shop", 256, 256, &["ssh-ed25519 AAAAfirst customer@laptop"], &keys));
+    let socket = deploy_app(&node, uid);
+
+    let view = json(&wait_unix_ok(&socket, "/", T).unwrap().body);
+    assert_eq!(view["uid"], uid, "{view}");
+    assert_eq!(view["hostname"], "web-shop");
+    assert_eq!(view["home"], format!("/containers/{uid}"));
+    assert_eq!(view["root_writable"], false, "the distro must be read-only: {view}");
+    assert_eq!(view["home_writable"], true);
+    assert!(view["procs"].as_u64().unwrap() < 15, "the container sees foreign processes: {view}");
+    let authorized = std::fs::read_to_string(node.home(uid).join(".ssh/uwsgi_authorized_keys")).unwrap();
+    assert_eq!(authorized, "ssh-ed25519 AAAAfirst customer@laptop\n");
+    assert!(!node.cgroup_dirs().is_empty(), "the container has no cgroup");
+
+    // A broken spec for another container is reported with the container and the field; the
+    // running container is untouched.
+    node.put_spec(30102, &spec_json(30102, "bad\nhook-asap = exec:id", 128, 128, &["ssh-ed25519 AAAA x"], &keys));
+    node.emperor()
+        .wait_for_log("container 30102: invalid spec: name: contains the control character U+000A", T)
+        .unwrap();
+    assert_eq!(get_unix(&socket, "localhost", "/").unwrap().status, 200);
+
+    let spawned = |node: &TestNode| node.emperor().log().matches(&format!("vassal {uid}.ini has been spawned")).count();
+    assert_eq!(spawned(&node), 1);
+
+    // New ssh keys: rewritten in place, no restart.
+    node.put_spec(
+        uid,
+        &spec_json(
+            uid,
+            "web shop",
+            256,
+            256,
+            &["ssh-ed25519 AAAAfirst customer@laptop", "ssh-rsa AAAAsecond ci"],
+            &keys,
+        ),
+    );
+    node.emperor().wait_for_log(&format!("container {uid}: ssh keys updated (2 keys), no restart"), T).unwrap();
+    let authorized = std::fs::read_to_string(node.home(uid).join(".ssh/uwsgi_authorized_keys")).unwrap();
+    assert!(authorized.contains("AAAAsecond"), "{authorized}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(spawned(&node), 1, "an ssh key change restarted the container");
+
+    // More memory: a restart-relevant change.
+    node.put_spec(uid, &spec_json(uid, "web shop", 384, 256, &["ssh-ed25519 AAAAfirst customer@laptop"], &keys));
+    node.emperor().wait_for_log(&format!("container {uid}: its spec changed, restarting it"), T).unwrap();
+    node.emperor().wait_for_log_count(&format!("vassal {uid}.ini has been spawned"), 2, T).unwrap();
+    std::fs::remove_file(&socket).ok();
+    assert_eq!(json(&wait_unix_ok(&socket, "/", T).unwrap().body)["uid"], uid);
+
+    // Removed from the specs: stopped, cgroup released, home kept.
+    node.remove_spec(uid);
+    node.emperor().wait_for_log(&format!("container {uid}: removed from the node's specs"), T).unwrap();
+    node.emperor().wait_for_log(&format!("removed uwsgi instance {uid}.ini"), T).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while node.cgroup_dirs().iter().any(|d| d.join(uid.to_string()).exists()) {
+        assert!(std::time::Instant::now() < deadline, "the cgroup of {uid} was not released");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(node.home(uid).join("app.py").exists(), "the home must survive the container");
+}
+
+#[test]
+fn memory_and_pids_limits_are_in_force() {
+    let node = TestNode::start(&["--unbit-quota", "none"]);
+    let keys = key_pair();
+    let uid = 30111;
+    node.put_spec(uid, &spec_json(uid, "limited", 96, 64, &["ssh-ed25519 AAAA limits"], &keys));
+    let socket = deploy_app(&node, uid);
+    wait_unix_ok(&socket, "/", T).unwrap();
+
+    // A fork bomb stops at the pids limit (the container's own processes count too).
+    let fork = json(&wait_unix_ok(&socket, "/fork", T).unwrap().body);
+    assert!(fork["forked"].as_u64().unwrap() < 64, "{fork}");
+    assert_eq!(fork["errno"], 11, "fork should fail with EAGAIN: {fork}");
+
+    // A memory hog is killed by the OOM killer inside the container's cgroup, and the node
+    // logs it for the operator.
+    let hog = get_unix(&socket, "localhost", "/hog");
+    assert!(!matches!(hog, Ok(ref r) if r.status == 200), "1 GiB was allocated under a 96 MB limit");
+    node.emperor().wait_for_log(&format!("container {uid}: OUT OF MEMORY"), T).unwrap();
+}
