@@ -47,10 +47,15 @@ struct Fixture {
 
 impl Fixture {
     fn new(tweak: impl FnOnce(&mut ContainerSpec)) -> Fixture {
-        Fixture::with_image(tweak, false)
+        Fixture::build(tweak, false, None)
     }
 
     fn with_image(tweak: impl FnOnce(&mut ContainerSpec), image: bool) -> Fixture {
+        Fixture::build(tweak, image, None)
+    }
+
+    /// `distro`: an existing distro directory to use instead of a fresh minimal one.
+    fn build(tweak: impl FnOnce(&mut ContainerSpec), image: bool, distro: Option<&std::path::Path>) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let mut paths = paths_under(tmp.path());
@@ -59,11 +64,18 @@ impl Fixture {
             fs::create_dir_all(d).unwrap();
         }
         fs::write(paths.platform_dir.join("shortcuts.ini"), "[uwsgi]\n").unwrap();
-        build_minimal_distro(&paths.distros.join("bookworm"));
+        match distro {
+            Some(d) => paths.distros = d.parent().expect("distro has a parent").to_path_buf(),
+            None => build_minimal_distro(&paths.distros.join("bookworm")),
+        }
         // A random uid per run, so two runs never share a cgroup or a home.
         let n = u32::from_str_radix(&unique("")[1..5], 16).unwrap() % 30_000;
         let mut s = spec(40_000 + n);
         s.pids_limit = 32;
+        if let Some(d) = distro {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            s.distro = container_spec::Distro::Platform { path: name };
+        }
         tweak(&mut s);
         let image = image.then(|| ImageQuota::new(paths.containers.join(".quota-images")));
         match &image {
@@ -647,6 +659,35 @@ fn fill_home(ctx: &Ctx) {
 
 fn nothing(_: &Ctx) {}
 
+fn run_uwsgi(_: &Ctx) {
+    match std::process::Command::new("/usr/bin/uwsgi").arg("--version").output() {
+        Ok(o) if o.status.success() => println!("INFO uwsgi_version {}", String::from_utf8_lossy(&o.stdout).trim()),
+        Ok(o) => println!("FAIL uwsgi --version: {} {}", o.status, String::from_utf8_lossy(&o.stderr)),
+        Err(e) => println!("FAIL exec /usr/bin/uwsgi: {e}"),
+    }
+    for p in ["python3_plugin.so", "psgi_plugin.so", "rack_ruby31_plugin.so"] {
+        let path = format!("/usr/lib/uwsgi/plugins/{p}");
+        if !std::path::Path::new(&path).exists() {
+            println!("FAIL missing {path}");
+        }
+    }
+    // Debian's python3 plugin, through uWSGI's own runner (the distro has no python3 binary).
+    if let Err(e) = fs::write("/tmp/probe.py", "import os; print('uid', os.getuid())\n") {
+        return println!("FAIL write /tmp/probe.py: {e}");
+    }
+    match std::process::Command::new("/usr/bin/uwsgi")
+        .args(["--plugin", "python3", "--pyrun", "/tmp/probe.py"])
+        .output()
+    {
+        // uWSGI sends the script's stdout to its log, stderr.
+        Ok(o) => match String::from_utf8_lossy(&o.stderr).lines().find_map(|l| l.strip_prefix("uid ")) {
+            Some(uid) => println!("INFO python3_uid {uid}"),
+            None => println!("FAIL uwsgi --pyrun: {} {:?}", o.status, String::from_utf8_lossy(&o.stderr)),
+        },
+        Err(e) => println!("FAIL exec uwsgi --pyrun: {e}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Scenarios.
 
@@ -868,6 +909,26 @@ fn cgroup_v2_on_the_unified_mount() -> Outcome {
     cg.remove_root_if_empty().map_err(|e| e.to_string())
 }
 
+/// Opt-in (the full distro takes minutes to build): `JAIL_TEST_DISTRO=<dir>` built by
+/// `scripts/build-distro.sh <dir>`; runs Debian's uwsgi and python3 inside the jail as the
+/// container uid.
+fn full_distro_runs_uwsgi() -> Outcome {
+    let Some(dir) = std::env::var_os("JAIL_TEST_DISTRO") else {
+        println!("    not run: set JAIL_TEST_DISTRO to a distro built by scripts/build-distro.sh");
+        return Ok(());
+    };
+    let fx = Fixture::build(|_| {}, false, Some(std::path::Path::new(&dir)));
+    let r = run_jailed(&fx, -1, run_uwsgi);
+    for l in &r.lines {
+        println!("    {l}");
+    }
+    expect_clean(&r)?;
+    if r.info("python3_uid") != Some(fx.spec.uid.to_string().as_str()) {
+        return Err("python3 did not run as the container uid".into());
+    }
+    Ok(())
+}
+
 /// Start-to-exit of one jailed no-op, and the time enter_jail + drop_privileges take inside.
 fn enter_jail_timing() -> Outcome {
     let fx = Fixture::new(|_| {});
@@ -926,6 +987,7 @@ fn main() {
         ("release_removes_only_our_cgroups", release_removes_only_our_cgroups),
         ("cgroup_v2_on_the_unified_mount", cgroup_v2_on_the_unified_mount),
         ("enter_jail_timing", enter_jail_timing),
+        ("full_distro_runs_uwsgi", full_distro_runs_uwsgi),
     ];
     let mut failed = Vec::new();
     let mut ran = 0;
