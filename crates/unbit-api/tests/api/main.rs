@@ -12,7 +12,7 @@ mod ldap;
 mod misc;
 mod mtls;
 mod node;
-// mod quickstart;
+mod quickstart;
 mod tags_loopboxes;
 
 use harness::{Api, Who};
