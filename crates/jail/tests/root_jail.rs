@@ -202,14 +202,16 @@ fn run_jailed(fx: &Fixture, inherited: RawFd, inside: fn(&Ctx)) -> Report {
                     out.push_str("FAIL timeout: the jailed child did not finish in 60 s\n");
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, 200) };
             }
             Err(e) => panic!("read: {e}"),
         }
     }
     let status = loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
-            WaitStatus::StillAlive if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            WaitStatus::StillAlive if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
             WaitStatus::StillAlive => {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
                 break waitpid(pid, None).unwrap();

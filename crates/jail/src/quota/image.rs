@@ -134,7 +134,7 @@ impl ImageQuota {
         if loop_mounted_at(&home).map_err(|e| JailError::io("read", "/proc/self/mountinfo", e))?.is_none() {
             return Ok(());
         }
-        nix::mount::umount2(&home, nix::mount::MntFlags::empty())
+        nix::mount::umount2(&home, nix::mount::MntFlags::UMOUNT_NOFOLLOW)
             .map_err(|e| JailError::io("umount", &home, io::Error::from_raw_os_error(e as i32)))
     }
 
