@@ -26,6 +26,11 @@ fn int_param(name: &str, location: &str, required: bool) -> Value {
     json!({"name": name, "in": location, "required": required, "schema": {"type": "integer"}})
 }
 
+fn with_example(mut param: Value, example: Value) -> Value {
+    param["example"] = example;
+    param
+}
+
 fn str_param(name: &str, location: &str, required: bool) -> Value {
     json!({"name": name, "in": location, "required": required, "schema": {"type": "string"}})
 }
@@ -83,8 +88,9 @@ pub fn document() -> Value {
         ("memory", s("integer")),
         ("storage", s("integer")),
     ]);
-    let uid = || int_param("uid", "path", true);
-    let id = || int_param("id", "path", true);
+    // Examples point the fuzzer at objects the fuzz script seeds (container 30001, id 1).
+    let uid = || with_example(int_param("uid", "path", true), json!(30001));
+    let id = || with_example(int_param("id", "path", true), json!(1));
     let mut alarm_filters = vec![
         int_param("container", "query", false),
         str_param("vassal", "query", false),
@@ -182,9 +188,9 @@ pub fn document() -> Value {
         ], None, "200")},
         "/news/": {"get": op("News", vec![], None, "200")},
         "/portmappings/{server}": {
-            "get": op("Port mappings of an owned server", vec![str_param("server", "path", true)], None, "200"),
-            "post": op("Add a port mapping", vec![str_param("server", "path", true)], Some(object(&[("container", s("integer")), ("proto", s("string")), ("public_port", s("integer")), ("private_port", s("integer"))])), "201"),
-            "delete": op("Remove a port mapping", vec![str_param("server", "path", true)], Some(object(&[("id", s("integer"))])), "200"),
+            "get": op("Port mappings of an owned server", vec![with_example(str_param("server", "path", true), json!("192.0.2.20"))], None, "200"),
+            "post": op("Add a port mapping", vec![with_example(str_param("server", "path", true), json!("192.0.2.20"))], Some(object(&[("container", s("integer")), ("proto", s("string")), ("public_port", s("integer")), ("private_port", s("integer"))])), "201"),
+            "delete": op("Remove a port mapping", vec![with_example(str_param("server", "path", true), json!("192.0.2.20"))], Some(object(&[("id", s("integer"))])), "200"),
         },
     });
     json!({
