@@ -1,0 +1,96 @@
+//! The node endpoints of the control API, as a node calls them.
+
+use container_spec::ContainerSpec;
+use std::time::Duration;
+
+/// How the node proves who it is.
+#[derive(Clone)]
+pub enum NodeAuth {
+    /// Production: a client certificate bound to the node's server record, and the API's CA.
+    Tls { cert_pem: Vec<u8>, key_pem: Vec<u8>, ca_pem: Vec<u8> },
+    /// Development on loopback: the token `unbit-api admin server add` printed.
+    Token(String),
+}
+
+/// One answer of the containers endpoint.
+pub struct Answer {
+    pub revision: u64,
+    pub specs: Vec<ContainerSpec>,
+    /// Entries that are not a usable spec: `(uid if readable, reason)`. Their files are kept.
+    pub unreadable: Vec<(Option<u32>, String)>,
+}
+
+pub struct Api {
+    base: String,
+    http: reqwest::blocking::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    /// `long_poll` bounds how long the API may hold a request; the client waits a little more.
+    pub fn new(base: &str, auth: NodeAuth, long_poll: Duration) -> Result<Self, String> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(long_poll + Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(5));
+        let mut token = None;
+        match auth {
+            NodeAuth::Tls { cert_pem, key_pem, ca_pem } => {
+                let identity = reqwest::Identity::from_pkcs8_pem(&cert_pem, &key_pem)
+                    .map_err(|e| format!("node certificate/key: {e}"))?;
+                let ca = reqwest::Certificate::from_pem(&ca_pem).map_err(|e| format!("API CA: {e}"))?;
+                // Only the platform's CA: a public CA must not be able to impersonate the API.
+                builder = builder.identity(identity).add_root_certificate(ca).tls_built_in_root_certs(false);
+            }
+            NodeAuth::Token(t) => token = Some(t),
+        }
+        let http = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Api { base: base.trim_end_matches('/').to_string(), http, token })
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.header("X-Unbit-Node-Token", t);
+        }
+        let resp = req.send().map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().map_err(|e| format!("GET {url}: reading the answer: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {url}: {status}: {}", body.trim()));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+    }
+
+    /// The node's containers; with `since` = the last revision seen, the API holds the request
+    /// until something changes.
+    pub fn containers(&self, since: Option<u64>) -> Result<Answer, String> {
+        let path = match since {
+            Some(rev) => format!("/api/node/v1/containers?since={rev}"),
+            None => "/api/node/v1/containers".to_string(),
+        };
+        let v = self.get(&path)?;
+        let revision = v["revision"].as_u64().ok_or("answer without a revision")?;
+        let entries = v["containers"].as_array().ok_or("answer without a containers list")?;
+        let mut answer = Answer { revision, specs: Vec::new(), unreadable: Vec::new() };
+        for entry in entries {
+            match serde_json::from_value::<ContainerSpec>(entry.clone()) {
+                Ok(spec) => answer.specs.push(spec),
+                Err(e) => {
+                    let uid = entry["uid"].as_u64().and_then(|u| u32::try_from(u).ok());
+                    answer.unreadable.push((uid, e.to_string()));
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The domains of the customers with containers on this node, as the validator reads them.
+    pub fn domains(&self) -> Result<Vec<u8>, String> {
+        let v = self.get("/api/node/v1/domains")?;
+        if !v.is_array() {
+            return Err("domains answer is not a list".into());
+        }
+        Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
+    }
+}

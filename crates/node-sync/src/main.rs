@@ -1,0 +1,147 @@
+//! `unbit-node-sync --api URL --state-dir DIR [--domains-file FILE]
+//!   (--cert PEM --key PEM --ca PEM | --token TOKEN) [--max-removals N] [--long-poll SECS] [--once]`
+//!
+//! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
+
+use node_sync::client::{Answer, Api, NodeAuth};
+use node_sync::folder;
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Args {
+    api: String,
+    state_dir: PathBuf,
+    domains_file: Option<PathBuf>,
+    auth: NodeAuth,
+    max_removals: usize,
+    long_poll: Duration,
+    once: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut api, mut state_dir, mut domains_file, mut token) = (None, None, None, None);
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    let (mut max_removals, mut long_poll, mut once) = (5, 25, false);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--api" => api = Some(value()?),
+            "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
+            "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
+            "--token" => token = Some(value()?),
+            "--cert" => cert = Some(value()?),
+            "--key" => key = Some(value()?),
+            "--ca" => ca = Some(value()?),
+            "--max-removals" => max_removals = value()?.parse().map_err(|e| format!("--max-removals: {e}"))?,
+            "--long-poll" => long_poll = value()?.parse().map_err(|e| format!("--long-poll: {e}"))?,
+            "--once" => once = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let read = |p: String| std::fs::read(&p).map_err(|e| format!("{p}: {e}"));
+    let auth = match (token, cert, key, ca) {
+        (Some(t), None, None, None) => NodeAuth::Token(t),
+        (None, Some(c), Some(k), Some(a)) => NodeAuth::Tls { cert_pem: read(c)?, key_pem: read(k)?, ca_pem: read(a)? },
+        _ => return Err("give either --token, or --cert, --key and --ca".into()),
+    };
+    Ok(Args {
+        api: api.ok_or("--api is required")?,
+        state_dir: state_dir.ok_or("--state-dir is required")?,
+        domains_file,
+        auth,
+        max_removals,
+        long_poll: Duration::from_secs(long_poll),
+        once,
+    })
+}
+
+fn log(msg: &str) {
+    eprintln!("[unbit-node-sync] {msg}");
+}
+
+fn apply(args: &Args, answer: &Answer) {
+    for (uid, why) in &answer.unreadable {
+        log(&format!(
+            "container {}: unusable spec from the API, keeping its last good one: {why}",
+            uid.map_or("?".into(), |u| u.to_string())
+        ));
+    }
+    let keep: Vec<u32> = answer.unreadable.iter().filter_map(|(uid, _)| *uid).collect();
+    match folder::apply(&args.state_dir, &answer.specs, &keep, args.max_removals) {
+        Ok(r) => {
+            for uid in &r.written {
+                log(&format!("container {uid}: spec updated"));
+            }
+            for uid in &r.removed {
+                log(&format!("container {uid}: no longer on this node, spec removed"));
+            }
+            if !r.held_back.is_empty() {
+                log(&format!(
+                    "holding back the removal of {:?} (empty answer, or over {} removals in one pass)",
+                    r.held_back, args.max_removals
+                ));
+            }
+            for why in &r.invalid {
+                log(&format!("{why}; keeping its last good spec"));
+            }
+        }
+        Err(e) => log(&format!("cannot update {}: {e}", args.state_dir.display())),
+    }
+}
+
+fn sync_domains(api: &Api, file: &std::path::Path) {
+    match api.domains() {
+        Ok(bytes) => match folder::write_if_changed(file, &bytes) {
+            Ok(true) => log(&format!("domains updated in {}", file.display())),
+            Ok(false) => {}
+            Err(e) => log(&format!("cannot write {}: {e}", file.display())),
+        },
+        Err(e) => log(&format!("domains: {e}; keeping the last good list")),
+    }
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        log(&e);
+        std::process::exit(2)
+    });
+    let api = Api::new(&args.api, args.auth.clone(), args.long_poll).unwrap_or_else(|e| {
+        log(&e);
+        std::process::exit(2)
+    });
+    if let Some(file) = args.domains_file.clone() {
+        // Domains have no long poll: a light poll every 2 s keeps changes "within seconds".
+        let domains_api = Api::new(&args.api, args.auth.clone(), args.long_poll).expect("same settings as above");
+        if args.once {
+            sync_domains(&domains_api, &file);
+        } else {
+            std::thread::spawn(move || loop {
+                sync_domains(&domains_api, &file);
+                std::thread::sleep(Duration::from_secs(2));
+            });
+        }
+    }
+    let mut since = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match api.containers(since) {
+            Ok(answer) => {
+                apply(&args, &answer);
+                since = Some(answer.revision);
+                backoff = Duration::from_secs(1);
+            }
+            Err(e) => {
+                log(&format!("{e}; the node keeps its last good state, retrying in {}s", backoff.as_secs()));
+                if args.once {
+                    std::process::exit(1);
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        if args.once {
+            break;
+        }
+    }
+}
