@@ -77,3 +77,30 @@ pub fn wait_unix_ok(socket: &std::path::Path, path: &str, timeout: Duration) -> 
     }
     Err(format!("{}{path} did not answer 200 within {timeout:?}: last {last}", socket.display()))
 }
+
+/// Waits until the socket at `socket` was re-created (its [`identity`] is not `old`, e.g. after its
+/// app restarted) and answers 200 on `path`.
+pub fn wait_unix_restarted(
+    socket: &std::path::Path,
+    old: u64,
+    path: &str,
+    timeout: Duration,
+) -> Result<Response, String> {
+    let deadline = Instant::now() + timeout;
+    while identity(socket) == old || identity(socket) == 0 {
+        if Instant::now() >= deadline {
+            return Err(format!("{} was not re-created within {timeout:?}", socket.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_unix_ok(socket, path, deadline.saturating_duration_since(Instant::now()))
+}
+
+/// An identity of a socket file (0 when missing) that changes when it is re-created: its
+/// inode mixed with its change time in nanoseconds (inode numbers alone get reused at once).
+pub fn identity(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.ino() ^ (m.ctime() as u64).wrapping_mul(1_000_000_007) ^ m.ctime_nsec() as u64)
+        .unwrap_or(0)
+}

@@ -86,6 +86,20 @@ impl TestNode {
         std::fs::remove_file(self.root.path().join("specs").join(format!("{uid}.json"))).unwrap();
     }
 
+    /// Prints the tail of every container's `~/logs/emperor.log` (what the customer would read).
+    pub fn print_container_logs(&self) {
+        let Ok(homes) = std::fs::read_dir(self.root.path().join("containers")) else { return };
+        for home in homes.flatten() {
+            let log = home.path().join("logs/emperor.log");
+            let text = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            eprintln!("---- last lines of {} ----", log.display());
+            let lines: Vec<&str> = text.lines().rev().take(40).collect();
+            for line in lines.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
     /// The cgroup directories this node created (v1 controllers and the v2 hierarchy).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         cgroup_roots().into_iter().map(|r| r.join(&self.cgroup_name)).filter(|d| d.exists()).collect()
@@ -113,6 +127,9 @@ fn remove_cgroup_tree(dir: &Path) {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_container_logs();
+        }
         if let Some(mut e) = self.emperor.take() {
             e.stop();
             drop(e);

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::time::Duration;
-use uwsgi_it::http::{get_unix, wait_unix_ok};
+use uwsgi_it::http::{get_unix, identity, wait_unix_ok, wait_unix_restarted};
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
 
 const T: Duration = Duration::from_secs(60);
@@ -123,11 +123,11 @@ fn a_container_runs_its_customers_vassal_inside_its_jail_and_follows_its_spec() 
     assert_eq!(spawned(&node), 1, "an ssh key change restarted the container");
 
     // More memory: a restart-relevant change.
+    let old_socket = identity(&socket);
     node.put_spec(uid, &spec_json(uid, "web shop", 384, 256, &["ssh-ed25519 AAAAfirst customer@laptop"], &keys));
     node.emperor().wait_for_log(&format!("container {uid}: its spec changed, restarting it"), T).unwrap();
     node.emperor().wait_for_log_count(&format!("vassal {uid}.ini has been spawned"), 2, T).unwrap();
-    std::fs::remove_file(&socket).ok();
-    assert_eq!(json(&wait_unix_ok(&socket, "/", T).unwrap().body)["uid"], uid);
+    assert_eq!(json(&wait_unix_restarted(&socket, old_socket, "/", T).unwrap().body)["uid"], uid);
 
     // Removed from the specs: stopped, cgroup released, home kept.
     node.remove_spec(uid);
