@@ -113,6 +113,25 @@ fn cgroup_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// Unmounts everything mounted below `root` in this mount namespace (homes on quota images),
+/// deepest first; loop devices attached with autoclear go away with their last mount.
+fn unmount_below(root: &Path) {
+    let prefix = root.to_string_lossy().into_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Err(e) = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("test node: cannot unmount {p}: {e}");
+        }
+    }
+}
+
 /// Removes a cgroup subtree bottom-up (only empty cgroups can be removed).
 fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -134,6 +153,7 @@ impl Drop for TestNode {
             e.stop();
             drop(e);
         }
+        unmount_below(self.root.path());
         for _ in 0..50 {
             for d in self.cgroup_dirs() {
                 remove_cgroup_tree(&d);

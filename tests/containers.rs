@@ -43,6 +43,18 @@ def application(env, start_response):
     if path == '/hog':
         hog = bytearray(1024 * 1024 * 1024)
         body = {'hog': len(hog)}
+    elif path == '/fill':
+        written, err = 0, ''
+        try:
+            with open(os.path.join(os.environ['HOME'], 'big.bin'), 'wb') as f:
+                while written < 400 * 1024 * 1024:
+                    f.write(b'x' * 1024 * 1024)
+                    f.flush()
+                    written += 1024 * 1024
+                os.fsync(f.fileno())
+        except OSError as e:
+            err = e.strerror
+        body = {'written_mb': written // (1024 * 1024), 'error': err}
     elif path == '/fork':
         body = probe_fork()
     else:
@@ -160,4 +172,23 @@ fn memory_and_pids_limits_are_in_force() {
     let hog = get_unix(&socket, "localhost", "/hog");
     assert!(!matches!(hog, Ok(ref r) if r.status == 200), "1 GiB was allocated under a 96 MB limit");
     node.emperor().wait_for_log(&format!("container {uid}: OUT OF MEMORY"), T).unwrap();
+}
+
+#[test]
+fn writing_past_the_disk_quota_fails() {
+    // `auto` picks what the host supports: on this kernel (no ext4/xfs quota, containers dir
+    // not on btrfs) that is the per-home ext4 image sized to the quota.
+    let node = TestNode::start(&["--unbit-quota", "auto"]);
+    let keys = key_pair();
+    let uid = 30121;
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec_json(uid, "quota", 128, 128, &["ssh-ed25519 AAAA q"], &keys)).unwrap();
+    spec["storage_mb"] = 64.into();
+    node.put_spec(uid, &spec.to_string());
+    let socket = deploy_app(&node, uid);
+    wait_unix_ok(&socket, "/", T).unwrap();
+    let fill = json(&wait_unix_ok(&socket, "/fill", T).unwrap().body);
+    assert!(fill["written_mb"].as_u64().unwrap() < 64, "{fill}");
+    let err = fill["error"].as_str().unwrap();
+    assert!(err == "No space left on device" || err == "Disk quota exceeded", "{fill}");
 }
