@@ -97,6 +97,8 @@ async fn http_conventions(req: Request, next: Next) -> Response {
         }
     }
     response.headers_mut().insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    // Browsers may read the list total for paging.
+    response.headers_mut().insert("access-control-expose-headers", HeaderValue::from_static("X-Total-Count"));
     let is_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if curl && is_json {

@@ -30,6 +30,7 @@ pub struct Db {
 /// `commit` it rolls back.
 pub struct WriteTx<'a> {
     pub tx: Transaction<'static, sqlx::Any>,
+    pub backend: Backend,
     _guard: Option<MutexGuard<'a, ()>>,
 }
 
@@ -103,7 +104,7 @@ impl Db {
             Backend::Postgres => None,
         };
         let tx = self.pool.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        Ok(WriteTx { tx, backend: self.backend, _guard: guard })
     }
 }
 
