@@ -9,6 +9,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+fn start_emperor(args: &[String]) -> Instance {
+    let emperor = InstanceBuilder::new("node-emperor").project_plugin("unbit_containers").args(args).start();
+    emperor.wait_for_log("managing containers from", Duration::from_secs(20)).unwrap();
+    emperor
+}
+
 /// The Debian 12 distro with uWSGI and the python3/psgi/rack plugins, built (and cached) by
 /// `scripts/build-distro.sh` on first use.
 pub fn debian_distro() -> PathBuf {
@@ -22,6 +28,7 @@ pub struct TestNode {
     pub root: tempfile::TempDir,
     pub cgroup_name: String,
     pub emperor: Option<Instance>,
+    args: Vec<String>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -61,9 +68,17 @@ impl TestNode {
             cgroup_name.clone(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let emperor = InstanceBuilder::new("node-emperor").project_plugin("unbit_containers").args(&args).start();
-        emperor.wait_for_log("managing containers from", Duration::from_secs(20)).unwrap();
-        TestNode { root, cgroup_name, emperor: Some(emperor) }
+        let emperor = start_emperor(&args);
+        TestNode { root, cgroup_name, emperor: Some(emperor), args }
+    }
+
+    /// Stops the node Emperor (its containers stop with it) and starts a new one over the same
+    /// folders, as after a node reboot.
+    pub fn restart(&mut self) {
+        if let Some(mut e) = self.emperor.take() {
+            e.stop();
+        }
+        self.emperor = Some(start_emperor(&self.args));
     }
 
     pub fn emperor(&self) -> &Instance {

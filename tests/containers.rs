@@ -192,3 +192,25 @@ fn writing_past_the_disk_quota_fails() {
     let err = fill["error"].as_str().unwrap();
     assert!(err == "No space left on device" || err == "Disk quota exceeded", "{fill}");
 }
+
+#[test]
+fn a_restarted_node_brings_its_containers_back_and_rc_local_runs_as_the_container() {
+    let mut node = TestNode::start(&["--unbit-quota", "none"]);
+    let keys = key_pair();
+    let uid = 30131;
+    node.put_spec(uid, &spec_json(uid, "survivor", 128, 128, &["ssh-ed25519 AAAA s"], &keys));
+    let socket = deploy_app(&node, uid);
+    wait_unix_ok(&socket, "/", T).unwrap();
+    // The customer's boot script, run at the next start by the container master.
+    let home = node.home(uid);
+    std::fs::write(home.join("etc/rc.local"), "#!/bin/sh\nid -u > $HOME/rc-local-ran\n").unwrap();
+
+    // The node reboots while the API is unreachable: the spec folder is all it has.
+    let before = identity(&socket);
+    node.restart();
+    let view = json(&wait_unix_restarted(&socket, before, "/", T).unwrap().body);
+    assert_eq!(view["uid"], uid);
+    wait_for(&home.join("rc-local-ran"), T);
+    let ran_as = std::fs::read_to_string(home.join("rc-local-ran")).unwrap();
+    assert_eq!(ran_as.trim(), uid.to_string(), "rc.local must run as the container uid");
+}
