@@ -25,6 +25,7 @@
 pub mod abi;
 mod alarms;
 pub mod emperor;
+pub mod gateway;
 mod guard;
 mod hooks;
 pub mod log;

@@ -1,0 +1,152 @@
+//! Which addresses a container may announce (the original's WEAK-8: a signed packet could
+//! point the router at any socket or port on the host).
+//!
+//! A container announces `$(HOME)/run/<name>` (`/containers/<uid>/run/<name>` inside, which is
+//! `<containers dir>/<uid>/run/<name>` on the host) or `<its own ip>:<port>`. Everything else
+//! (another container's home, a host path, `127.0.0.1:<stats port>`, an abstract socket) is
+//! refused here, before any file is looked at; [`crate::homes`] then checks the file itself.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+/// Where homes appear inside every container (the jail's view).
+pub const HOMES_INSIDE: &str = "/containers";
+/// Socket paths must fit uWSGI's connect (`sun_path`, 102 bytes used).
+const MAX_SOCKET_PATH: usize = 102;
+const MAX_DEPTH: usize = 8;
+
+/// A place the router may connect to, owned by one container.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A unix socket, relative to the container's `run/` directory.
+    RunSocket(PathBuf),
+    /// The container's own IP and a port.
+    OwnIp(SocketAddrV4),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::RunSocket(rel) => write!(f, "~/run/{}", rel.display()),
+            Endpoint::OwnIp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Maps an announced `address` of container `uid` to an endpoint of that container, or says
+/// why it is not one. `host_homes` is the node's containers dir, accepted as a prefix too.
+pub fn endpoint_of(address: &str, uid: u32, host_homes: &Path, own_ip: Ipv4Addr) -> Result<Endpoint, String> {
+    if address.starts_with('@') {
+        return Err("an abstract socket cannot be reached from the router".into());
+    }
+    if address.starts_with('/') {
+        let rel = below_home(address, uid, host_homes)?;
+        let rel =
+            rel.strip_prefix("run/").ok_or_else(|| format!("{address} is not in the container's run/ directory"))?;
+        let rel = safe_relative(rel).ok_or_else(|| format!("{address}: not a plain path below run/"))?;
+        let host = host_homes.join(uid.to_string()).join("run").join(&rel);
+        if host.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(format!("{} is longer than a unix socket path can be", host.display()));
+        }
+        return Ok(Endpoint::RunSocket(rel));
+    }
+    let addr: SocketAddrV4 = address.parse().map_err(|_| format!("{address} is neither a socket path nor ip:port"))?;
+    if *addr.ip() != own_ip {
+        return Err(format!("{address} is not the container's own address ({own_ip})"));
+    }
+    if addr.port() == 0 {
+        return Err(format!("{address}: port 0"));
+    }
+    Ok(Endpoint::OwnIp(addr))
+}
+
+/// A file a container points the router at (SNI key, certificate, CA): anywhere in its own
+/// home, as a path relative to the home.
+pub fn home_file_of(path: &str, uid: u32, host_homes: &Path) -> Result<PathBuf, String> {
+    let rel = below_home(path, uid, host_homes)?;
+    safe_relative(rel).ok_or_else(|| format!("{path}: not a plain path in the home"))
+}
+
+/// `rest` of `/containers/<uid>/<rest>` or `<host homes>/<uid>/<rest>`.
+fn below_home<'a>(path: &'a str, uid: u32, host_homes: &Path) -> Result<&'a str, String> {
+    let inside = format!("{HOMES_INSIDE}/{uid}/");
+    let host = format!("{}/{uid}/", host_homes.display());
+    if let Some(rest) = path.strip_prefix(&inside).or_else(|| path.strip_prefix(&host)) {
+        return Ok(rest);
+    }
+    let foreign = [HOMES_INSIDE.to_string(), host_homes.display().to_string()]
+        .iter()
+        .any(|homes| path.strip_prefix(homes.as_str()).is_some_and(|r| r.starts_with('/')));
+    if foreign {
+        Err(format!("{path} is in another container's home"))
+    } else {
+        Err(format!("{path} is outside the container's home"))
+    }
+}
+
+/// A relative path of plain names (`[A-Za-z0-9._-]`, no `.` or `..`), at most a few levels.
+fn safe_relative(rel: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && *p != "."
+            && *p != ".."
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    };
+    (parts.len() <= MAX_DEPTH && parts.iter().all(plain)).then(|| parts.iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+    fn ep(addr: &str) -> Result<Endpoint, String> {
+        endpoint_of(addr, 30001, Path::new("/srv/homes"), IP)
+    }
+
+    #[test]
+    fn a_container_may_announce_its_own_run_sockets_and_its_own_ip() {
+        let want = Endpoint::RunSocket("example.org_ABCD.socket".into());
+        assert_eq!(ep("/containers/30001/run/example.org_ABCD.socket"), Ok(want.clone()));
+        assert_eq!(ep("/srv/homes/30001/run/example.org_ABCD.socket"), Ok(want));
+        assert_eq!(ep("/containers/30001/run/apps/a.sock"), Ok(Endpoint::RunSocket("apps/a.sock".into())));
+        assert_eq!(ep("10.0.0.3:8080"), Ok(Endpoint::OwnIp("10.0.0.3:8080".parse().unwrap())));
+    }
+
+    #[test]
+    fn other_containers_host_paths_and_ports_are_refused() {
+        let cases = [
+            ("/containers/30002/run/x.socket", "another container's home"),
+            ("/srv/homes/30002/run/x.socket", "another container's home"),
+            ("/containers/300011/run/x.socket", "another container's home"),
+            ("/run/unbit/http.sock", "outside the container's home"),
+            ("/containers/30001/x.socket", "not in the container's run/"),
+            ("/containers/30001/run/../../30002/run/x.socket", "not a plain path"),
+            ("/containers/30001/run/./x.socket", "not a plain path"),
+            ("/containers/30001/run//x.socket", "not a plain path"),
+            ("/containers/30001/run/", "not a plain path"),
+            ("127.0.0.1:5003", "not the container's own address"),
+            ("10.0.0.4:80", "not the container's own address"),
+            ("10.0.0.3:0", "port 0"),
+            ("@abstract", "abstract socket"),
+            ("localhost:80", "neither a socket path nor ip:port"),
+        ];
+        for (addr, why) in cases {
+            let err = ep(addr).unwrap_err();
+            assert!(err.contains(why), "{addr}: {err} (wanted {why:?})");
+        }
+        let long = format!("/containers/30001/run/{}.socket", "a".repeat(90));
+        assert!(ep(&long).unwrap_err().contains("longer than a unix socket path"));
+    }
+
+    #[test]
+    fn sni_files_must_be_in_the_senders_home() {
+        let homes = Path::new("/srv/homes");
+        assert_eq!(home_file_of("/containers/30001/tls/a.key", 30001, homes), Ok(PathBuf::from("tls/a.key")));
+        assert!(home_file_of("/etc/ssl/private/node.key", 30001, homes).is_err());
+        assert!(home_file_of("/containers/30002/a.key", 30001, homes).unwrap_err().contains("another container"));
+    }
+}

@@ -1,0 +1,66 @@
+//! `unbit_subscriptions`: the subscription validator of the node's HTTP router.
+//!
+//! Stock uWSGI's `subscriptions-sign-check` cannot be extended, leaves the command byte
+//! unsigned, accepts replays, logs no rejection and breaks with `http-processes > 1`. So the
+//! router's own subscription socket is private, and this plugin, loaded into the router
+//! instance, runs a gateway process that owns the socket containers see
+//! (`/run/subscribe/http`), verifies every announce and forwards the good ones:
+//!
+//! ```ini
+//! plugins = corerouter,http,unbit_subscriptions
+//! http-subscription-server = /run/unbit-http/subscriptions.sock
+//! unbit-subscriptions-socket = /subscribe/http
+//! unbit-subscriptions-router = /run/unbit-http/subscriptions.sock
+//! ```
+//!
+//! * [`wire`]: the packet format, strict parsing, the re-emitted packet;
+//! * [`domains`], [`watch`]: who owns which domain, reloaded while running;
+//! * [`address`], [`homes`]: the addresses and files a container may name, pinned;
+//! * [`replay`]: freshness, replays and the command-byte flip;
+//! * [`limits`]: per-container budgets against floods;
+//! * [`validator`]: the policy; [`service`]: the sockets around it.
+
+pub mod address;
+pub mod domains;
+pub mod homes;
+pub mod limits;
+pub mod replay;
+pub mod service;
+mod settings;
+pub mod stock;
+pub mod validator;
+pub mod watch;
+pub mod wire;
+
+use uwsgi::Registry;
+
+struct UnbitSubscriptions;
+
+impl uwsgi::Plugin for UnbitSubscriptions {
+    const NAME: &'static std::ffi::CStr = c"unbit_subscriptions";
+
+    fn on_load(reg: &mut Registry) {
+        settings::declare(reg);
+    }
+
+    fn init() {
+        let config = match settings::config() {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                uwsgi::log!("{e}");
+                std::process::exit(1);
+            }
+        };
+        if !uwsgi::server::has_master() {
+            uwsgi::log!("the subscription validator needs master = true (uWSGI supervises it as a gateway)");
+            std::process::exit(1);
+        }
+        if let Err(e) = uwsgi::gateway::register("unbit-subscriptions", move || service::run(&config)) {
+            uwsgi::log!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+uwsgi::plugin!(unbit_subscriptions_plugin: UnbitSubscriptions);

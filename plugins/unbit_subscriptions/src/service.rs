@@ -1,0 +1,266 @@
+//! The validator's process (a uWSGI gateway of the HTTP router instance): owns the public
+//! subscription socket, reads each datagram with the kernel's sender credentials, asks the
+//! [`Validator`], forwards accepted announces to the router's private socket, and reports
+//! every rejection to the operator's log and to the container.
+
+use crate::domains::DomainTable;
+use crate::homes::NodeHomes;
+use crate::limits::{AnnounceBudget, LogBudget, LogDecision};
+use crate::validator::{NotifyTarget, Outcome, Rejection, Sender, Validator};
+use crate::watch::DomainsWatcher;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
+use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Everything the operator configures (see `settings.rs` for the option names).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The socket containers send to (`<subscribe dir>/http`, `/run/subscribe/http` inside).
+    pub socket: PathBuf,
+    /// The router's own subscription socket (`http-subscription-server`), in a private dir.
+    pub router: PathBuf,
+    pub domains: PathBuf,
+    /// The host's containers dir (homes at `<dir>/<uid>`).
+    pub homes: PathBuf,
+    pub window_secs: i64,
+    pub node_ttl_secs: i64,
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// How often housekeeping runs (and so how soon a domains change applies), at most.
+const TICK: Duration = Duration::from_millis(250);
+/// Rejection lines per container per period.
+const LOG_LINES: u32 = 10;
+const LOG_PERIOD_SECS: f64 = 10.0;
+/// How long the validator waits for room in the router's socket before dropping an announce
+/// (the container re-announces in 10 s).
+const ROUTER_SEND_TIMEOUT: Duration = Duration::from_millis(200);
+/// Room for any unix datagram: a larger one is reported with its real size.
+const RECV_BUFFER: usize = 65536;
+
+/// Runs the validator until the process is stopped.
+pub fn run(config: &Config) -> Result<(), String> {
+    // The router's processes open `/proc/<this pid>/fd/<n>` (the pinned sockets). After
+    // uWSGI drops privileges the process is not dumpable, which would hide /proc/<pid>/fd
+    // from same-uid processes; the router is the same trust domain as the validator.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    check_private_dir(&config.router)?;
+    let socket = bind_public(&config.socket)?;
+    let router = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
+    router.set_write_timeout(Some(ROUTER_SEND_TIMEOUT)).map_err(|e| e.to_string())?;
+    let notifier = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
+    notifier.set_nonblocking(true).map_err(|e| e.to_string())?;
+
+    let mut validator = Validator::new(
+        Box::new(NodeHomes::new(&config.homes)),
+        &config.homes,
+        config.window_secs,
+        config.node_ttl_secs,
+    );
+    let watcher = DomainsWatcher::start(config.domains.clone())?;
+    if let Some(first) = watcher.initial() {
+        validator.set_table(first);
+    }
+    let mut service = Service {
+        config: config.clone(),
+        router,
+        notifier,
+        validator,
+        budget: AnnounceBudget::new(config.rate, config.burst),
+        log_budget: LogBudget::new(LOG_LINES, LOG_PERIOD_SECS),
+        started: Instant::now(),
+        forwarded: 0,
+        rejected: 0,
+    };
+    uwsgi::log!(
+        "validating announces on {} for the router at {} (domains {}, homes {}, window {}s, {}/s per container)",
+        config.socket.display(),
+        config.router.display(),
+        config.domains.display(),
+        config.homes.display(),
+        config.window_secs,
+        config.rate
+    );
+
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut last_tick = Instant::now();
+    loop {
+        match receive(&socket, &mut buf) {
+            Ok(Some((sender, len))) => service.handle(sender, &buf[..len.min(RECV_BUFFER)], len),
+            Ok(None) => {}
+            Err(e) => uwsgi::log!("receiving on {}: {e}", config.socket.display()),
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            if let Some(table) = watcher.latest() {
+                service.install(table);
+            }
+            service.housekeeping();
+        }
+    }
+}
+
+struct Service {
+    config: Config,
+    router: UnixDatagram,
+    notifier: UnixDatagram,
+    validator: Validator,
+    budget: AnnounceBudget,
+    log_budget: LogBudget,
+    started: Instant,
+    forwarded: u64,
+    rejected: u64,
+}
+
+impl Service {
+    fn handle(&mut self, sender: Option<Sender>, packet: &[u8], real_len: usize) {
+        let Some(sender) = sender else {
+            // SO_PASSCRED makes the kernel attach them to every datagram; never expected.
+            uwsgi::log!("REJECTED a datagram without sender credentials");
+            return;
+        };
+        let clock = self.started.elapsed().as_secs_f64();
+        if !self.budget.take(sender.uid, clock) {
+            let reason = format!(
+                "rate limit: more than {} announces/s (bursts of {}) from this container",
+                self.config.rate, self.config.burst
+            );
+            self.reject(Rejection { sender, domain: None, reason, notify: None });
+            return;
+        }
+        if real_len > crate::wire::MAX_PACKET {
+            let r = self.validator.oversized(sender, real_len);
+            self.reject(r);
+            return;
+        }
+        let outcome = self.validator.check(sender, packet, unix_now());
+        match outcome {
+            Outcome::Forward { packets, log, message } => {
+                for p in &packets {
+                    self.to_router(p);
+                }
+                self.forwarded += 1;
+                if let Some(line) = log {
+                    uwsgi::log!("{line}");
+                }
+                if let Some((text, target)) = message {
+                    self.notify(&text, &target);
+                }
+            }
+            Outcome::Drop => {}
+            Outcome::Reject(r) => self.reject(r),
+        }
+    }
+
+    fn reject(&mut self, r: Rejection) {
+        self.rejected += 1;
+        if self.log_budget.decide(r.sender.uid, &r.reason) == LogDecision::Suppress {
+            return;
+        }
+        uwsgi::log!("{}", r.log_line());
+        if let Some(target) = &r.notify {
+            self.notify(&r.message(), target);
+        }
+    }
+
+    fn to_router(&self, packet: &[u8]) {
+        if let Err(e) = self.router.send_to(packet, &self.config.router) {
+            uwsgi::log!("could not hand an announce to the router at {}: {e}", self.config.router.display());
+        }
+    }
+
+    /// Best effort and never blocking: a container that does not read its notify socket
+    /// only loses its own messages.
+    fn notify(&self, text: &str, target: &NotifyTarget) {
+        let _ = self.notifier.send_to(text.as_bytes(), &target.path);
+    }
+
+    fn install(&mut self, table: Arc<DomainTable>) {
+        for (packet, line) in self.validator.set_table(table) {
+            self.to_router(&packet);
+            uwsgi::log!("{line}");
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let clock = self.started.elapsed().as_secs_f64();
+        self.validator.expire(unix_now());
+        self.budget.expire(clock);
+        for (uid, count, last) in self.log_budget.roll(clock) {
+            uwsgi::log!(
+                "REJECTED {count} more announces from container {uid} in the last {LOG_PERIOD_SECS}s, not logged one by one (last reason: {last})"
+            );
+        }
+    }
+}
+
+/// One datagram and its sender; `None` when the read timed out (housekeeping time).
+fn receive(socket: &UnixDatagram, buf: &mut [u8]) -> Result<Option<(Option<Sender>, usize)>, String> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(UnixCredentials);
+    // MSG_TRUNC: the return value is the datagram's real length even when it did not fit.
+    let msg = match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_TRUNC) {
+        Ok(m) => m,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut sender = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmCredentials(cred) = c {
+                sender = Some(Sender { uid: cred.uid(), pid: cred.pid() });
+            }
+        }
+    }
+    Ok(Some((sender, msg.bytes)))
+}
+
+/// Binds the socket containers see, world-writable (every container uid sends to it) and
+/// with `SO_PASSCRED`, so the kernel reports each sender's uid and pid.
+fn bind_public(path: &Path) -> Result<UnixDatagram, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| format!("removing the stale {}: {e}", path.display()))?
+        }
+        Ok(_) => return Err(format!("{} exists and is not a socket; refusing to replace it", path.display())),
+        Err(_) => {}
+    }
+    let socket = UnixDatagram::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    setsockopt(&socket, sockopt::PassCred, &true).map_err(|e| format!("SO_PASSCRED on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    socket.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
+    Ok(socket)
+}
+
+/// The router accepts unsigned announces on its private socket: only the validator may reach
+/// it, so its directory must be closed to everyone but the router's own user.
+fn check_private_dir(router: &Path) -> Result<(), String> {
+    let dir = router
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| format!("{}: the router's socket must be a path in a private directory", router.display()))?;
+    let md = std::fs::metadata(dir).map_err(|e| format!("the router's private dir {}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !md.is_dir() || md.mode() & 0o077 != 0 || md.uid() != me {
+        return Err(format!(
+            "{} must be a directory owned by uid {me} with mode 0700 (it is uid {}, mode {:o}): anyone who can write \
+             to the router's private socket {} bypasses the validator",
+            dir.display(),
+            md.uid(),
+            md.mode() & 0o7777,
+            router.display()
+        ));
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,387 @@
+//! The policy: decides, for one datagram and the kernel-reported sender, whether the router
+//! gets it. Pure logic over the domain table, the home files and the replay state; the
+//! sockets are in [`crate::service`].
+//!
+//! An announce passes only when all hold:
+//! 1. it is a well-formed subscription packet ([`crate::wire`]);
+//! 2. its key is a domain name that the node's domain table gives an owner (a wildcard's
+//!    owner for names below it, [`crate::domains`]);
+//! 3. the sender uid (from `SCM_CREDENTIALS`, not from the packet) is one of that owner's
+//!    containers;
+//! 4. the address is the sender's own: a socket in its `run/` directory, reached without a
+//!    symlink and owned by it, or its own IP ([`crate::address`], [`crate::homes`]); SNI files
+//!    are regular files in its home;
+//! 5. it is signed (RSA, SHA-256) with the owner's key;
+//! 6. its timestamp is inside the window and newer than the node's last accepted one; the
+//!    same signature is never accepted twice or with the other command ([`crate::replay`]).
+//!
+//! The router receives a rebuilt, unsigned packet whose address is the pinned socket.
+
+use crate::address::{endpoint_of, home_file_of, Endpoint};
+use crate::domains::{is_subscription_key, DomainTable};
+use crate::homes::{describe, HomeFiles, Pinned};
+use crate::replay::{NodeId, ReplayGuard, ReplayVerdict};
+use crate::wire::{self, Announce, Command, ForwardedSni};
+use openssl::hash::{hash, MessageDigest};
+use openssl::sign::Verifier;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The sender of a datagram, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub uid: u32,
+    pub pid: i32,
+}
+
+/// Where to tell a container about its announces: a socket in its own `run/`, checked and
+/// opened like an address.
+pub struct NotifyTarget {
+    pub path: PathBuf,
+    /// Keeps the checked socket open until the message is sent.
+    pub _pinned: Pinned,
+}
+
+/// A refused announce, with everything the operator's log line and the container's message
+/// need.
+pub struct Rejection {
+    pub sender: Sender,
+    pub domain: Option<String>,
+    pub reason: String,
+    pub notify: Option<NotifyTarget>,
+}
+
+impl Rejection {
+    /// The operator's log line.
+    pub fn log_line(&self) -> String {
+        let domain = self.domain.as_deref().map(|d| format!(" for {d}")).unwrap_or_default();
+        format!(
+            "REJECTED announce from container {} (pid {}){domain}: {}",
+            self.sender.uid, self.sender.pid, self.reason
+        )
+    }
+
+    /// The container's message (no other customer's data in it).
+    pub fn message(&self) -> String {
+        let domain = self.domain.as_deref().map(|d| format!(" for {d}")).unwrap_or_default();
+        format!("[subscription validator] announce{domain} rejected: {}", self.reason)
+    }
+}
+
+/// What to do with a datagram.
+pub enum Outcome {
+    /// Send `packets` to the router, in order; log `log` (a new or removed node) and tell
+    /// the container `message`.
+    Forward {
+        packets: Vec<Vec<u8>>,
+        log: Option<String>,
+        message: Option<(String, NotifyTarget)>,
+    },
+    /// A harmless duplicate (stock uWSGI's double send at start-up): nothing to do.
+    Drop,
+    Reject(Rejection),
+}
+
+/// A node the router has from us, kept to take it back when its domain goes away.
+struct LiveNode {
+    router_address: String,
+    key_fingerprint: [u8; 32],
+    last_seen: i64,
+}
+
+pub struct Validator {
+    table: Arc<DomainTable>,
+    homes: Box<dyn HomeFiles + Send>,
+    host_homes: PathBuf,
+    replay: ReplayGuard,
+    /// The socket each `(uid, path below run/)` was last verified as.
+    pins: HashMap<(u32, PathBuf), Pinned>,
+    live: HashMap<NodeId, LiveNode>,
+    /// A node not announced for this long is forgotten (the router dropped it long before).
+    node_ttl: i64,
+}
+
+/// The fallback notify socket when an announce names none (or names a bad one).
+const CONTAINER_NOTIFY: &str = "notify.socket";
+
+impl Validator {
+    pub fn new(homes: Box<dyn HomeFiles + Send>, host_homes: &Path, window_secs: i64, node_ttl_secs: i64) -> Self {
+        Validator {
+            table: Arc::new(DomainTable::default()),
+            homes,
+            host_homes: host_homes.to_path_buf(),
+            replay: ReplayGuard::new(window_secs),
+            pins: HashMap::new(),
+            live: HashMap::new(),
+            node_ttl: node_ttl_secs,
+        }
+    }
+
+    /// Installs a new domain table and takes back every node it no longer allows: a domain
+    /// deleted, a container no longer the owner's, a changed owner key. Returns the
+    /// unsubscribe packets for the router and one log line per revoked node.
+    pub fn set_table(&mut self, table: Arc<DomainTable>) -> Vec<(Vec<u8>, String)> {
+        self.table = table;
+        let mut revoked = Vec::new();
+        let table = Arc::clone(&self.table);
+        self.live.retain(|node, live| {
+            let why = match table.owner_of(&node.key) {
+                None => Some(format!("{} is no longer a domain of this node", node.key)),
+                Some(d) if !d.owner_uids.contains(&node.uid) => {
+                    Some(format!("container {} no longer belongs to the owner of {}", node.uid, d.name))
+                }
+                Some(d) if d.key_fingerprint != live.key_fingerprint => {
+                    Some(format!("the owner key of {} changed", d.name))
+                }
+                Some(_) => None,
+            };
+            match why {
+                Some(why) => {
+                    let packet = unsubscribe_packet(&node.key, &live.router_address);
+                    revoked.push((
+                        packet,
+                        format!(
+                            "REVOKED {} => {} (container {}): {why}",
+                            node.key,
+                            describe(&node.endpoint, node.uid),
+                            node.uid
+                        ),
+                    ));
+                    false
+                }
+                None => true,
+            }
+        });
+        revoked
+    }
+
+    pub fn table(&self) -> &DomainTable {
+        &self.table
+    }
+
+    /// Decides about one datagram received at `now` (unix seconds).
+    pub fn check(&mut self, sender: Sender, packet: &[u8], now: i64) -> Outcome {
+        let reject = |domain: Option<&str>, reason: String, notify: Option<NotifyTarget>| {
+            Outcome::Reject(Rejection { sender, domain: domain.map(str::to_string), reason, notify })
+        };
+        if packet.len() > wire::MAX_PACKET {
+            return Outcome::Reject(self.oversized(sender, packet.len()));
+        }
+        let announce = match wire::parse(packet) {
+            Ok(a) => a,
+            Err(g) => return reject(None, format!("garbled packet: {g}"), self.container_notify(sender.uid)),
+        };
+        let notify = self.announce_notify(sender.uid, &announce);
+        let key = announce.key.as_str();
+        match self.decide(sender, &announce, packet, now) {
+            Ok(Some(forward)) => forward_with(forward, notify),
+            Ok(None) => Outcome::Drop,
+            Err(reason) => reject(Some(key), reason, notify),
+        }
+    }
+
+    /// A datagram longer than any subscription packet (`len` is its real size).
+    pub fn oversized(&self, sender: Sender, len: usize) -> Rejection {
+        Rejection {
+            sender,
+            domain: None,
+            reason: format!("oversized packet ({len} bytes, at most {})", wire::MAX_PACKET),
+            notify: self.container_notify(sender.uid),
+        }
+    }
+
+    fn decide(&mut self, sender: Sender, a: &Announce, packet: &[u8], now: i64) -> Result<Option<Accepted>, String> {
+        if !is_subscription_key(&a.key) {
+            return Err(format!("key {:?} is not a domain name", a.key));
+        }
+        let table = Arc::clone(&self.table);
+        let domain = table
+            .owner_of(&a.key)
+            .ok_or_else(|| format!("{} is not a domain of any customer with containers on this node", a.key))?;
+        if !domain.owner_uids.contains(&sender.uid) {
+            return Err(format!("container {} does not belong to the owner of {}", sender.uid, domain.name));
+        }
+        let (Some(signature), Some(unix)) = (&a.signature, a.unix) else {
+            return Err("unsigned packet (the platform requires sign=SHA256:$(HOME)/etc/uwsgi.key)".into());
+        };
+        let own_ip = container_spec::ip_of(sender.uid);
+        let endpoint = endpoint_of(&a.address, sender.uid, &self.host_homes, own_ip)
+            .map_err(|e| format!("address refused: {e}"))?;
+        let sni = self.sni_files(sender.uid, a)?;
+        if !verify(&domain.key, a.signed_bytes(packet), signature) {
+            return Err(format!(
+                "signature does not verify with the key of the owner of {} (RSA, SHA-256; another key, a SHA1 signature or altered bytes)",
+                domain.name
+            ));
+        }
+        let digest = sha256(signature);
+        let node = NodeId { key: a.key.clone(), uid: sender.uid, endpoint: endpoint.clone() };
+        match self.replay.check(&node, a.command, unix, &digest, now) {
+            ReplayVerdict::Fresh => {}
+            ReplayVerdict::Duplicate => return Ok(None),
+            ReplayVerdict::Refused(why) => return Err(why),
+        }
+
+        let mut packets = Vec::new();
+        let router_address = match (&endpoint, a.command) {
+            (Endpoint::OwnIp(addr), _) => addr.to_string(),
+            (Endpoint::RunSocket(rel), Command::Subscribe) => {
+                let pinned = self
+                    .homes
+                    .open_socket(sender.uid, rel)
+                    .map_err(|e| format!("address refused: {}: {e}", describe(&endpoint, sender.uid)))?;
+                self.pin(sender.uid, rel, pinned, &a.key, &mut packets)
+            }
+            (Endpoint::RunSocket(rel), Command::Unsubscribe) => match self.pins.get(&(sender.uid, rel.clone())) {
+                Some(p) => self.homes.router_address(sender.uid, rel, p),
+                // The router never had this node from us: nothing to take back.
+                None => return Ok(None),
+            },
+        };
+        packets.push(wire::router_packet(a, &router_address, &sni));
+        self.replay.accept(node.clone(), a.command, unix, digest, now);
+
+        let shown = describe(&endpoint, sender.uid);
+        let (log, message) = match a.command {
+            Command::Subscribe => {
+                let previous = self.live.insert(
+                    node,
+                    LiveNode {
+                        router_address: router_address.clone(),
+                        key_fingerprint: domain.key_fingerprint,
+                        last_seen: now,
+                    },
+                );
+                match previous {
+                    Some(p) if p.router_address == router_address => (None, None),
+                    _ => (
+                        Some(format!(
+                            "accepted {} => {shown} (container {}, router address {router_address})",
+                            a.key, sender.uid
+                        )),
+                        Some(format!("[subscription validator] {} => {shown} accepted", a.key)),
+                    ),
+                }
+            }
+            Command::Unsubscribe => {
+                self.live.remove(&node);
+                (
+                    Some(format!("unsubscribed {} => {shown} (container {})", a.key, sender.uid)),
+                    Some(format!("[subscription validator] {} => {shown} unsubscribed", a.key)),
+                )
+            }
+        };
+        Ok(Some(Accepted { packets, log, message }))
+    }
+
+    /// Keeps the verified socket open for the router. When the name now holds another
+    /// socket (the vassal restarted), the old one is taken back from the router first.
+    fn pin(&mut self, uid: u32, rel: &Path, pinned: Pinned, key: &str, packets: &mut Vec<Vec<u8>>) -> String {
+        let slot = (uid, rel.to_path_buf());
+        if let Some(old) = self.pins.get(&slot) {
+            if old.same_file(&pinned) {
+                return self.homes.router_address(uid, rel, old);
+            }
+            let old_address = self.homes.router_address(uid, rel, old);
+            packets.push(unsubscribe_packet(key, &old_address));
+        }
+        let address = self.homes.router_address(uid, rel, &pinned);
+        self.pins.insert(slot, pinned);
+        address
+    }
+
+    fn sni_files(&self, uid: u32, a: &Announce) -> Result<ForwardedSni, String> {
+        let check = |what: &str, value: &Option<String>| -> Result<Option<String>, String> {
+            let Some(v) = value else { return Ok(None) };
+            // `sni_ca = !path`: client certificates required.
+            let (bang, path) = match v.strip_prefix('!') {
+                Some(p) => ("!", p),
+                None => ("", v.as_str()),
+            };
+            let rel = home_file_of(path, uid, &self.host_homes).map_err(|e| format!("{what} refused: {e}"))?;
+            self.homes.check_file(uid, &rel).map_err(|e| format!("{what} refused: {path}: {e}"))?;
+            Ok(Some(format!("{bang}{}", self.homes.host_path(uid, &rel).display())))
+        };
+        Ok(ForwardedSni {
+            key: check("sni_key", &a.sni_key)?,
+            crt: check("sni_crt", &a.sni_crt)?,
+            ca: check("sni_ca", &a.sni_ca)?,
+        })
+    }
+
+    /// The vassal's own notify socket, if the announce names a good one; else the
+    /// container's.
+    fn announce_notify(&self, uid: u32, a: &Announce) -> Option<NotifyTarget> {
+        let own =
+            a.notify.as_deref().and_then(|n| match endpoint_of(n, uid, &self.host_homes, container_spec::ip_of(uid)) {
+                Ok(Endpoint::RunSocket(rel)) => self.notify_target(uid, &rel),
+                _ => None,
+            });
+        own.or_else(|| self.container_notify(uid))
+    }
+
+    fn container_notify(&self, uid: u32) -> Option<NotifyTarget> {
+        self.notify_target(uid, Path::new(CONTAINER_NOTIFY))
+    }
+
+    fn notify_target(&self, uid: u32, rel: &Path) -> Option<NotifyTarget> {
+        let pinned = self.homes.open_socket(uid, rel).ok()?;
+        Some(NotifyTarget { path: self.homes.local_path(uid, rel, &pinned), _pinned: pinned })
+    }
+
+    /// Forgets nodes not announced for the node TTL, their pins, and old replay state.
+    pub fn expire(&mut self, now: i64) {
+        self.replay.expire(now);
+        let ttl = self.node_ttl;
+        self.live.retain(|_, l| now - l.last_seen <= ttl);
+        let in_use: std::collections::HashSet<(u32, PathBuf)> = self
+            .live
+            .keys()
+            .filter_map(|n| match &n.endpoint {
+                Endpoint::RunSocket(rel) => Some((n.uid, rel.clone())),
+                Endpoint::OwnIp(_) => None,
+            })
+            .collect();
+        self.pins.retain(|slot, _| in_use.contains(slot));
+    }
+
+    /// How many nodes the router has from us.
+    pub fn live_nodes(&self) -> usize {
+        self.live.len()
+    }
+}
+
+struct Accepted {
+    packets: Vec<Vec<u8>>,
+    log: Option<String>,
+    message: Option<String>,
+}
+
+fn forward_with(a: Accepted, notify: Option<NotifyTarget>) -> Outcome {
+    let message = match (a.message, notify) {
+        (Some(m), Some(n)) => Some((m, n)),
+        _ => None,
+    };
+    Outcome::Forward { packets: a.packets, log: a.log, message }
+}
+
+fn unsubscribe_packet(key: &str, router_address: &str) -> Vec<u8> {
+    wire::PacketBuilder::new().var("key", key).var("address", router_address).finish(Command::Unsubscribe)
+}
+
+fn verify(key: &openssl::pkey::PKey<openssl::pkey::Public>, signed: &[u8], signature: &[u8]) -> bool {
+    let Ok(mut v) = Verifier::new(MessageDigest::sha256(), key) else { return false };
+    v.update(signed).is_ok() && v.verify(signature).unwrap_or(false)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(d) = hash(MessageDigest::sha256(), bytes) {
+        out.copy_from_slice(&d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+//! One test per policy rule, with real keys and signatures and a fake home filesystem.
+
+use super::*;
+use crate::stock::StockAnnounce;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use std::sync::Mutex;
+
+const NOW: i64 = 1_800_000_000;
+const ALICE_1: u32 = 30001;
+const ALICE_2: u32 = 30004;
+const BOB: u32 = 30002;
+
+/// (owner uid, inode) of a socket or file, or why it cannot be used.
+type FakeFile = Result<(u32, u64), String>;
+
+/// Homes as a table: `(uid, path below the home)` → what is there.
+#[derive(Default)]
+struct FakeHomes {
+    files: Mutex<HashMap<(u32, PathBuf), FakeFile>>,
+}
+
+impl FakeHomes {
+    fn socket(self, uid: u32, rel: &str, owner: u32, ino: u64) -> Self {
+        self.files.lock().unwrap().insert((uid, Path::new("run").join(rel)), Ok((owner, ino)));
+        self
+    }
+    fn broken(self, uid: u32, rel: &str, why: &str) -> Self {
+        self.files.lock().unwrap().insert((uid, PathBuf::from(rel)), Err(why.into()));
+        self
+    }
+    fn lookup(&self, uid: u32, rel: &Path) -> Result<(u32, u64), String> {
+        self.files.lock().unwrap().get(&(uid, rel.to_path_buf())).cloned().unwrap_or(Err("it does not exist".into()))
+    }
+}
+
+impl HomeFiles for FakeHomes {
+    fn open_socket(&self, uid: u32, rel: &Path) -> Result<Pinned, String> {
+        let (owner, ino) = self.lookup(uid, &Path::new("run").join(rel))?;
+        if owner != uid {
+            return Err(format!("it belongs to uid {owner}, not to the container"));
+        }
+        Ok(Pinned { fd: None, dev: 1, ino })
+    }
+    fn check_file(&self, uid: u32, rel: &Path) -> Result<(), String> {
+        self.lookup(uid, rel).map(drop)
+    }
+    fn router_address(&self, uid: u32, rel: &Path, p: &Pinned) -> String {
+        format!("/pin/{uid}/{}#{}", rel.display(), p.ino)
+    }
+    fn local_path(&self, uid: u32, rel: &Path, _: &Pinned) -> PathBuf {
+        PathBuf::from(format!("/local/{uid}/{}", rel.display()))
+    }
+    fn host_path(&self, uid: u32, rel: &Path) -> PathBuf {
+        Path::new("/srv/homes").join(uid.to_string()).join(rel)
+    }
+}
+
+fn key() -> PKey<Private> {
+    PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap()
+}
+
+fn pem(k: &PKey<Private>) -> String {
+    String::from_utf8(k.public_key_to_pem().unwrap()).unwrap()
+}
+
+struct World {
+    alice: PKey<Private>,
+    bob: PKey<Private>,
+    v: Validator,
+}
+
+fn table(entries: &[(&str, &[u32], &PKey<Private>)]) -> Arc<DomainTable> {
+    let list: Vec<_> = entries
+        .iter()
+        .map(|(n, u, k)| serde_json::json!({"name": n, "owner_uids": u, "public_key_pem": pem(k)}))
+        .collect();
+    Arc::new(DomainTable::from_json(serde_json::to_string(&list).unwrap().as_bytes()).unwrap().table)
+}
+
+fn world() -> World {
+    let (alice, bob) = (key(), key());
+    let homes = FakeHomes::default()
+        .socket(ALICE_1, "example.org_A.socket", ALICE_1, 11)
+        .socket(ALICE_1, "notify_A.socket", ALICE_1, 12)
+        .socket(ALICE_1, "notify.socket", ALICE_1, 13)
+        .socket(ALICE_1, "bob.socket", BOB, 14)
+        .socket(ALICE_2, "example.org_B.socket", ALICE_2, 21)
+        .socket(BOB, "bob.org_A.socket", BOB, 31)
+        .socket(BOB, "example.org_A.socket", BOB, 32)
+        .socket(BOB, "notify.socket", BOB, 33)
+        .broken(ALICE_1, "run/link.socket", "a symlink is in the way");
+    let mut v = Validator::new(Box::new(homes), Path::new("/srv/homes"), 60, 120);
+    v.set_table(table(&[
+        ("example.org", &[ALICE_1, ALICE_2], &alice),
+        (".example.org", &[ALICE_1, ALICE_2], &alice),
+        ("bob.org", &[BOB], &bob),
+    ]));
+    World { alice, bob, v }
+}
+
+fn announce(uid: u32, key: &str, socket: &str) -> StockAnnounce {
+    let mut a = StockAnnounce::new(key, &format!("/containers/{uid}/run/{socket}"), NOW);
+    a.notify = Some(format!("/containers/{uid}/run/notify_A.socket"));
+    a
+}
+
+fn sender(uid: u32) -> Sender {
+    Sender { uid, pid: 4242 }
+}
+
+fn forwarded(o: Outcome) -> Vec<wire::Announce> {
+    match o {
+        Outcome::Forward { packets, .. } => packets.iter().map(|p| wire::parse(p).unwrap()).collect(),
+        Outcome::Drop => panic!("dropped"),
+        Outcome::Reject(r) => panic!("rejected: {}", r.log_line()),
+    }
+}
+
+fn rejected(o: Outcome) -> Rejection {
+    match o {
+        Outcome::Reject(r) => r,
+        Outcome::Forward { .. } => panic!("forwarded"),
+        Outcome::Drop => panic!("dropped"),
+    }
+}
+
+#[test]
+fn the_owners_container_announcing_its_own_socket_reaches_the_router_unsigned_and_pinned() {
+    let mut w = world();
+    let p = announce(ALICE_1, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+    let o = w.v.check(sender(ALICE_1), &p, NOW);
+    let Outcome::Forward { packets, log, message } = o else { panic!("not forwarded") };
+    let fwd = wire::parse(&packets[0]).unwrap();
+    assert_eq!(fwd.command, Command::Subscribe);
+    assert_eq!(fwd.key, "example.org");
+    assert_eq!(fwd.address, "/pin/30001/example.org_A.socket#11");
+    assert!(fwd.signature.is_none() && fwd.unix.is_none() && fwd.notify.is_none());
+    assert!(log
+        .unwrap()
+        .contains("accepted example.org => /containers/30001/run/example.org_A.socket (container 30001"));
+    let (text, target) = message.unwrap();
+    assert!(text.contains("accepted"));
+    assert_eq!(target.path, PathBuf::from("/local/30001/notify_A.socket"));
+    // A second container of the same owner joins the pool.
+    let p = announce(ALICE_2, "example.org", "example.org_B.socket").signed(Command::Subscribe, &w.alice);
+    assert_eq!(forwarded(w.v.check(sender(ALICE_2), &p, NOW))[0].address, "/pin/30004/example.org_B.socket#21");
+    assert_eq!(w.v.live_nodes(), 2);
+}
+
+#[test]
+fn a_refresh_is_forwarded_without_logging_again() {
+    let mut w = world();
+    let a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW);
+    let mut later = a.clone();
+    later.now = NOW + 10;
+    let Outcome::Forward { log, message, .. } =
+        w.v.check(sender(ALICE_1), &later.signed(Command::Subscribe, &w.alice), NOW + 10)
+    else {
+        panic!("refresh refused")
+    };
+    assert!(log.is_none() && message.is_none());
+}
+
+#[test]
+fn a_forged_signature_is_refused() {
+    let mut w = world();
+    let mut p = announce(ALICE_1, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+    let last = p.len() - 1;
+    p[last] ^= 0x55;
+    let r = rejected(w.v.check(sender(ALICE_1), &p, NOW));
+    assert!(r.reason.contains("signature does not verify with the key of the owner of example.org"), "{}", r.reason);
+    assert_eq!(r.domain.as_deref(), Some("example.org"));
+    assert!(r.log_line().starts_with("REJECTED announce from container 30001 (pid 4242) for example.org: signature"));
+}
+
+#[test]
+fn another_customers_key_is_refused_even_from_the_owners_container() {
+    let mut w = world();
+    let p = announce(ALICE_1, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.bob);
+    assert!(rejected(w.v.check(sender(ALICE_1), &p, NOW)).reason.contains("signature does not verify"));
+}
+
+#[test]
+fn a_container_of_another_customer_cannot_take_the_domain() {
+    let mut w = world();
+    // Bob signs with his own key, from his own container, for his own socket: the kernel says
+    // the sender is not one of the owner's containers.
+    let p = announce(BOB, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.bob);
+    let r = rejected(w.v.check(sender(BOB), &p, NOW));
+    assert_eq!(r.reason, "container 30002 does not belong to the owner of example.org");
+    // Even with Alice's key (a leaked key), the kernel-reported uid is what counts.
+    let p = announce(BOB, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+    assert!(rejected(w.v.check(sender(BOB), &p, NOW)).reason.contains("does not belong to the owner"));
+    // The wildcard's owner decides for names below it.
+    let p = announce(BOB, "shop.example.org", "example.org_A.socket").signed(Command::Subscribe, &w.bob);
+    assert!(rejected(w.v.check(sender(BOB), &p, NOW)).reason.contains("owner of .example.org"));
+    // Unknown domains, and keys that are no domain names.
+    let p = announce(BOB, "nobody.net", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
+    assert!(rejected(w.v.check(sender(BOB), &p, NOW)).reason.contains("nobody.net is not a domain of any customer"));
+    let p = announce(BOB, "Bob.org", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
+    assert!(rejected(w.v.check(sender(BOB), &p, NOW)).reason.contains("is not a domain name"));
+}
+
+#[test]
+fn a_wildcard_is_owned_by_its_owner_and_covers_names_below_it() {
+    let mut w = world();
+    for key in [".example.org", "a.example.org"] {
+        let p = announce(ALICE_1, key, "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+        assert_eq!(forwarded(w.v.check(sender(ALICE_1), &p, NOW))[0].key, key);
+    }
+}
+
+#[test]
+fn the_address_must_be_the_senders_own_socket_or_ip() {
+    let mut w = world();
+    let cases = [
+        ("/containers/30002/run/bob.org_A.socket", "another container's home"),
+        ("/srv/homes/30002/run/bob.org_A.socket", "another container's home"),
+        ("127.0.0.1:5003", "not the container's own address"),
+        ("/run/unbit-http/subscriptions.sock", "outside the container's home"),
+        ("/containers/30001/run/link.socket", "a symlink is in the way"),
+        ("/containers/30001/run/bob.socket", "belongs to uid 30002"),
+        ("/containers/30001/run/missing.socket", "does not exist"),
+    ];
+    for (address, why) in cases {
+        let mut a = announce(ALICE_1, "example.org", "x");
+        a.address = address.into();
+        let r = rejected(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW));
+        assert!(r.reason.starts_with("address refused") && r.reason.contains(why), "{address}: {}", r.reason);
+    }
+    let mut a = announce(ALICE_1, "example.org", "x");
+    a.address = format!("{}:8080", container_spec::ip_of(ALICE_1));
+    assert_eq!(
+        forwarded(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW))[0].address,
+        format!("{}:8080", container_spec::ip_of(ALICE_1))
+    );
+}
+
+#[test]
+fn unsigned_stale_and_future_packets_are_refused() {
+    let mut w = world();
+    let a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    assert!(rejected(w.v.check(sender(ALICE_1), &a.unsigned(Command::Subscribe), NOW)).reason.starts_with("unsigned"));
+    let mut old = a.clone();
+    old.now = NOW - 3600;
+    assert!(rejected(w.v.check(sender(ALICE_1), &old.signed(Command::Subscribe, &w.alice), NOW))
+        .reason
+        .contains("3600s old"));
+    let mut future = a;
+    future.now = NOW + 3600;
+    assert!(rejected(w.v.check(sender(ALICE_1), &future.signed(Command::Subscribe, &w.alice), NOW))
+        .reason
+        .contains("future"));
+}
+
+#[test]
+fn a_replayed_packet_is_refused() {
+    let mut w = world();
+    let p = announce(ALICE_1, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+    forwarded(w.v.check(sender(ALICE_1), &p, NOW));
+    // Stock uWSGI's own double send in the same second is dropped quietly...
+    assert!(matches!(w.v.check(sender(ALICE_1), &p, NOW), Outcome::Drop));
+    // ...a copy sent later is a replay.
+    assert!(rejected(w.v.check(sender(ALICE_1), &p, NOW + 5)).reason.starts_with("replay"));
+}
+
+#[test]
+fn a_subscribe_flipped_into_an_unsubscribe_is_refused_and_the_real_unsubscribe_passes() {
+    let mut w = world();
+    let a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    let mut p = a.signed(Command::Subscribe, &w.alice);
+    forwarded(w.v.check(sender(ALICE_1), &p, NOW));
+    p[3] = 1;
+    assert!(rejected(w.v.check(sender(ALICE_1), &p, NOW + 1)).reason.contains("command byte was flipped"));
+    // The vassal's own unsubscribe at shutdown (unix = now + 1).
+    let mut bye = a.clone();
+    bye.now = NOW + 3;
+    let fwd = forwarded(w.v.check(sender(ALICE_1), &bye.signed(Command::Unsubscribe, &w.alice), NOW + 3));
+    assert_eq!(fwd[0].command, Command::Unsubscribe);
+    assert_eq!(fwd[0].address, "/pin/30001/example.org_A.socket#11", "the router's node is named by its pin");
+    assert_eq!(w.v.live_nodes(), 0);
+}
+
+#[test]
+fn an_unsubscribe_only_comes_from_the_container_that_owns_the_node() {
+    let mut w = world();
+    forwarded(w.v.check(
+        sender(ALICE_1),
+        &announce(ALICE_1, "example.org", "example.org_A.socket").signed(Command::Subscribe, &w.alice),
+        NOW,
+    ));
+    // The owner's other container names the first one's socket: not its own address.
+    let mut other = announce(ALICE_2, "example.org", "x");
+    other.address = "/containers/30001/run/example.org_A.socket".into();
+    let r = rejected(w.v.check(sender(ALICE_2), &other.signed(Command::Unsubscribe, &w.alice), NOW + 1));
+    assert!(r.reason.contains("another container's home"), "{}", r.reason);
+    assert_eq!(w.v.live_nodes(), 1);
+}
+
+#[test]
+fn a_vassal_that_rebinds_its_socket_gets_a_new_pin_and_the_old_one_is_taken_back() {
+    let mut w = world();
+    let a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    forwarded(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW));
+    // Same name, new inode.
+    let homes = FakeHomes::default().socket(ALICE_1, "example.org_A.socket", ALICE_1, 99);
+    let old_table = Arc::clone(&w.v.table);
+    let mut v2 = Validator::new(Box::new(homes), Path::new("/srv/homes"), 60, 120);
+    v2.set_table(old_table);
+    v2.pins = std::mem::take(&mut w.v.pins);
+    let mut again = a;
+    again.now = NOW + 10;
+    let fwd = forwarded(v2.check(sender(ALICE_1), &again.signed(Command::Subscribe, &w.alice), NOW + 10));
+    assert_eq!(fwd.len(), 2);
+    assert_eq!((fwd[0].command, fwd[0].address.as_str()), (Command::Unsubscribe, "/pin/30001/example.org_A.socket#11"));
+    assert_eq!((fwd[1].command, fwd[1].address.as_str()), (Command::Subscribe, "/pin/30001/example.org_A.socket#99"));
+}
+
+#[test]
+fn oversized_and_garbled_packets_are_refused_and_reported_to_the_container() {
+    let mut w = world();
+    let r = rejected(w.v.check(sender(ALICE_1), &vec![224u8; 5000], NOW));
+    assert!(r.reason.starts_with("oversized packet (5000 bytes"), "{}", r.reason);
+    assert_eq!(
+        r.notify.unwrap().path,
+        PathBuf::from("/local/30001/notify.socket"),
+        "the container's own notify socket"
+    );
+    let r = rejected(w.v.check(sender(ALICE_1), b"GET / HTTP/1.0\r\n\r\n", NOW));
+    assert!(r.reason.starts_with("garbled packet: modifier1 71"), "{}", r.reason);
+    // A container without a notify socket still gets its rejection logged.
+    let r = rejected(w.v.check(sender(ALICE_2), b"\xe0\x00", NOW));
+    assert!(r.notify.is_none() && r.log_line().contains("container 30004"));
+}
+
+#[test]
+fn sni_files_must_be_the_senders_own_regular_files() {
+    let mut w = world();
+    let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    a.sni = Some(("/containers/30001/tls/a.key".into(), "/etc/ssl/certs/a.crt".into(), None));
+    let r = rejected(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW));
+    assert!(r.reason.starts_with("sni_key refused"), "{}", r.reason);
+}
+
+#[test]
+fn a_deleted_domain_or_a_changed_key_takes_the_nodes_back_from_the_router() {
+    let mut w = world();
+    for (uid, socket) in [(ALICE_1, "example.org_A.socket"), (ALICE_2, "example.org_B.socket")] {
+        forwarded(w.v.check(
+            sender(uid),
+            &announce(uid, "example.org", socket).signed(Command::Subscribe, &w.alice),
+            NOW,
+        ));
+    }
+    forwarded(w.v.check(
+        sender(BOB),
+        &announce(BOB, "bob.org", "bob.org_A.socket").signed(Command::Subscribe, &w.bob),
+        NOW,
+    ));
+    // Alice's second container leaves her; bob.org is deleted.
+    let revoked = w.v.set_table(table(&[("example.org", &[ALICE_1], &w.alice)]));
+    let mut lines: Vec<String> = revoked.iter().map(|(_, l)| l.clone()).collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("REVOKED bob.org") && lines[0].contains("bob.org is no longer a domain of this node"));
+    assert!(lines[1].contains("container 30004 no longer belongs to the owner of example.org"));
+    assert!(revoked.iter().all(|(p, _)| wire::parse(p).unwrap().command == Command::Unsubscribe));
+    // A new key: the node signed with the old one is taken back, and old signatures fail.
+    let new_key = key();
+    let revoked = w.v.set_table(table(&[("example.org", &[ALICE_1], &new_key)]));
+    assert!(revoked[0].1.contains("owner key of example.org changed"));
+    let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    a.now = NOW + 10;
+    assert!(rejected(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW + 10))
+        .reason
+        .contains("signature does not verify"));
+    assert!(matches!(
+        w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &new_key), NOW + 10),
+        Outcome::Forward { .. }
+    ));
+}
