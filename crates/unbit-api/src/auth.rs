@@ -74,8 +74,19 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
+/// At most this many argon2 computations run at once. Each takes ~19 MiB and a core for a few
+/// milliseconds; without a bound, a flood of wrong passwords would fill the blocking pool (512
+/// threads, ~10 GiB) instead of queueing.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Runs argon2 work on the blocking pool, a bounded number at a time.
+async fn argon2_work<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    let _slot = ARGON2_SLOTS.acquire().await.map_err(|_| ApiError::internal())?;
+    tokio::task::spawn_blocking(work).await.map_err(|_| ApiError::internal())
+}
+
 pub async fn hash_password_async(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|_| ApiError::internal())
+    argon2_work(move || hash_password(&password)).await
 }
 
 fn verify_password(password: &str, phc: &str) -> bool {
@@ -163,10 +174,9 @@ pub async fn authenticate(state: &AppState, creds: &Credentials) -> ApiResult<Cu
     let Some(row) = row else {
         // Spend the same time as a real check so user names cannot be probed by timing.
         let password = creds.password.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            verify_password(&password, DUMMY_HASH.get_or_init(|| hash_password("dummy-password")))
-        })
-        .await;
+        let _ =
+            argon2_work(move || verify_password(&password, DUMMY_HASH.get_or_init(|| hash_password("dummy-password"))))
+                .await;
         return Err(ApiError::unauthorized());
     };
     let customer = Customer { id: row.i64("id"), username: creds.username.clone(), uuid: row.str("uuid") };
@@ -177,9 +187,7 @@ pub async fn authenticate(state: &AppState, creds: &Credentials) -> ApiResult<Cu
                 return Ok(customer);
             }
             let (password, stored) = (creds.password.clone(), phc.clone());
-            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
-                .await
-                .map_err(|_| ApiError::internal())?;
+            let ok = argon2_work(move || verify_password(&password, &stored)).await?;
             if !ok {
                 return Err(ApiError::unauthorized());
             }

@@ -4,6 +4,7 @@
 # seeded API and fails on any 5xx answer. Run from anywhere; exits non-zero on a finding.
 #   crates/unbit-api/tests/run-fuzz.sh            (MAX_EXAMPLES=40 by default)
 #   MAX_EXAMPLES=200 crates/unbit-api/tests/run-fuzz.sh
+# `cargo test -p unbit-api` runs it too (tests/api/fuzz.rs, MAX_EXAMPLES=20).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,8 +16,13 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo build -q -p unbit-api --manifest-path "$root/Cargo.toml"
-bin="$CARGO_TARGET_DIR/debug/unbit-api"
+# The Rust test (tests/api/fuzz.rs) passes the binary it was built with.
+if [[ -n "${UNBIT_API_BIN:-}" ]]; then
+  bin="$UNBIT_API_BIN"
+else
+  cargo build -q -p unbit-api --manifest-path "$root/Cargo.toml"
+  bin="$CARGO_TARGET_DIR/debug/unbit-api"
+fi
 
 work="$(mktemp -d /tmp/unbit-api-fuzz.XXXXXX)"
 server_pid=""

@@ -12,8 +12,9 @@ both! {
         for key in ["company", "vat", "email"] {
             assert_eq!(me[key], "");
         }
-        // Without the trailing slash too.
+        // Without the trailing slash too, and the original's /me/containers/ alias.
         assert_eq!(api.get(&f.kratos, "/me").expect(200), me);
+        assert_eq!(api.get(&f.kratos, "/me/containers/").expect(200), api.get(&f.kratos, "/containers/").expect(200));
     }
 
     fn me_updates_fields_and_password(api) {

@@ -7,6 +7,7 @@ mod account;
 mod alarms;
 mod containers;
 mod domains;
+mod fuzz;
 mod http;
 mod ldap;
 mod misc;

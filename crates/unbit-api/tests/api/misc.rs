@@ -54,7 +54,7 @@ both! {
     }
 
     fn port_mappings_on_dedicated_servers(api) {
-        let _node = api.server("dedicated", "192.0.2.30", 4000, 4000);
+        let node = api.server("dedicated", "192.0.2.30", 4000, 4000);
         let owner = api.customer("hephaestus", "forge-pass");
         let other = api.customer("hermes", "sandals-pass");
         api.admin(&["server", "set-owner", "--name", "dedicated", "--customer", "hephaestus"]);
@@ -80,8 +80,18 @@ both! {
         assert_eq!(api.get(&owner, path).expect(200).as_array().unwrap().len(), 2);
         api.get(&other, path).expect_error(404, None);
         api.delete(&other, path, Some(json!({"id": id}))).expect_error(404, None);
+        let before = api.get(&node, "/node/v1/portmappings").expect(200);
+        assert_eq!(before["mappings"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            before["mappings"][0],
+            json!({"proto": "tcp", "public_ip": "192.0.2.30", "public_port": 8080,
+                   "private_ip": format!("10.0.0.{}", uid - 30000 + 2), "private_port": 8000})
+        );
         api.delete(&owner, path, Some(json!({"id": id}))).expect(200);
         api.delete(&owner, path, Some(json!({"id": id}))).expect_error(404, None);
+        let after = api.get(&node, "/node/v1/portmappings").expect(200);
+        assert!(after["revision"].as_i64() > before["revision"].as_i64());
+        assert_eq!(after["mappings"].as_array().unwrap().len(), 1);
         assert_eq!(api.get(&owner, path).expect(200).as_array().unwrap().len(), 1);
     }
 

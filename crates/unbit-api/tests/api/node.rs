@@ -171,11 +171,15 @@ both! {
 
     fn node_loopboxes_domains_alarms_and_metrics(api) {
         let f = crate::fixture(&mut api);
+        let (rev0, _) = node_specs(&api, &f.node, None);
         api.post_json(&f.kratos, "/loopboxes/", json!({"container": f.k1, "filename": "img/a.ext4", "mountpoint": "data", "ro": true})).expect(201);
         let lbs: Vec<container_spec::LoopboxSpec> = serde_json::from_value(api.get(&f.node, "/node/v1/loopboxes").expect(200)).unwrap();
         assert_eq!(lbs.len(), 1);
         assert_eq!((lbs[0].uid, lbs[0].filename.as_str(), lbs[0].mountpoint.as_str(), lbs[0].ro), (f.k1, "img/a.ext4", "data", true));
         lbs[0].validate().unwrap();
+        // Loopbox and domain changes move the node's revision too, so a long poll sees them.
+        let (rev1, _) = node_specs(&api, &f.node, None);
+        assert!(rev1 > rev0);
 
         api.admin(&["domain", "map", "--customer", "kratos", "--name", "kratos.org"]);
         api.admin(&["domain", "map", "--customer", "zeus", "--name", "zeus.org"]);
@@ -184,6 +188,7 @@ both! {
         assert_eq!(kd["owner_uids"], json!([f.k1, f.k2]));
         assert_eq!(kd["public_key_pem"].as_str().unwrap(), api.admin(&["customer", "public-key", "--username", "kratos"]));
         assert_eq!(domains.as_array().unwrap().len(), 2);
+        assert!(node_specs(&api, &f.node, None).0 > rev1);
         let node2 = api.server("node2", "192.0.2.11", 1000, 1000);
         assert_eq!(api.get(&node2, "/node/v1/domains").expect(200), json!([]));
 
