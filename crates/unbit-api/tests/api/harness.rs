@@ -34,10 +34,14 @@ pub fn free_port() -> u16 {
 /// Makes the child die with this thread's process (the signal is sent when the spawning
 /// thread exits, so long-lived servers are spawned from a thread that never ends).
 pub fn die_with_parent(cmd: &mut Command) {
+    die_with_parent_by(cmd, libc::SIGKILL)
+}
+
+pub fn die_with_parent_by(cmd: &mut Command, signal: libc::c_int) {
     let parent = std::process::id() as libc::pid_t;
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -82,6 +86,27 @@ pub struct PgCluster {
 
 static PG: OnceLock<PgCluster> = OnceLock::new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static PG_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static PG_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Registered with `atexit`: the test harness ends with `exit()`, so the cluster is shut down
+/// (SIGQUIT = immediate shutdown) and its directory removed when the tests are over.
+extern "C" fn stop_pg() {
+    let pid = PG_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}/stat")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if let Some(dir) = PG_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 
 fn pg_bin_dir() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -148,12 +173,16 @@ pub fn pg() -> &'static PgCluster {
                 .gid(gid)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            die_with_parent(&mut cmd);
+            // If this process dies without running `atexit`, the kernel still stops postgres.
+            die_with_parent_by(&mut cmd, libc::SIGQUIT);
             let mut child = cmd.spawn().expect("postgres starts");
+            PG_PID.store(child.id() as i32, Ordering::SeqCst);
             tx.send(()).unwrap();
             let _ = child.wait();
         });
         rx.recv().unwrap();
+        let _ = PG_DIR.set(dir.clone());
+        unsafe { libc::atexit(stop_pg) };
         wait_for_port(port, "postgres");
         let cluster = PgCluster { port, bin };
         let deadline = Instant::now() + Duration::from_secs(20);
