@@ -1,10 +1,16 @@
 //! What an idle container costs in memory: the sum over its processes (the members of its
-//! memory cgroup: the container master and its sub-Emperor) of RSS and USS from
-//! `/proc/<pid>/smaps_rollup`. RSS counts every page a process maps, shared ones (the uWSGI
-//! binary, libc) in full. USS (`Private_Clean + Private_Dirty`) counts only the pages no
-//! other process maps: what stopping the container gives back. USS, unlike PSS, does not
-//! depend on how many other processes happen to share the libraries, so it compares chains
-//! that run different numbers of containers.
+//! memory cgroup: the container master and its sub-Emperor) of, from
+//! `/proc/<pid>/smaps_rollup`:
+//!
+//! * RSS: every resident page the process maps, including the uWSGI binary and libraries
+//!   shared with every other container (counted in full in each process);
+//! * anonymous memory (`Anonymous:`): heap, stacks, copy-on-write data, the part that grows
+//!   with what the process itself does. Pages the master and its sub-Emperor still share
+//!   after `fork` are counted in both, the same way for both chains.
+//!
+//! Neither depends on how many other containers happen to run (PSS and USS both do, through
+//! the number of processes sharing each library page), so chains running different numbers
+//! of containers compare.
 
 use std::path::Path;
 
@@ -12,7 +18,7 @@ use std::path::Path;
 pub struct Footprint {
     pub processes: usize,
     pub rss_kib: u64,
-    pub uss_kib: u64,
+    pub anon_kib: u64,
 }
 
 /// Sums the processes of the cgroup `dir`. A process that exits meanwhile is skipped.
@@ -22,7 +28,7 @@ pub fn of_cgroup(dir: &Path) -> Footprint {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { continue };
         total.processes += 1;
         total.rss_kib += field_kib(&text, "Rss:");
-        total.uss_kib += field_kib(&text, "Private_Clean:") + field_kib(&text, "Private_Dirty:");
+        total.anon_kib += field_kib(&text, "Anonymous:");
     }
     total
 }

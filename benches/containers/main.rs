@@ -27,14 +27,17 @@ mod footprint;
 mod original_vassal;
 mod ours;
 mod readiness;
+mod report;
 mod stats;
 mod stock;
 
 use original_vassal::SuperblockRemounts;
 use ours::OursNode;
 use readiness::Readiness;
-use stats::{summarize, Rng};
-use std::collections::BTreeMap;
+use report::{fmt, Results, Row};
+use stats::Rng;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use stock::{StockNode, Wakeup};
 
@@ -72,79 +75,6 @@ fn config() -> Config {
     }
 }
 
-/// The rows of the table, in print order.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Row {
-    StartOurs,
-    StartStockWoken,
-    StartStockNoRemounts,
-    StartStockPolled,
-    StartCrun,
-    RssOurs,
-    RssStock,
-    UssOurs,
-    UssStock,
-    ProcsOurs,
-    ProcsStock,
-    BatchOurs,
-    BatchStock,
-}
-
-impl Row {
-    fn label(self) -> &'static str {
-        match self {
-            Row::StartOurs => "start, ours: spec renamed in -> sub-Emperor ready",
-            Row::StartStockWoken => "start, stock uWSGI + original chain, Emperor woken at once (SIGWINCH)",
-            Row::StartStockNoRemounts => "start, same without the 2 superblock remounts (no host fs sync)",
-            Row::StartStockPolled => "start, stock + original chain as the original ran (emperor-freq 3 s)",
-            Row::StartCrun => "crun run /bin/sh -c true (same rootfs, limits, namespaces)",
-            Row::RssOurs => "RSS per idle container, ours (master + sub-Emperor)",
-            Row::RssStock => "RSS per idle container, stock + original chain",
-            Row::UssOurs => "USS (private memory) per idle container, ours",
-            Row::UssStock => "USS (private memory) per idle container, stock + original chain",
-            Row::ProcsOurs => "processes per idle container, ours",
-            Row::ProcsStock => "processes per idle container, stock + original chain",
-            Row::BatchOurs => "containers dropped at once -> all ready, ours",
-            Row::BatchStock => "containers dropped at once -> all ready, stock woken",
-        }
-    }
-
-    fn unit(self) -> &'static str {
-        match self {
-            Row::RssOurs | Row::RssStock | Row::UssOurs | Row::UssStock => "MiB",
-            Row::ProcsOurs | Row::ProcsStock => "",
-            Row::BatchOurs | Row::BatchStock => "s",
-            _ => "ms",
-        }
-    }
-}
-
-#[derive(Default)]
-struct Results {
-    samples: BTreeMap<Row, Vec<f64>>,
-    failures: BTreeMap<Row, Vec<String>>,
-    /// Containers whose readiness was seen late (see `Readiness::late`).
-    late: usize,
-}
-
-impl Results {
-    fn add(&mut self, row: Row, value: f64) {
-        self.samples.entry(row).or_default().push(value);
-    }
-
-    fn fail(&mut self, row: Row, why: String) {
-        eprintln!("bench: {} FAILED: {why}", row.label());
-        self.failures.entry(row).or_default().push(why);
-    }
-
-    fn record(&mut self, row: Row, outcome: Result<f64, String>) {
-        match outcome {
-            Ok(v) => self.add(row, v),
-            Err(e) => self.fail(row, e),
-        }
-    }
-}
-
 fn main() {
     if let Ok(bundle) = std::env::var(crun::WORKER_ENV) {
         crun::worker_main(&bundle);
@@ -166,7 +96,7 @@ fn main() {
     for round in 0..cfg.batch_rounds {
         batches(&cfg, &distro, &keys, round, &mut results);
     }
-    print_table(&cfg, &results);
+    results.print(cfg.batch);
     print_load("end");
 }
 
@@ -184,6 +114,8 @@ enum Contender {
     StockNoRemounts,
     StockPolled,
     Crun,
+    UwsgiBare,
+    UwsgiWithPlugin,
 }
 
 impl Contender {
@@ -194,13 +126,15 @@ impl Contender {
             Contender::StockNoRemounts => Row::StartStockNoRemounts,
             Contender::StockPolled => Row::StartStockPolled,
             Contender::Crun => Row::StartCrun,
+            Contender::UwsgiBare => Row::UwsgiBare,
+            Contender::UwsgiWithPlugin => Row::UwsgiWithPlugin,
         }
     }
 }
 
 fn single_starts_and_footprint(
     cfg: &Config,
-    distro: &std::path::Path,
+    distro: &Path,
     keys: &(String, String),
     results: &mut Results,
 ) -> Result<(), String> {
@@ -219,8 +153,8 @@ fn single_starts_and_footprint(
     if c.crun.is_some() {
         lineup.push(Contender::Crun);
     }
+    lineup.extend([Contender::UwsgiBare, Contender::UwsgiWithPlugin]);
     let started = interleaved_rounds(cfg, &mut c, &mut lineup, results);
-    results.late += c.ours.readiness.late + c.stock.readiness.late;
     std::thread::sleep(IDLE_WAIT);
     record_footprints(&c, &started, results);
     Ok(())
@@ -243,18 +177,20 @@ fn interleaved_rounds(cfg: &Config, c: &mut Contenders, lineup: &mut [Contender]
         for &who in lineup.iter() {
             let uid = match who {
                 Contender::Ours => bump(&mut next_ours),
-                Contender::Crun => 0,
-                _ => bump(&mut next_stock),
+                Contender::StockWoken | Contender::StockNoRemounts | Contender::StockPolled => bump(&mut next_stock),
+                _ => 0,
             };
+            let late_before = c.ours.readiness.late + c.stock.readiness.late;
             let outcome = start_one(c, who, uid, &mut rng).map(|d| d.as_secs_f64() * 1e3);
+            let late = c.ours.readiness.late + c.stock.readiness.late - late_before;
             match who {
-                _ if outcome.is_err() => {}
+                _ if outcome.is_err() || uid == 0 => {}
                 Contender::Ours => started.ours.push(uid),
-                Contender::Crun => {}
                 _ => started.stock.push(uid),
             }
             if round >= cfg.warmup {
                 results.record(who.row(), outcome);
+                results.late(who.row(), late);
             } else if let Err(e) = outcome {
                 results.fail(who.row(), format!("(warm-up) {e}"));
             }
@@ -287,6 +223,25 @@ fn start_one(c: &mut Contenders, who: Contender, uid: u32, rng: &mut Rng) -> Res
             stock_start(&mut c.stock, uid, SuperblockRemounts::Keep, Wakeup::Poll)
         }
         Contender::Crun => c.crun.as_mut().ok_or("no crun")?.run_once(),
+        Contender::UwsgiBare => time_uwsgi_need_app(false),
+        Contender::UwsgiWithPlugin => time_uwsgi_need_app(true),
+    }
+}
+
+/// `uwsgi --need-app`: uWSGI initialises fully, finds no app and exits (status 1). With the
+/// plugin, the difference is what loading `unbit_containers` costs a container master.
+fn time_uwsgi_need_app(with_plugin: bool) -> Result<Duration, String> {
+    let mut cmd = Command::new(uwsgi_it::harness::uwsgi_bin());
+    if with_plugin {
+        cmd.arg("--plugin").arg(uwsgi_it::harness::plugin_path("unbit_containers"));
+    }
+    cmd.arg("--need-app").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let started = Instant::now();
+    let status = cmd.status().map_err(|e| format!("uwsgi: {e}"))?;
+    let elapsed = started.elapsed();
+    match status.code() {
+        Some(1) => Ok(elapsed),
+        _ => Err(format!("uwsgi --need-app ended with {status}, expected exit status 1")),
     }
 }
 
@@ -325,7 +280,7 @@ fn record_footprints(c: &Contenders, started: &Started, results: &mut Results) {
             continue;
         }
         results.add(Row::RssOurs, mib(f.rss_kib));
-        results.add(Row::UssOurs, mib(f.uss_kib));
+        results.add(Row::AnonOurs, mib(f.anon_kib));
         results.add(Row::ProcsOurs, f.processes as f64);
     }
     for &uid in &started.stock {
@@ -335,13 +290,13 @@ fn record_footprints(c: &Contenders, started: &Started, results: &mut Results) {
             continue;
         }
         results.add(Row::RssStock, mib(f.rss_kib));
-        results.add(Row::UssStock, mib(f.uss_kib));
+        results.add(Row::AnonStock, mib(f.anon_kib));
         results.add(Row::ProcsStock, f.processes as f64);
     }
 }
 
 /// One round of batch bring-ups, ours and stock in alternating order, each on a fresh node.
-fn batches(cfg: &Config, distro: &std::path::Path, keys: &(String, String), round: usize, results: &mut Results) {
+fn batches(cfg: &Config, distro: &Path, keys: &(String, String), round: usize, results: &mut Results) {
     let uids: Vec<u32> = (0..cfg.batch as u32).map(|i| 40_000 + i).collect();
     // Who goes first alternates between rounds.
     let mut turns = [true, false];
@@ -354,6 +309,7 @@ fn batches(cfg: &Config, distro: &std::path::Path, keys: &(String, String), roun
             (Row::BatchStock, batch_stock(distro, keys, &uids, round, results))
         };
         results.record(row, outcome.map(|d| d.as_secs_f64()));
+        // Let the previous node's teardown settle before the next one starts.
         std::thread::sleep(Duration::from_secs(2));
     }
 }
@@ -362,12 +318,12 @@ fn batch_ours(keys: &(String, String), uids: &[u32], results: &mut Results) -> R
     let mut node = OursNode::start(keys)?;
     let t0 = node.launch(uids)?;
     let outcome = time_to_ready(&mut node.readiness, uids, t0, BATCH_TIMEOUT);
-    results.late += node.readiness.late;
-    outcome.map(|t| t.into_iter().max().unwrap_or_default()).map_err(|e| format!("{e}\n{}", node.log_tail()))
+    note_batch(Row::BatchOurs, "ours", &node.readiness, uids, t0, results);
+    outcome.map(slowest).map_err(|e| format!("{e}\n{}", node.log_tail()))
 }
 
 fn batch_stock(
-    distro: &std::path::Path,
+    distro: &Path,
     keys: &(String, String),
     uids: &[u32],
     round: usize,
@@ -376,12 +332,34 @@ fn batch_stock(
     let mut node = StockNode::start(distro, keys, &format!("batch{round}"))?;
     let t0 = node.launch(uids, SuperblockRemounts::Keep, Wakeup::Signal)?;
     let outcome = time_to_ready(&mut node.readiness, uids, t0, BATCH_TIMEOUT);
-    results.late += node.readiness.late;
-    outcome.map(|t| t.into_iter().max().unwrap_or_default()).map_err(|e| format!("{e}\n{}", node.log_tail(uids[0])))
+    note_batch(Row::BatchStock, "stock woken", &node.readiness, uids, t0, results);
+    outcome.map(slowest).map_err(|e| format!("{e}\n{}", node.log_tail(uids[0])))
+}
+
+fn slowest(times: Vec<Duration>) -> Duration {
+    times.into_iter().max().unwrap_or_default()
+}
+
+/// The batch's timeline under the table: when the homes appeared (ours: made by the node
+/// Emperor one container after the other; stock: by each container's first hooks) and when
+/// the containers became ready, all after the drop.
+fn note_batch(row: Row, who: &str, readiness: &Readiness, uids: &[u32], t0: Instant, results: &mut Results) {
+    results.late(row, readiness.late);
+    let after = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0).as_secs_f64());
+    let spread = |mut v: Vec<f64>| -> String {
+        v.sort_by(f64::total_cmp);
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(a), Some(m), Some(z)) => format!("first +{} s, median +{} s, last +{} s", fmt(*a), fmt(*m), fmt(*z)),
+            _ => "none".into(),
+        }
+    };
+    let homes = spread(uids.iter().filter_map(|u| after(readiness.home_seen_at(*u))).collect());
+    let ready = spread(uids.iter().filter_map(|u| after(readiness.ready_at(*u))).collect());
+    results.note(format!("batch of {}, {who}: homes appeared {homes}; ready {ready}", uids.len()));
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
+    Command::new(cmd)
         .args(args)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
@@ -412,43 +390,4 @@ fn print_environment(cfg: &Config) {
         cfg.seed
     );
     print_load("start");
-}
-
-fn print_table(cfg: &Config, results: &Results) {
-    println!();
-    println!("| measurement | n | median | p90 | min | failed |");
-    println!("|---|---|---|---|---|---|");
-    let rows: Vec<Row> = results.samples.keys().chain(results.failures.keys()).copied().collect();
-    let mut rows = rows;
-    rows.sort();
-    rows.dedup();
-    for row in rows {
-        let failed = results.failures.get(&row).map_or(0, Vec::len);
-        let label = match row {
-            Row::BatchOurs | Row::BatchStock => format!("{} {}", cfg.batch, row.label()),
-            _ => row.label().to_string(),
-        };
-        let unit = row.unit();
-        match results.samples.get(&row).and_then(|s| summarize(s)) {
-            Some(s) => println!(
-                "| {label} | {} | {} {unit} | {} {unit} | {} {unit} | {failed} |",
-                s.n,
-                fmt(s.median),
-                fmt(s.p90),
-                fmt(s.min)
-            ),
-            None => println!("| {label} | 0 | - | - | - | {failed} |"),
-        }
-    }
-    println!();
-    println!("readiness seen late (upper bounds, should be 0): {}", results.late);
-}
-
-/// Three significant digits are all these figures can honestly carry.
-fn fmt(v: f64) -> String {
-    match v.abs() {
-        a if a >= 100.0 => format!("{v:.0}"),
-        a if a >= 10.0 => format!("{v:.1}"),
-        _ => format!("{v:.2}"),
-    }
 }

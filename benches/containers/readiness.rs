@@ -49,6 +49,8 @@ pub struct Readiness {
     watched: HashMap<WatchDescriptor, Watched>,
     watches_of: HashMap<u32, Vec<WatchDescriptor>>,
     tails: HashMap<u32, LogTail>,
+    /// When each home was first seen (created by the chain, not by the watcher).
+    homes: HashMap<u32, Instant>,
     ready: HashMap<u32, Instant>,
     /// Containers whose marker write was not seen as an event: their time is an upper bound.
     pub late: usize,
@@ -65,6 +67,7 @@ impl Readiness {
             watched: HashMap::new(),
             watches_of: HashMap::new(),
             tails: HashMap::new(),
+            homes: HashMap::new(),
             ready: HashMap::new(),
             late: 0,
         };
@@ -75,6 +78,11 @@ impl Readiness {
     /// When `uid` was seen ready, if it was.
     pub fn ready_at(&self, uid: u32) -> Option<Instant> {
         self.ready.get(&uid).copied()
+    }
+
+    /// When the home of `uid` was seen created, if it was.
+    pub fn home_seen_at(&self, uid: u32) -> Option<Instant> {
+        self.homes.get(&uid).copied()
     }
 
     /// Waits until every container in `uids` is ready, or `deadline`.
@@ -128,6 +136,7 @@ impl Readiness {
                 match what {
                     Watched::Containers => {
                         if let Ok(uid) = name.parse::<u32>() {
+                            self.homes.entry(uid).or_insert(woke);
                             self.follow_home(uid)?;
                         }
                     }
