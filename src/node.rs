@@ -36,6 +36,18 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 impl TestNode {
     /// Starts the node Emperor. `extra` adds options (e.g. `--unbit-quota`).
     pub fn start(extra: &[&str]) -> TestNode {
+        Self::start_with_platform_files(extra, &[])
+    }
+
+    /// Starts the node Emperor with the platform's `shortcuts/shortcuts.ini` in the platform
+    /// dir, so every customer vassal gets `domain = ...` and the other shortcuts.
+    pub fn start_with_shortcuts(extra: &[&str]) -> TestNode {
+        Self::start_with_platform_files(extra, &[("shortcuts.ini", project_root().join("shortcuts/shortcuts.ini"))])
+    }
+
+    /// Starts the node Emperor with `(name, source)` files copied into the platform dir
+    /// (mounted at /opt/unbit in containers) before it starts.
+    pub fn start_with_platform_files(extra: &[&str], files: &[(&str, PathBuf)]) -> TestNode {
         let distro = debian_distro();
         let root = tempfile::Builder::new().prefix("unbit-node-").tempdir().unwrap();
         let r = root.path();
@@ -45,6 +57,9 @@ impl TestNode {
         // The jail refuses a distro reached through a symlink, so point at the real folder.
         let distros = distro.parent().unwrap().to_string_lossy().into_owned();
         std::fs::copy(plugin_path("unbit_containers"), r.join("platform/plugins/unbit_containers_plugin.so")).unwrap();
+        for (name, source) in files {
+            std::fs::copy(source, r.join("platform").join(name)).unwrap();
+        }
         let cgroup_name = format!("unbit-test-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         let p = |d: &str| r.join(d).to_string_lossy().into_owned();
         let mut args = vec![
@@ -83,6 +98,16 @@ impl TestNode {
 
     pub fn emperor(&self) -> &Instance {
         self.emperor.as_ref().unwrap()
+    }
+
+    /// The host dir of the homes (`--unbit-containers-dir`).
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.path().join("containers")
+    }
+
+    /// The routers' subscription sockets (`--unbit-subscribe-dir`, `/run/subscribe` inside).
+    pub fn subscribe_dir(&self) -> PathBuf {
+        self.root.path().join("subscribe")
     }
 
     pub fn home(&self, uid: u32) -> PathBuf {
