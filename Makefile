@@ -33,7 +33,7 @@ OUT := $(CARGO_TARGET_DIR)/plugins
 # -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\"" -> /usr/lib/uwsgi/plugins
 PLUGIN_DIR ?= $(shell echo '$(TARGET_CFLAGS)' | tr ' ' '\n' | sed -n 's/^-DUWSGI_PLUGIN_DIR=//p' | tr -d '"\\')
 
-.PHONY: all deps plugins install uninstall test check clean
+.PHONY: all deps plugins install uninstall test check clean run
 
 all: plugins
 
@@ -68,6 +68,10 @@ test: deps plugins check
 check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# A local single-node platform (API, node Emperor, demo customer); Ctrl-C stops it.
+run: deps
+	@bash scripts/run-platform.sh
 
 clean:
 	$(CARGO) clean

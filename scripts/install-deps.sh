@@ -26,8 +26,16 @@ done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Servers the tests start themselves (slapd, postgresql) must not be started system-wide by
+  # their packages (slapd would listen on 0.0.0.0:389): policy-rc.d forbids service starts.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && own_policy=1
+  fi
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ -n "$own_policy" ] && rm -f "$policy"; exit 1; }
+  [ -n "$own_policy" ] && rm -f "$policy"
 fi
 # unbit-api OpenAPI fuzz test (crates/unbit-api/tests/run-fuzz.sh)
 python3 -c "import schemathesis" 2>/dev/null || pip install -q schemathesis==4.32.5

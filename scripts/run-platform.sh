@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Brings up a single-node platform on this machine, in ./run (kept between runs):
+#   the control API (SQLite), the node Emperor with unbit_containers and unbit-node-sync,
+#   a demo customer with one container on the Debian 12 distro.
+# Prints the addresses and credentials and writes them to run/platform.env. Ctrl-C stops
+# everything and leaves no process, mount, loop device or cgroup behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+run=$root/run
+api_port=${API_PORT:-8080}
+[[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
+
+echo "== building (plugins, unbit-api, unbit-node-sync)"
+make -s plugins >/dev/null
+cargo build -q --release -p unbit-api -p node-sync
+echo "== distro (cached after the first time)"
+bash scripts/build-distro.sh "$root/distros-cache/bookworm"
+
+mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log}
+chmod 0700 "$run/specs"
+install -m 0644 target/plugins/*_plugin.so "$run/platform/plugins/"
+[[ -f shortcuts/shortcuts.ini ]] && install -m 0644 shortcuts/shortcuts.ini "$run/platform/"
+api_bin=$root/target/release/unbit-api
+sync_bin=$root/target/release/unbit-node-sync
+db=$run/api.sqlite
+admin() { "$api_bin" admin --db "$db" "$@"; }
+
+if [[ ! -f $run/platform.env ]]; then
+  echo "== first run: creating the node, the distro, a demo customer and a container"
+  # Built aside and renamed into place, so a failed first run leaves nothing half-made.
+  final_db=$db
+  db=$run/api.sqlite.new
+  rm -f "$db" "$db"-*
+  token=$(admin server add --name local --address 127.0.0.1 --memory 8192 --storage 20000)
+  admin distro add --name "Debian 12 (bookworm) with uWSGI" --path bookworm >/dev/null
+  password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | head -c 16)
+  admin customer add --username demo --password "$password" --email demo@example.com >/dev/null
+  uid=$(admin container add --customer demo --server local --name demo --memory 512 --storage 2000)
+  db=$final_db
+  mv "$run/api.sqlite.new" "$db"
+  cat >"$run/platform.env" <<ENV
+API=http://127.0.0.1:$api_port/api
+ROUTER=
+CUSTOMER_USER=demo
+CUSTOMER_PASSWORD=$password
+CONTAINER_UID=$uid
+CONTAINERS_DIR=$run/containers
+NODE_TOKEN=$token
+UNBIT_ADMIN="$api_bin admin --db $db"
+ENV
+  chmod 0600 "$run/platform.env"
+fi
+# shellcheck disable=SC1091
+source "$run/platform.env"
+
+pids=()
+cleanup() {
+  echo; echo "== stopping"
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  # Homes on quota images, mounted by the Emperor in this namespace.
+  grep -o " $run/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
+  for hierarchy in /sys/fs/cgroup/*/unbit-local /sys/fs/cgroup/unbit-local; do
+    [[ -d $hierarchy ]] && find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  echo "== stopped; data kept in $run"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$api_bin" serve --db "$db" --listen "127.0.0.1:$api_port" >"$run/log/api.log" 2>&1 &
+pids+=($!)
+uwsgi --plugin "$root/target/plugins/unbit_containers_plugin.so" --master --die-on-term \
+  --emperor "unbit://$run/specs" --emperor-use-clone fs,pid,ipc,uts,net \
+  --unbit-containers-dir "$run/containers" --unbit-distros-dir "$root/distros-cache" \
+  --unbit-platform-dir "$run/platform" --unbit-subscribe-dir "$run/subscribe" \
+  --unbit-jail-root "$run/jail" --unbit-cgroup-name unbit-local --unbit-quota auto \
+  --attach-daemon2 "cmd=$sync_bin --api http://127.0.0.1:$api_port --token $NODE_TOKEN --state-dir $run/specs" \
+  --logto "$run/log/node.log" &
+pids+=($!)
+
+for _ in $(seq 100); do curl -fs -o /dev/null "$API/news/" && break; sleep 0.1; done
+cat <<INFO
+
+uwsgi.it platform running (Ctrl-C stops it; data stays in $run)
+  API          $API
+  customer     $CUSTOMER_USER / $CUSTOMER_PASSWORD
+  container    $CONTAINER_UID (home: $CONTAINERS_DIR/$CONTAINER_UID)
+  supplier     $UNBIT_ADMIN ...
+  logs         $run/log/{api,node}.log, container: $CONTAINERS_DIR/$CONTAINER_UID/logs/emperor.log
+  variables    source $run/platform.env
+
+Try: curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID
+INFO
+wait -n "${pids[@]}"
