@@ -4,6 +4,8 @@
 //! subscription validator, balanced across all three; a wildcard; a removed vassal leaves the
 //! pool; another customer's container cannot take the domain.
 
+// The router kit lives with the validator (its attack suite and benchmark use it too).
+#[path = "../plugins/unbit_subscriptions/tests/kit/mod.rs"]
 mod domains_kit;
 
 use domains_kit::{domain_entry, eventually, start_router, write_domains, RouterSetup};

@@ -1,4 +1,5 @@
-//! Shared by the domain tests: the node's HTTP router with the subscription validator, the
+//! Shared by the domain tests (`tests/domains.rs` at the root, the attack suite here) and the
+//! benchmark: the node's HTTP router with the subscription validator, the
 //! domains file the node sync would write, and a look at the router's pools.
 
 #![allow(dead_code)]
@@ -135,5 +136,111 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Result<T, Str
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
+    }
+}
+
+/// Sends each packet as one datagram to `socket`, from a process running as `uid` (the kernel
+/// reports that uid to the validator, as it does for a container's vassal).
+pub fn send_as(uid: u32, socket: &Path, packets: &[Vec<u8>]) {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("packets");
+    let mut data = Vec::new();
+    for p in packets {
+        data.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        data.extend_from_slice(p);
+    }
+    std::fs::write(&file, data).unwrap();
+    let script = "import socket, struct, sys\n\
+                  data = open(sys.argv[1], 'rb').read()\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                  pos = 0\n\
+                  while pos < len(data):\n    n = struct.unpack('<I', data[pos:pos + 4])[0]\n    s.sendto(data[pos + 4:pos + 4 + n], sys.argv[2])\n    pos += 4 + n\n";
+    run_as(uid, &["-c", script, &file.to_string_lossy(), &socket.to_string_lossy()]);
+}
+
+/// Sends `packet` `count` times as fast as a process running as `uid` can.
+pub fn flood_as(uid: u32, socket: &Path, packet: &[u8], count: usize) -> std::process::Child {
+    let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        "import socket\np = bytes.fromhex('{hex}')\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         for _ in range({count}):\n    s.sendto(p, '{}')\n",
+        socket.display()
+    );
+    python_as(uid).args(["-c", &script]).spawn().unwrap()
+}
+
+fn python_as(uid: u32) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.uid(uid).gid(uid).current_dir("/");
+    cmd
+}
+
+fn run_as(uid: u32, args: &[&str]) {
+    let out = python_as(uid).args(args).output().unwrap();
+    assert!(out.status.success(), "sender as uid {uid} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A container's home on the host as the validator sees it: `<homes>/<uid>/run`, owned by
+/// the container, with sockets bound in it.
+pub struct FakeHome {
+    pub uid: u32,
+    pub run: PathBuf,
+    /// Held open so the sockets stay alive.
+    pub listeners: Vec<std::os::unix::net::UnixListener>,
+    pub notify: Option<std::os::unix::net::UnixDatagram>,
+}
+
+impl FakeHome {
+    pub fn new(homes: &Path, uid: u32) -> FakeHome {
+        let home = homes.join(uid.to_string());
+        let run = home.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        for d in [&home, &run] {
+            std::os::unix::fs::chown(d, Some(uid), Some(uid)).unwrap();
+        }
+        FakeHome { uid, run, listeners: Vec::new(), notify: None }
+    }
+
+    /// Binds `run/<name>` (a stream socket, as a vassal's) owned by the container.
+    pub fn socket(&mut self, name: &str) -> String {
+        let path = self.run.join(name);
+        self.listeners.push(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.uid)).unwrap();
+        format!("/containers/{}/run/{name}", self.uid)
+    }
+
+    /// Binds the vassal's notify socket, `run/notify_<id>.socket`; returns its in-container path.
+    pub fn notify_socket(&mut self, id: &str) -> String {
+        self.bind_notify(&format!("notify_{id}.socket"))
+    }
+
+    /// Binds the container-wide notify socket, `run/notify.socket` (where the validator
+    /// reports packets that name no notify socket of their own).
+    pub fn container_notify_socket(&mut self) -> String {
+        self.bind_notify("notify.socket")
+    }
+
+    fn bind_notify(&mut self, name: &str) -> String {
+        let path = self.run.join(name);
+        let s = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.uid)).unwrap();
+        self.notify = Some(s);
+        format!("/containers/{}/run/{name}", self.uid)
+    }
+
+    /// Every message waiting on the notify socket.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        if let Some(s) = &self.notify {
+            while let Ok(n) = s.recv(&mut buf) {
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        out
     }
 }

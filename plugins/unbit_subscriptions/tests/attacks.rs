@@ -1,0 +1,366 @@
+//! The attack suite, as root, against stock uWSGI's HTTP router (two processes) with the
+//! validator in front: every forged, foreign, replayed, flipped, misdirected, oversized,
+//! garbled or flooding announce is refused with a log line naming the container, the domain
+//! and the reason, the container is told on its notify socket, and the router's pools do not
+//! change. Containers are played by processes running as the container uids, sending from
+//! the host, with homes laid out as the container manager makes them.
+
+mod kit;
+
+use kit::{domain_entry, eventually, flood_as, send_as, start_router, write_domains, FakeHome, Router, RouterSetup};
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use unbit_subscriptions::stock::StockAnnounce;
+use unbit_subscriptions::wire::{Command, PacketBuilder};
+
+const T: Duration = Duration::from_secs(20);
+const DOMAIN: &str = "alice.example";
+
+struct Lab {
+    _root: tempfile::TempDir,
+    socket: PathBuf,
+    alice_key: PKey<Private>,
+    bob_key: PKey<Private>,
+    /// Alice's two containers and Bob's one.
+    alice: FakeHome,
+    _alice2: FakeHome,
+    bob: FakeHome,
+    router: Router,
+}
+
+const ALICE: u32 = 30401;
+const ALICE2: u32 = 30402;
+const BOB: u32 = 30403;
+
+fn key() -> PKey<Private> {
+    PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
+}
+
+fn public(k: &PKey<Private>) -> String {
+    String::from_utf8(k.public_key_to_pem().unwrap()).unwrap()
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn lab() -> Lab {
+    let root = tempfile::Builder::new().prefix("unbit-attacks-").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let homes = root.path().join("containers");
+    let subscribe = root.path().join("subscribe");
+    std::fs::create_dir_all(&subscribe).unwrap();
+    let (alice_key, bob_key) = (key(), key());
+    let domains = root.path().join("domains.json");
+    write_domains(
+        &domains,
+        &[
+            domain_entry(DOMAIN, &[ALICE, ALICE2], &public(&alice_key)),
+            domain_entry("bob.example", &[BOB], &public(&bob_key)),
+        ],
+    );
+    let socket = subscribe.join("http");
+    let (alice, alice2, bob) =
+        (FakeHome::new(&homes, ALICE), FakeHome::new(&homes, ALICE2), FakeHome::new(&homes, BOB));
+    let router =
+        start_router(RouterSetup { socket: &socket, homes: &homes, domains: &domains, processes: 2, extra: &[] });
+    Lab { alice, _alice2: alice2, bob, _root: root, socket, alice_key, bob_key, router }
+}
+
+impl Lab {
+    /// A genuine announce of Alice's first container, accepted: the pool has one node.
+    fn alice_subscribed(&mut self) -> (StockAnnounce, Vec<u8>) {
+        let address = self.alice.socket("alice.example_1.socket");
+        let mut a = StockAnnounce::new(DOMAIN, &address, now());
+        a.notify = Some(self.alice.notify_socket("1"));
+        let p = a.signed(Command::Subscribe, &self.alice_key);
+        send_as(ALICE, &self.socket, std::slice::from_ref(&p));
+        self.router.wait_for_nodes(DOMAIN, 1, T).unwrap();
+        (a, p)
+    }
+
+    /// Waits for the rejection line of `uid` about `domain` containing `reason`.
+    fn refused(&self, uid: u32, domain: Option<&str>, reason: &str) -> String {
+        let domain = domain.map(|d| format!(" for {d}")).unwrap_or_default();
+        let needle = format!("from container {uid} (pid ");
+        eventually(T, || {
+            let log = self.router.instance.log();
+            log.lines()
+                .find(|l| {
+                    l.contains("REJECTED")
+                        && l.contains(&needle)
+                        && l.contains(&format!("){domain}: "))
+                        && l.contains(reason)
+                })
+                .map(str::to_string)
+                .ok_or_else(|| format!("no rejection of {uid}{domain} with {reason:?} in:\n{log}"))
+        })
+        .unwrap()
+    }
+}
+
+#[test]
+fn a_forged_signature_is_refused() {
+    let mut lab = lab();
+    let address = lab.alice.socket("a.socket");
+    let mut a = StockAnnounce::new(DOMAIN, &address, now());
+    a.notify = Some(lab.alice.notify_socket("1"));
+    let mut corrupted = a.signed(Command::Subscribe, &lab.alice_key);
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 0xff;
+    let made_up = a.signed(Command::Subscribe, &key());
+    send_as(ALICE, &lab.socket, &[corrupted, made_up]);
+    let line = lab.refused(ALICE, Some(DOMAIN), "signature does not verify with the key of the owner of alice.example");
+    assert!(line.contains("[unbit_subscriptions]"), "{line}");
+    let messages = eventually(T, || {
+        let m = lab.alice.messages();
+        if m.is_empty() {
+            Err("no message".to_string())
+        } else {
+            Ok(m)
+        }
+    })
+    .unwrap();
+    assert!(messages[0].contains("announce for alice.example rejected: signature does not verify"), "{messages:?}");
+    assert!(lab.router.nodes_of(DOMAIN).is_empty());
+}
+
+#[test]
+fn another_customers_key_and_another_customers_container_are_refused() {
+    let mut lab = lab();
+    // Alice's container, Bob's key.
+    let address = lab.alice.socket("a.socket");
+    send_as(
+        ALICE,
+        &lab.socket,
+        &[StockAnnounce::new(DOMAIN, &address, now()).signed(Command::Subscribe, &lab.bob_key)],
+    );
+    lab.refused(ALICE, Some(DOMAIN), "signature does not verify");
+    // Bob's container, Bob's key, Bob's own socket, Alice's domain.
+    let bob_address = lab.bob.socket("steal.socket");
+    let mut steal = StockAnnounce::new(DOMAIN, &bob_address, now());
+    steal.notify = Some(lab.bob.notify_socket("1"));
+    send_as(BOB, &lab.socket, &[steal.signed(Command::Subscribe, &lab.bob_key)]);
+    lab.refused(BOB, Some(DOMAIN), "container 30403 does not belong to the owner of alice.example");
+    // Bob somehow holds Alice's key: the kernel-reported uid still says no.
+    send_as(BOB, &lab.socket, &[steal.signed(Command::Subscribe, &lab.alice_key)]);
+    eventually(T, || {
+        let n =
+            lab.router.instance.log().matches("container 30403 does not belong to the owner of alice.example").count();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} rejections"))
+        }
+    })
+    .unwrap();
+    assert!(lab.bob.messages().iter().any(|m| m.contains("does not belong to the owner")));
+    assert!(lab.router.nodes_of(DOMAIN).is_empty());
+}
+
+#[test]
+fn a_replayed_packet_is_refused() {
+    let mut lab = lab();
+    let (a, first) = lab.alice_subscribed();
+    // Stock uWSGI sends its first announce twice in the same second: no noise for that.
+    // Later, the captured packet is a replay; so is an older one after a newer refresh.
+    std::thread::sleep(Duration::from_millis(2100));
+    send_as(ALICE, &lab.socket, std::slice::from_ref(&first));
+    lab.refused(ALICE, Some(DOMAIN), "replay: this signed subscribe");
+    let mut newer = a.clone();
+    newer.now = now() + 1;
+    let mut older = a;
+    older.now -= 1;
+    send_as(
+        ALICE,
+        &lab.socket,
+        &[newer.signed(Command::Subscribe, &lab.alice_key), older.signed(Command::Subscribe, &lab.alice_key)],
+    );
+    lab.refused(ALICE, Some(DOMAIN), "is not newer than the last accepted subscribe");
+}
+
+#[test]
+fn a_subscribe_flipped_into_an_unsubscribe_is_refused() {
+    let mut lab = lab();
+    let (_, mut packet) = lab.alice_subscribed();
+    packet[3] = 1;
+    send_as(ALICE, &lab.socket, &[packet]);
+    lab.refused(ALICE, Some(DOMAIN), "the command byte was flipped");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.router.nodes_of(DOMAIN).len(), 1, "the node must still be served");
+}
+
+#[test]
+fn an_unsubscribe_from_another_container_is_refused() {
+    let mut lab = lab();
+    let (a, _) = lab.alice_subscribed();
+    // Alice's second container (same owner, same key) tries to drop the first one's node.
+    let mut bye = a.clone();
+    bye.now = now();
+    send_as(ALICE2, &lab.socket, &[bye.signed(Command::Unsubscribe, &lab.alice_key)]);
+    lab.refused(ALICE2, Some(DOMAIN), "is in another container's home");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.router.nodes_of(DOMAIN).len(), 1);
+    // The owner's own unsubscribe works.
+    send_as(ALICE, &lab.socket, &[bye.signed(Command::Unsubscribe, &lab.alice_key)]);
+    lab.router.wait_for_nodes(DOMAIN, 0, T).unwrap();
+}
+
+#[test]
+fn addresses_of_other_containers_or_host_services_are_refused() {
+    let mut lab = lab();
+    let bob_socket = lab.bob.socket("bob.example_1.socket");
+    let stats_port = lab.router.stats.clone();
+    // Directly, through the host path, through a symlink planted in Alice's run/, and the
+    // router's own stats port.
+    let host_path = lab.bob.run.join("bob.example_1.socket");
+    std::os::unix::fs::symlink(&host_path, lab.alice.run.join("innocent.socket")).unwrap();
+    let cases = [
+        (bob_socket.clone(), "is in another container's home"),
+        (host_path.display().to_string(), "is in another container's home"),
+        (format!("/containers/{ALICE}/run/innocent.socket"), "a symlink is in the way"),
+        (stats_port.clone(), "is not the container's own address"),
+        ("/run/unbit-http/subscriptions.sock".to_string(), "is outside the container's home"),
+    ];
+    for (address, _) in &cases {
+        let p = StockAnnounce::new(DOMAIN, address, now()).signed(Command::Subscribe, &lab.alice_key);
+        send_as(ALICE, &lab.socket, &[p]);
+    }
+    for (_, why) in &cases {
+        lab.refused(ALICE, Some(DOMAIN), why);
+    }
+    assert!(lab.router.nodes_of(DOMAIN).is_empty());
+}
+
+#[test]
+fn a_swapped_socket_name_cannot_redirect_the_router() {
+    let mut lab = lab();
+    let (_, _) = lab.alice_subscribed();
+    let node = lab.router.nodes_of(DOMAIN).remove(0);
+    assert!(node.starts_with("/proc/"), "the router connects to the pinned socket: {node}");
+    // After the announce, Alice replaces her socket's name with a symlink to Bob's socket:
+    // the router's address still reaches the socket that was checked, never Bob's.
+    let bob_socket = lab.bob.run.join("bob.example_1.socket");
+    lab.bob.socket("bob.example_1.socket");
+    let alice_socket = lab.alice.run.join("alice.example_1.socket");
+    std::fs::rename(&alice_socket, lab.alice.run.join("moved.socket")).unwrap();
+    std::os::unix::fs::symlink(&bob_socket, &alice_socket).unwrap();
+    for l in lab.alice.listeners.iter().chain(&lab.bob.listeners) {
+        l.set_nonblocking(true).unwrap();
+    }
+    let _client = std::os::unix::net::UnixStream::connect(&node).unwrap();
+    assert!(lab.alice.listeners[0].accept().is_ok(), "the router's address reaches Alice's checked socket");
+    assert!(lab.bob.listeners[0].accept().is_err(), "and never Bob's");
+    // A plain path would have been redirected.
+    let _plain = std::os::unix::net::UnixStream::connect(&alice_socket).unwrap();
+    assert!(lab.bob.listeners[0].accept().is_ok());
+}
+
+#[test]
+fn oversized_garbled_unsigned_and_stale_packets_are_refused() {
+    let mut lab = lab();
+    lab.alice.container_notify_socket();
+    let address = lab.alice.socket("a.socket");
+    let mut truncated = PacketBuilder::new().var("key", DOMAIN).finish(Command::Subscribe);
+    truncated.extend_from_slice(&[40, 0, b'a']);
+    let size = (truncated.len() - 4) as u16;
+    truncated[1..3].copy_from_slice(&size.to_le_bytes());
+    let mut stale = StockAnnounce::new(DOMAIN, &address, now() - 3 * 86400);
+    stale.notify = None;
+    let packets = vec![
+        vec![224u8; 5000],
+        b"\x00\x01garbage".to_vec(),
+        truncated,
+        StockAnnounce::new(DOMAIN, &address, now()).unsigned(Command::Subscribe),
+        stale.signed(Command::Subscribe, &lab.alice_key),
+        // A SHA-1 signature, as the original platform's vassals made.
+        PacketBuilder::new()
+            .var("key", DOMAIN)
+            .var("address", &address)
+            .var("unix", now().to_string())
+            .signed_with(|body| {
+                let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha1(), &lab.alice_key).unwrap();
+                s.update(body).unwrap();
+                s.sign_to_vec().unwrap()
+            })
+            .finish(Command::Subscribe),
+    ];
+    send_as(ALICE, &lab.socket, &packets);
+    lab.refused(ALICE, None, "oversized packet (5000 bytes, at most 4096)");
+    lab.refused(ALICE, None, "garbled packet: modifier1 0 is not a subscription");
+    lab.refused(ALICE, None, "runs past the end of the packet");
+    lab.refused(ALICE, Some(DOMAIN), "unsigned packet");
+    lab.refused(ALICE, Some(DOMAIN), "s old (window 60s): a stale or replayed packet");
+    lab.refused(ALICE, Some(DOMAIN), "a SHA1 signature");
+    // The container hears about the packets the validator could not even read too.
+    let messages = eventually(T, || {
+        let m = lab.alice.messages();
+        if m.len() >= 6 {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    })
+    .unwrap();
+    assert!(messages.iter().any(|m| m.contains("oversized packet")), "{messages:?}");
+    assert!(lab.router.nodes_of(DOMAIN).is_empty());
+}
+
+#[test]
+fn a_flood_from_one_container_does_not_starve_the_others() {
+    let mut lab = lab();
+    // Bob floods: forged announces for his own domain (each would cost an RSA verification)
+    // as fast as one process can send them.
+    let bob_address = lab.bob.socket("b.socket");
+    let forged = StockAnnounce::new("bob.example", &bob_address, now()).signed(Command::Subscribe, &key());
+    let mut flood = flood_as(BOB, &lab.socket, &forged, 5_000_000);
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile Alice's container announces a new node and is served.
+    let address = lab.alice.socket("alice.example_1.socket");
+    let started = std::time::Instant::now();
+    send_as(
+        ALICE,
+        &lab.socket,
+        &[StockAnnounce::new(DOMAIN, &address, now()).signed(Command::Subscribe, &lab.alice_key)],
+    );
+    lab.router.wait_for_nodes(DOMAIN, 1, T).unwrap();
+    let waited = started.elapsed();
+    let flood_still_running = flood.try_wait().unwrap().is_none();
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert!(flood_still_running, "the flood ended before Alice's announce was served; make it longer");
+    eprintln!("Alice's announce reached the router {waited:?} after it was sent, during Bob's flood");
+    // Bob's flood is refused at the rate limit and summed up, not logged line by line.
+    let log = eventually(Duration::from_secs(15), || {
+        let log = lab.router.instance.log();
+        if log.contains("more announces from container 30403 in the last 10s, not logged one by one (last reason: rate limit: more than 20 announces/s") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .unwrap();
+    let lines = log.lines().filter(|l| l.contains("REJECTED announce from container 30403")).count();
+    assert!(lines <= 30, "{lines} rejection lines for one flooding container");
+    assert!(lab.router.nodes_of("bob.example").is_empty());
+}
+
+/// The validator is a uWSGI gateway (`uwsgi::gateway::register`): when it dies, the router's
+/// master starts a new one, which re-binds the socket and serves again.
+#[test]
+fn a_killed_validator_is_respawned_by_the_master() {
+    let mut lab = lab();
+    let log = lab.router.instance.log();
+    let pid: i32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("spawned unbit-subscriptions 1 (pid: "))
+        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+        .expect("the gateway's spawn line");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    lab.router.instance.wait_for_log("respawned unbit-subscriptions 1 (pid: ", T).unwrap();
+    lab.router.instance.wait_for_log_count("validating announces on", 2, T).unwrap();
+    lab.alice_subscribed();
+}
