@@ -11,6 +11,7 @@
 use crate::cgroups::BenchCgroups;
 use crate::ours::{MEMORY_MB, PIDS_LIMIT};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ impl CrunRunner {
             .env(WORKER_ENV, bundle.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            // Its own process group: a Ctrl-C meant for the benchmark must not hit a crun run.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start the crun worker: {e}"))?;
         let to_worker = worker.stdin.take();

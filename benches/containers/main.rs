@@ -12,18 +12,22 @@
 //!    discarded. A start is timed from the instant before the rename of the container's file
 //!    into the watched folder to the container's sub-Emperor printing its start line
 //!    ([`readiness`]). The containers stay up;
-//! 2. the memory of those idle containers ([`footprint`]);
-//! 3. `BENCH_BATCH` containers dropped at once on a fresh node, until the last one is ready.
+//!    Two diagnostic rows ride along: `uwsgi --need-app` with and without loading
+//!    `unbit_containers`, which isolates what the plugin's load costs every container master;
+//! 2. the memory of those idle containers: RSS and anonymous memory ([`footprint`]);
+//! 3. `BENCH_BATCH` containers dropped at once on a fresh node, until the last one is ready,
+//!    with the timeline of the batch printed under the table.
 //!
 //! Knobs (environment): `BENCH_STARTS` (20), `BENCH_WARMUP` (2), `BENCH_BATCH` (100),
 //! `BENCH_BATCH_ROUNDS` (1), `BENCH_SETTLE_MS` (300, the pause after each start),
 //! `BENCH_POLLED` (1: also time the stock Emperor as the original ran it, waiting for its
-//! periodic scan), `BENCH_SEED`. Needs root; every process, cgroup and temp dir it creates
-//! is removed when it ends, failed or not.
+//! periodic scan), `BENCH_SEED`. Needs root. Every wait has a deadline; every process, cgroup
+//! and temp dir it creates is removed when it ends, failed, panicked or interrupted (Ctrl-C).
 
 mod cgroups;
 mod crun;
 mod footprint;
+mod interrupt;
 mod original_vassal;
 mod ours;
 mod readiness;
@@ -84,6 +88,7 @@ fn main() {
         eprintln!("the containers benchmark needs root (namespaces, cgroups, mounts)");
         std::process::exit(2);
     }
+    interrupt::install();
     let cfg = config();
     print_environment(&cfg);
     let distro = uwsgi_it::node::debian_distro();
@@ -94,6 +99,9 @@ fn main() {
         eprintln!("bench: single starts aborted: {e}");
     }
     for round in 0..cfg.batch_rounds {
+        if interrupt::requested() {
+            break;
+        }
         batches(&cfg, &distro, &keys, round, &mut results);
     }
     results.print(cfg.batch);
@@ -155,6 +163,9 @@ fn single_starts_and_footprint(
     }
     lineup.extend([Contender::UwsgiBare, Contender::UwsgiWithPlugin]);
     let started = interleaved_rounds(cfg, &mut c, &mut lineup, results);
+    if interrupt::requested() {
+        return Err("interrupted".into());
+    }
     std::thread::sleep(IDLE_WAIT);
     record_footprints(&c, &started, results);
     Ok(())
@@ -175,6 +186,9 @@ fn interleaved_rounds(cfg: &Config, c: &mut Contenders, lineup: &mut [Contender]
     for round in 0..cfg.warmup + cfg.starts {
         eprintln!("bench: round {}/{} {:?}", round + 1, cfg.warmup + cfg.starts, lineup);
         for &who in lineup.iter() {
+            if interrupt::requested() {
+                return started;
+            }
             let uid = match who {
                 Contender::Ours => bump(&mut next_ours),
                 Contender::StockWoken | Contender::StockNoRemounts | Contender::StockPolled => bump(&mut next_stock),
@@ -302,6 +316,9 @@ fn batches(cfg: &Config, distro: &Path, keys: &(String, String), round: usize, r
     let mut turns = [true, false];
     turns.rotate_left(round % 2);
     for ours_turn in turns {
+        if interrupt::requested() {
+            return;
+        }
         eprintln!("bench: batch of {} ({}), round {}", cfg.batch, if ours_turn { "ours" } else { "stock" }, round + 1);
         let (row, outcome) = if ours_turn {
             (Row::BatchOurs, batch_ours(keys, &uids, results))

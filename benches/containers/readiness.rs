@@ -92,6 +92,9 @@ impl Readiness {
             if pending.is_empty() {
                 return Ok(());
             }
+            if crate::interrupt::requested() {
+                return Err("interrupted".into());
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(format!("{} container(s) not ready in time, e.g. {}", pending.len(), pending[0]));
