@@ -38,7 +38,10 @@ if [[ ! -f $run/platform.env ]]; then
   admin customer add --username demo --password "$password" --email demo@example.com >/dev/null
   uid=$(admin container add --customer demo --server local --name demo --memory 512 --storage 2000)
   db=$final_db
-  mv "$run/api.sqlite.new" "$db"
+  # SQLite runs in WAL mode: the journal files travel with the database.
+  for suffix in "" -wal -shm; do
+    [[ -e $run/api.sqlite.new$suffix ]] && mv "$run/api.sqlite.new$suffix" "$db$suffix"
+  done
   cat >"$run/platform.env" <<ENV
 API=http://127.0.0.1:$api_port/api
 ROUTER=
