@@ -5,6 +5,8 @@
 //! privileged sees it. The node never templates these values into a uWSGI config: it reads the
 //! spec as data (see `docs` in the README, "Rules learned from the original").
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 mod grammar;
 mod spec;
 

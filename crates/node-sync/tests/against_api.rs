@@ -2,30 +2,15 @@
 //! customer does through the API reaches the node's spec folder, and an API outage changes
 //! nothing on the node.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{api_binary, run, Killed};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `unbit-api` is built by `cargo test --workspace` / `make test` next to this test binary.
-fn api_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("unbit-api");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p unbit-api` (make test does)", bin.display());
-    bin
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn admin(db: &Path, args: &[&str]) -> String {
-    let out = Command::new(api_binary()).arg("admin").arg("--db").arg(db).args(args).output().unwrap();
-    assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    run(Command::new(api_binary()).arg("admin").arg("--db").arg(db).args(args))
 }
 
 fn free_port() -> u16 {

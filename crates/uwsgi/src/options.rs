@@ -96,12 +96,7 @@ impl OptionDef {
         T: FromStr + Clone + Send + Sync + 'static,
         T::Err: Display,
     {
-        Self::new(
-            name,
-            help,
-            Arity::Required,
-            Box::new(move |v| v.parse::<T>().map(|t| setting.set(t)).map_err(|e| format!("invalid value {v:?}: {e}"))),
-        )
+        Self::new(name, help, Arity::Required, parse_into(move |t| setting.set(t)))
     }
 
     pub(crate) fn list<T>(name: &str, help: &str, setting: &'static ListSetting<T>) -> Self
@@ -109,12 +104,7 @@ impl OptionDef {
         T: FromStr + Clone + Send + Sync + 'static,
         T::Err: Display,
     {
-        Self::new(
-            name,
-            help,
-            Arity::Required,
-            Box::new(move |v| v.parse::<T>().map(|t| setting.push(t)).map_err(|e| format!("invalid value {v:?}: {e}"))),
-        )
+        Self::new(name, help, Arity::Required, parse_into(move |t| setting.push(t)))
     }
 
     pub(crate) fn flag(name: &str, help: &str, setting: &'static Setting<bool>) -> Self {
@@ -128,6 +118,15 @@ impl OptionDef {
             }),
         )
     }
+}
+
+/// Parses the value as `T` and hands it to `store`; the error names the value and the reason.
+fn parse_into<T>(store: impl Fn(T) + Send + Sync + 'static) -> Apply
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    Box::new(move |v| v.parse::<T>().map(&store).map_err(|e| format!("invalid value {v:?}: {e}")))
 }
 
 /// Builds the NULL-terminated `struct uwsgi_option` array uWSGI merges into its parser.

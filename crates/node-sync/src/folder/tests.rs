@@ -1,29 +1,5 @@
 use super::*;
-use container_spec::{AlarmSettings, Distro, KeyPair};
-
-fn spec(uid: u32) -> ContainerSpec {
-    ContainerSpec {
-        uid,
-        name: format!("c{uid}"),
-        memory_mb: 128,
-        storage_mb: 100,
-        cpu_weight: 100,
-        pids_limit: 256,
-        distro: Distro::Platform { path: "bookworm".into() },
-        ssh_keys: vec!["ssh-ed25519 AAAA k".into()],
-        subscription_key: KeyPair {
-            private_pem: "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n".into(),
-            public_pem: "-----BEGIN PUBLIC KEY-----\nA\n-----END PUBLIC KEY-----\n".into(),
-        },
-        alarms: AlarmSettings { freq: 60, quota_threshold: 90, ..Default::default() },
-        links: vec![],
-        nofollow: false,
-        dmz: false,
-        reboot_generation: 0,
-        etc_hosts: vec![],
-        etc_resolv_conf: vec![],
-    }
-}
+use container_spec::fixtures::spec;
 
 fn uids(dir: &Path) -> Vec<u32> {
     present(dir).unwrap().into_iter().collect()

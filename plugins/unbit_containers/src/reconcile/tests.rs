@@ -1,29 +1,5 @@
 use super::*;
-use container_spec::{AlarmSettings, Distro, KeyPair};
-
-fn spec(uid: u32) -> ContainerSpec {
-    ContainerSpec {
-        uid,
-        name: format!("c{uid}"),
-        memory_mb: 128,
-        storage_mb: 100,
-        cpu_weight: 100,
-        pids_limit: 256,
-        distro: Distro::Platform { path: "bookworm".into() },
-        ssh_keys: vec!["ssh-ed25519 AAAA k".into()],
-        subscription_key: KeyPair {
-            private_pem: "-----BEGIN PRIVATE KEY-----\nA\n-----END PRIVATE KEY-----\n".into(),
-            public_pem: "-----BEGIN PUBLIC KEY-----\nA\n-----END PUBLIC KEY-----\n".into(),
-        },
-        alarms: AlarmSettings { freq: 60, quota_threshold: 90, ..Default::default() },
-        links: vec![],
-        nofollow: false,
-        dmz: false,
-        reboot_generation: 0,
-        etc_hosts: vec![],
-        etc_resolv_conf: vec![],
-    }
-}
+use container_spec::fixtures::spec;
 
 #[test]
 fn a_new_spec_starts_a_container() {
@@ -43,11 +19,11 @@ fn an_unchanged_running_spec_does_nothing() {
 fn a_memory_change_restarts_with_a_newer_generation() {
     let mut r = Reconciler::default();
     r.plan(&[spec(30001)], &[], 1000, 5);
-    let mut bigger = spec(30001);
-    bigger.memory_mb = 256;
+    let mut resized = spec(30001);
+    resized.memory_mb = 256;
     // Even if the clock did not move, the generation grows, or the Emperor would not reload.
-    let a = r.plan(&[bigger.clone()], &[30001], 1000, 5);
-    assert_eq!(a, vec![Action::Run { spec: bigger, generation: 1001, restart: true }]);
+    let a = r.plan(&[resized.clone()], &[30001], 1000, 5);
+    assert_eq!(a, vec![Action::Run { spec: resized, generation: 1001, restart: true }]);
 }
 
 #[test]
