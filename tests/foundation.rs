@@ -28,7 +28,13 @@ fn write_app(dir: &Path, text: &str) -> String {
 #[test]
 fn every_plugin_declares_its_options_in_help() {
     let help = help_of("unbit_containers");
-    for opt in ["--unbit-containers-dir", "--unbit-distros-dir", "--unbit-state-dir", "--unbit-cgroup-name"] {
+    for opt in [
+        "--unbit-containers-dir",
+        "--unbit-distros-dir",
+        "--unbit-platform-dir",
+        "--unbit-cgroup-name",
+        "--unbit-quota",
+    ] {
         assert!(help.contains(opt), "{opt} missing from unbit_containers --help:\n{help}");
     }
     let help = help_of("uwsgi_selftest");
