@@ -37,7 +37,7 @@ mod stock;
 
 use original_vassal::SuperblockRemounts;
 use ours::OursNode;
-use readiness::Readiness;
+use readiness::{Readiness, Stages};
 use report::{fmt, Results, Row};
 use stats::Rng;
 use std::path::Path;
@@ -195,7 +195,9 @@ fn interleaved_rounds(cfg: &Config, c: &mut Contenders, lineup: &mut [Contender]
                 _ => 0,
             };
             let late_before = c.ours.readiness.late + c.stock.readiness.late;
-            let outcome = start_one(c, who, uid, &mut rng).map(|d| d.as_secs_f64() * 1e3);
+            let timed = start_one(c, who, uid, &mut rng);
+            let stages = timed.as_ref().ok().and_then(|t| t.1);
+            let outcome = timed.map(|t| t.0.as_secs_f64() * 1e3);
             let late = c.ours.readiness.late + c.stock.readiness.late - late_before;
             match who {
                 _ if outcome.is_err() || uid == 0 => {}
@@ -205,6 +207,9 @@ fn interleaved_rounds(cfg: &Config, c: &mut Contenders, lineup: &mut [Contender]
             if round >= cfg.warmup {
                 results.record(who.row(), outcome);
                 results.late(who.row(), late);
+                if let Some(s) = stages {
+                    results.stages(who.row(), s);
+                }
             } else if let Err(e) = outcome {
                 results.fail(who.row(), format!("(warm-up) {e}"));
             }
@@ -220,13 +225,19 @@ fn bump(counter: &mut u32) -> u32 {
     *counter
 }
 
-fn start_one(c: &mut Contenders, who: Contender, uid: u32, rng: &mut Rng) -> Result<Duration, String> {
+/// One start: its time and, for the container chains, where that time went.
+type Timed = (Duration, Option<Stages>);
+
+fn start_one(c: &mut Contenders, who: Contender, uid: u32, rng: &mut Rng) -> Result<Timed, String> {
+    let without_stages = |d: Duration| (d, None);
     match who {
         Contender::Ours => {
             let t0 = c.ours.launch(&[uid])?;
-            time_to_ready(&mut c.ours.readiness, &[uid], t0, START_TIMEOUT)
-                .map(|t| t[0])
-                .map_err(|e| format!("{e}\n{}", c.ours.log_tail()))
+            let r = &mut c.ours.readiness;
+            match time_to_ready(r, &[uid], t0, START_TIMEOUT) {
+                Ok(t) => Ok((t[0], r.stages(uid, t0))),
+                Err(e) => Err(format!("{e}\n{}", c.ours.log_tail())),
+            }
         }
         Contender::StockWoken => stock_start(&mut c.stock, uid, SuperblockRemounts::Keep, Wakeup::Signal),
         Contender::StockNoRemounts => stock_start(&mut c.stock, uid, SuperblockRemounts::Skip, Wakeup::Signal),
@@ -236,9 +247,9 @@ fn start_one(c: &mut Contenders, who: Contender, uid: u32, rng: &mut Rng) -> Res
             std::thread::sleep(STOCK_EMPEROR_FREQ.mul_f64(rng.next_f64()));
             stock_start(&mut c.stock, uid, SuperblockRemounts::Keep, Wakeup::Poll)
         }
-        Contender::Crun => c.crun.as_mut().ok_or("no crun")?.run_once(),
-        Contender::UwsgiBare => time_uwsgi_need_app(false),
-        Contender::UwsgiWithPlugin => time_uwsgi_need_app(true),
+        Contender::Crun => c.crun.as_mut().ok_or("no crun")?.run_once().map(without_stages),
+        Contender::UwsgiBare => time_uwsgi_need_app(false).map(without_stages),
+        Contender::UwsgiWithPlugin => time_uwsgi_need_app(true).map(without_stages),
     }
 }
 
@@ -259,16 +270,12 @@ fn time_uwsgi_need_app(with_plugin: bool) -> Result<Duration, String> {
     }
 }
 
-fn stock_start(
-    stock: &mut StockNode,
-    uid: u32,
-    remounts: SuperblockRemounts,
-    wakeup: Wakeup,
-) -> Result<Duration, String> {
+fn stock_start(stock: &mut StockNode, uid: u32, remounts: SuperblockRemounts, wakeup: Wakeup) -> Result<Timed, String> {
     let t0 = stock.launch(&[uid], remounts, wakeup)?;
-    time_to_ready(&mut stock.readiness, &[uid], t0, START_TIMEOUT)
-        .map(|t| t[0])
-        .map_err(|e| format!("{e}\n{}", stock.log_tail(uid)))
+    match time_to_ready(&mut stock.readiness, &[uid], t0, START_TIMEOUT) {
+        Ok(t) => Ok((t[0], stock.readiness.stages(uid, t0))),
+        Err(e) => Err(format!("{e}\n{}", stock.log_tail(uid))),
+    }
 }
 
 /// How long after `t0` each of `uids` became ready.

@@ -35,6 +35,14 @@ enum Watched {
     Logs(u32),
 }
 
+/// The consecutive parts of one start (see [`Readiness::stages`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Stages {
+    pub to_home: Duration,
+    pub to_first_log: Duration,
+    pub to_ready: Duration,
+}
+
 /// What has been read of one container's `emperor.log` so far.
 #[derive(Default)]
 struct LogTail {
@@ -51,6 +59,8 @@ pub struct Readiness {
     tails: HashMap<u32, LogTail>,
     /// When each home was first seen (created by the chain, not by the watcher).
     homes: HashMap<u32, Instant>,
+    /// When each `emperor.log` was first seen written to.
+    first_writes: HashMap<u32, Instant>,
     ready: HashMap<u32, Instant>,
     /// Containers whose marker write was not seen as an event: their time is an upper bound.
     pub late: usize,
@@ -68,6 +78,7 @@ impl Readiness {
             watches_of: HashMap::new(),
             tails: HashMap::new(),
             homes: HashMap::new(),
+            first_writes: HashMap::new(),
             ready: HashMap::new(),
             late: 0,
         };
@@ -83,6 +94,17 @@ impl Readiness {
     /// When the home of `uid` was seen created, if it was.
     pub fn home_seen_at(&self, uid: u32) -> Option<Instant> {
         self.homes.get(&uid).copied()
+    }
+
+    /// Where the time of a start went, as far as the home's files show it: from `t0` to the
+    /// home appearing, to the first line in `emperor.log`, to the ready line.
+    pub fn stages(&self, uid: u32, t0: Instant) -> Option<Stages> {
+        let (home, first, ready) = (self.homes.get(&uid)?, self.first_writes.get(&uid)?, self.ready.get(&uid)?);
+        Some(Stages {
+            to_home: home.saturating_duration_since(t0),
+            to_first_log: first.saturating_duration_since(*home),
+            to_ready: ready.saturating_duration_since(*first),
+        })
     }
 
     /// Waits until every container in `uids` is ready, or `deadline`.
@@ -210,6 +232,9 @@ impl Readiness {
         let path = self.home(uid).join("logs/emperor.log");
         let tail = self.tails.entry(uid).or_default();
         let found = read_new_bytes(&path, tail).unwrap_or(false);
+        if tail.offset > 0 {
+            self.first_writes.entry(uid).or_insert(now);
+        }
         if found {
             self.mark_ready(uid, now);
         }

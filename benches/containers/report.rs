@@ -1,6 +1,7 @@
 //! The rows of the result table, what each holds, and how it is printed (a Markdown table, so
 //! it can go into the README as is).
 
+use crate::readiness::Stages;
 use crate::stats::summarize;
 use std::collections::BTreeMap;
 
@@ -61,6 +62,8 @@ pub struct Results {
     failures: BTreeMap<Row, Vec<String>>,
     /// Per row, the samples whose readiness was seen late (see `Readiness::late`).
     late: BTreeMap<Row, usize>,
+    /// Per start row, where each start's time went.
+    stages: BTreeMap<Row, Vec<Stages>>,
     /// Lines printed under the table (batch timelines).
     notes: Vec<String>,
 }
@@ -88,6 +91,10 @@ impl Results {
         }
     }
 
+    pub fn stages(&mut self, row: Row, stages: Stages) {
+        self.stages.entry(row).or_default().push(stages);
+    }
+
     pub fn note(&mut self, line: String) {
         eprintln!("bench: {line}");
         self.notes.push(line);
@@ -104,10 +111,27 @@ impl Results {
             self.print_row(row, batch);
         }
         println!();
+        self.print_stages();
         for n in &self.notes {
             println!("{n}");
         }
         println!("late = readiness found without seeing its log write as an event: that time is an upper bound");
+    }
+
+    /// Medians of each stage of the starts (they need not add up to the median total).
+    fn print_stages(&self) {
+        let ms = |v: Vec<f64>| summarize(&v).map_or("-".into(), |s| format!("{} ms", fmt(s.median)));
+        for (row, stages) in &self.stages {
+            let pick =
+                |f: fn(&Stages) -> std::time::Duration| stages.iter().map(|s| f(s).as_secs_f64() * 1e3).collect();
+            println!(
+                "stages of \"{}\" (medians): drop -> home created {}, -> first emperor.log line {}, -> ready {}",
+                row.label(),
+                ms(pick(|s| s.to_home)),
+                ms(pick(|s| s.to_first_log)),
+                ms(pick(|s| s.to_ready))
+            );
+        }
     }
 
     fn print_row(&self, row: Row, batch: usize) {
