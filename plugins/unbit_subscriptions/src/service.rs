@@ -41,6 +41,8 @@ const LOG_PERIOD_SECS: f64 = 10.0;
 /// How long the validator waits for room in the router's socket before dropping an announce
 /// (the container re-announces in 10 s).
 const ROUTER_SEND_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often the validator reports what it did (when it did anything).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Room for any unix datagram: a larger one is reported with its real size.
 const RECV_BUFFER: usize = 65536;
 
@@ -77,6 +79,9 @@ pub fn run(config: &Config) -> Result<(), String> {
         started: Instant::now(),
         forwarded: 0,
         rejected: 0,
+        checked: 0,
+        check_time: Duration::ZERO,
+        last_report: Instant::now(),
     };
     uwsgi::log!(
         "validating announces on {} for the router at {} (domains {}, homes {}, window {}s, {}/s per container)",
@@ -116,6 +121,10 @@ struct Service {
     started: Instant,
     forwarded: u64,
     rejected: u64,
+    /// Announces checked since the last report, and the time the checks took.
+    checked: u64,
+    check_time: Duration,
+    last_report: Instant,
 }
 
 impl Service {
@@ -139,7 +148,10 @@ impl Service {
             self.reject(r);
             return;
         }
+        let began = Instant::now();
         let outcome = self.validator.check(sender, packet, unix_now());
+        self.checked += 1;
+        self.check_time += began.elapsed();
         match outcome {
             Outcome::Forward { packets, log, message } => {
                 for p in &packets {
@@ -189,6 +201,20 @@ impl Service {
     }
 
     fn housekeeping(&mut self) {
+        if self.last_report.elapsed() >= REPORT_EVERY && self.checked > 0 {
+            uwsgi::log!(
+                "{} announces checked in the last {}s ({} forwarded, {} rejected in total), {:.1} us per check, {} nodes live",
+                self.checked,
+                self.last_report.elapsed().as_secs(),
+                self.forwarded,
+                self.rejected,
+                self.check_time.as_secs_f64() * 1e6 / self.checked as f64,
+                self.validator.live_nodes()
+            );
+            self.checked = 0;
+            self.check_time = Duration::ZERO;
+            self.last_report = Instant::now();
+        }
         let clock = self.started.elapsed().as_secs_f64();
         self.validator.expire(unix_now());
         self.budget.expire(clock);
