@@ -182,37 +182,23 @@ struct Started {
 fn interleaved_rounds(cfg: &Config, c: &mut Contenders, lineup: &mut [Contender], results: &mut Results) -> Started {
     let mut rng = Rng::new(cfg.seed);
     let mut started = Started::default();
-    let (mut next_ours, mut next_stock) = (31_000u32, 32_000u32);
+    let mut uids = Uids { ours: 31_000, stock: 32_000 };
     for round in 0..cfg.warmup + cfg.starts {
         eprintln!("bench: round {}/{} {:?}", round + 1, cfg.warmup + cfg.starts, lineup);
         for &who in lineup.iter() {
             if interrupt::requested() {
                 return started;
             }
-            let uid = match who {
-                Contender::Ours => bump(&mut next_ours),
-                Contender::StockWoken | Contender::StockNoRemounts | Contender::StockPolled => bump(&mut next_stock),
-                _ => 0,
-            };
+            let uid = uids.next_for(who);
             let late_before = c.ours.readiness.late + c.stock.readiness.late;
             let timed = start_one(c, who, uid, &mut rng);
-            let stages = timed.as_ref().ok().and_then(|t| t.1);
-            let outcome = timed.map(|t| t.0.as_secs_f64() * 1e3);
             let late = c.ours.readiness.late + c.stock.readiness.late - late_before;
             match who {
-                _ if outcome.is_err() || uid == 0 => {}
+                _ if timed.is_err() || uid == 0 => {}
                 Contender::Ours => started.ours.push(uid),
                 _ => started.stock.push(uid),
             }
-            if round >= cfg.warmup {
-                results.record(who.row(), outcome);
-                results.late(who.row(), late);
-                if let Some(s) = stages {
-                    results.stages(who.row(), s);
-                }
-            } else if let Err(e) = outcome {
-                results.fail(who.row(), format!("(warm-up) {e}"));
-            }
+            record_start(results, round < cfg.warmup, who.row(), timed, late);
             std::thread::sleep(cfg.settle);
         }
         lineup.rotate_left(1);
@@ -220,9 +206,39 @@ fn interleaved_rounds(cfg: &Config, c: &mut Contenders, lineup: &mut [Contender]
     started
 }
 
-fn bump(counter: &mut u32) -> u32 {
-    *counter += 1;
-    *counter
+/// The last container uid used by each chain (they never share one).
+struct Uids {
+    ours: u32,
+    stock: u32,
+}
+
+impl Uids {
+    /// A fresh uid for a container start, 0 for the contenders that start no container.
+    fn next_for(&mut self, who: Contender) -> u32 {
+        let counter = match who {
+            Contender::Ours => &mut self.ours,
+            Contender::StockWoken | Contender::StockNoRemounts | Contender::StockPolled => &mut self.stock,
+            Contender::Crun | Contender::UwsgiBare | Contender::UwsgiWithPlugin => return 0,
+        };
+        *counter += 1;
+        *counter
+    }
+}
+
+/// Files one start's outcome; warm-up rounds only report their failures.
+fn record_start(results: &mut Results, warm_up: bool, row: Row, timed: Result<Timed, String>, late: usize) {
+    match (warm_up, timed) {
+        (true, Ok(_)) => {}
+        (true, Err(e)) => results.fail(row, format!("(warm-up) {e}")),
+        (false, Err(e)) => results.fail(row, e),
+        (false, Ok((elapsed, stages))) => {
+            results.add(row, elapsed.as_secs_f64() * 1e3);
+            results.late(row, late);
+            if let Some(s) = stages {
+                results.stages(row, s);
+            }
+        }
+    }
 }
 
 /// One start: its time and, for the container chains, where that time went.
