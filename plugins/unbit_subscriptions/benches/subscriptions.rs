@@ -104,6 +104,7 @@ fn main() {
         lat.validator.1 - lat.relay.1,
         lat.validator.2 - lat.relay.2
     );
+    println!("{:<60} {:>8.1}", "the validator's own time per check (its report, mean)", lat.check_us);
 }
 
 fn cores() -> usize {
@@ -210,7 +211,7 @@ fn run_stock(root: &Path, keys: &Path, work: &Workload) -> Throughput {
     measure(&router, &socket, work)
 }
 
-fn validator_extra() -> [&'static str; 6] {
+fn validator_extra() -> [&'static str; 8] {
     // The benchmark measures verification, not the per-container rate limit.
     [
         "--unbit-subscriptions-rate",
@@ -219,6 +220,8 @@ fn validator_extra() -> [&'static str; 6] {
         "100000000",
         "--unbit-subscriptions-window",
         "900",
+        "--unbit-subscriptions-report",
+        "1",
     ]
 }
 
@@ -246,6 +249,8 @@ struct Latency {
     relay: (f64, f64, f64),
     /// Announces per second through the validator alone (its "router" drains at once).
     alone: f64,
+    /// Mean time of one check inside the validator, as it reports it.
+    check_us: f64,
 }
 
 fn latency(root: &Path, homes: &Path, domains: &Path, home: &mut FakeHome, key: &PKey<Private>) -> Latency {
@@ -326,6 +331,19 @@ fn latency(root: &Path, homes: &Path, domains: &Path, home: &mut FakeHome, key: 
     }
     let receiver = drain.join().unwrap();
     let alone = LATENCY_SAMPLES as f64 / started.elapsed().as_secs_f64();
+    // The validator's own account: time spent in its checks, without the socket hops and
+    // scheduling around them (its activity report, every second here).
+    std::thread::sleep(Duration::from_millis(1500));
+    let check_us = instance
+        .log()
+        .lines()
+        .filter_map(|l| {
+            let (count, rest) = l.strip_prefix("[unbit_subscriptions] ")?.split_once(" announces checked")?;
+            let us = rest.split(", ").find_map(|p| p.strip_suffix(" us per check"))?;
+            Some((count.parse::<u64>().ok()?, us.parse::<f64>().ok()?))
+        })
+        .max_by_key(|(count, _)| *count)
+        .map_or(f64::NAN, |(_, us)| us);
     drop(instance);
     // The same two unix hops and process wakeups through a relay that checks nothing.
     let relay_path = sub.join("relay");
@@ -345,5 +363,5 @@ fn latency(root: &Path, homes: &Path, domains: &Path, home: &mut FakeHome, key: 
         receiver.recv(&mut buf).unwrap();
         relayed.push(started.elapsed().as_secs_f64() * 1e6);
     }
-    Latency { validator: percentiles(with_validator), relay: percentiles(relayed), alone }
+    Latency { validator: percentiles(with_validator), relay: percentiles(relayed), alone, check_us }
 }

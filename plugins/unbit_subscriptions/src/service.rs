@@ -31,6 +31,8 @@ pub struct Config {
     pub node_ttl_secs: i64,
     pub rate: u32,
     pub burst: u32,
+    /// Seconds between activity reports (announces checked, mean time per check).
+    pub report_secs: u64,
 }
 
 /// How often housekeeping runs (and so how soon a domains change applies), at most.
@@ -41,8 +43,6 @@ const LOG_PERIOD_SECS: f64 = 10.0;
 /// How long the validator waits for room in the router's socket before dropping an announce
 /// (the container re-announces in 10 s).
 const ROUTER_SEND_TIMEOUT: Duration = Duration::from_millis(200);
-/// How often the validator reports what it did (when it did anything).
-const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Room for any unix datagram: a larger one is reported with its real size.
 const RECV_BUFFER: usize = 65536;
 
@@ -54,8 +54,7 @@ pub fn run(config: &Config) -> Result<(), String> {
     nix::sys::prctl::set_dumpable(true).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     check_private_dir(&config.router)?;
     let socket = bind_public(&config.socket)?;
-    let router = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
-    router.set_write_timeout(Some(ROUTER_SEND_TIMEOUT)).map_err(|e| e.to_string())?;
+    let router = RouterLink::new(&config.router);
     let notifier = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
     notifier.set_nonblocking(true).map_err(|e| e.to_string())?;
 
@@ -113,7 +112,7 @@ pub fn run(config: &Config) -> Result<(), String> {
 
 struct Service {
     config: Config,
-    router: UnixDatagram,
+    router: RouterLink,
     notifier: UnixDatagram,
     validator: Validator,
     budget: AnnounceBudget,
@@ -155,7 +154,7 @@ impl Service {
         match outcome {
             Outcome::Forward { packets, log, message } => {
                 for p in &packets {
-                    self.to_router(p);
+                    self.hand_to_router(p);
                 }
                 self.forwarded += 1;
                 if let Some(line) = log {
@@ -181,8 +180,8 @@ impl Service {
         }
     }
 
-    fn to_router(&self, packet: &[u8]) {
-        if let Err(e) = self.router.send_to(packet, &self.config.router) {
+    fn hand_to_router(&mut self, packet: &[u8]) {
+        if let Err(e) = self.router.send(packet) {
             uwsgi::log!("could not hand an announce to the router at {}: {e}", self.config.router.display());
         }
     }
@@ -195,13 +194,13 @@ impl Service {
 
     fn install(&mut self, table: Arc<DomainTable>) {
         for (packet, line) in self.validator.set_table(table) {
-            self.to_router(&packet);
+            self.hand_to_router(&packet);
             uwsgi::log!("{line}");
         }
     }
 
     fn housekeeping(&mut self) {
-        if self.last_report.elapsed() >= REPORT_EVERY && self.checked > 0 {
+        if self.last_report.elapsed() >= Duration::from_secs(self.config.report_secs) && self.checked > 0 {
             uwsgi::log!(
                 "{} announces checked in the last {}s ({} forwarded, {} rejected in total), {:.1} us per check, {} nodes live",
                 self.checked,
@@ -223,6 +222,45 @@ impl Service {
                 "REJECTED {count} more announces from container {uid} in the last {LOG_PERIOD_SECS}s, not logged one by one (last reason: {last})"
             );
         }
+    }
+}
+
+/// The router's private socket, connected once (no path lookup per announce) and again when
+/// the router re-created it.
+struct RouterLink {
+    path: PathBuf,
+    socket: Option<UnixDatagram>,
+}
+
+impl RouterLink {
+    fn new(path: &Path) -> RouterLink {
+        RouterLink { path: path.to_path_buf(), socket: None }
+    }
+
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        match self.connected()?.send(packet) {
+            Ok(_) => Ok(()),
+            // The router is busy for longer than the timeout: drop, the vassal re-announces.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(e),
+            // The router restarted (a new socket at the same path): connect again once.
+            Err(_) => {
+                self.socket = None;
+                self.connected()?.send(packet).map(drop)
+            }
+        }
+    }
+
+    fn connected(&mut self) -> std::io::Result<&UnixDatagram> {
+        let socket = match self.socket.take() {
+            Some(s) => s,
+            None => {
+                let s = UnixDatagram::unbound()?;
+                s.set_write_timeout(Some(ROUTER_SEND_TIMEOUT))?;
+                s.connect(&self.path)?;
+                s
+            }
+        };
+        Ok(self.socket.insert(socket))
     }
 }
 

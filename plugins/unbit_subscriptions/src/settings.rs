@@ -13,6 +13,7 @@ static WINDOW: Setting<u32> = Setting::new();
 static NODE_TTL: Setting<u32> = Setting::new();
 static RATE: Setting<u32> = Setting::new();
 static BURST: Setting<u32> = Setting::new();
+static REPORT: Setting<u32> = Setting::new();
 
 pub fn declare(reg: &mut Registry) {
     reg.option(
@@ -38,7 +39,8 @@ pub fn declare(reg: &mut Registry) {
     .option("unbit-subscriptions-window", "seconds an announce's timestamp may differ from now (default 60)", &WINDOW)
     .option("unbit-subscriptions-node-ttl", "seconds a silent node is remembered (default 120)", &NODE_TTL)
     .option("unbit-subscriptions-rate", "announces per second allowed per container (default 20)", &RATE)
-    .option("unbit-subscriptions-burst", "announce burst allowed per container (default 200)", &BURST);
+    .option("unbit-subscriptions-burst", "announce burst allowed per container (default 200)", &BURST)
+    .option("unbit-subscriptions-report", "seconds between activity reports in the log (default 60)", &REPORT);
 }
 
 /// The validator's config, `None` when the instance does not run one (no socket option).
@@ -54,5 +56,6 @@ pub fn config() -> Result<Option<Config>, String> {
         node_ttl_secs: i64::from(NODE_TTL.get_or(120).max(1)),
         rate: RATE.get_or(20),
         burst: BURST.get_or(200),
+        report_secs: u64::from(REPORT.get_or(60).max(1)),
     }))
 }
