@@ -85,14 +85,15 @@ fn below_home<'a>(path: &'a str, uid: u32, host_homes: &Path) -> Result<&'a str,
     }
 }
 
-/// A relative path of plain names (`[A-Za-z0-9._-]`, no `.` or `..`), at most a few levels.
+/// A relative path of plain names (`[A-Za-z0-9._:-]`, no `.` or `..`), at most a few levels.
+/// (`:` because `domain = example.org:8080` names its socket `example.org:8080_<id>.socket`.)
 fn safe_relative(rel: &str) -> Option<PathBuf> {
     let parts: Vec<&str> = rel.split('/').collect();
     let plain = |p: &&str| {
         !p.is_empty()
             && *p != "."
             && *p != ".."
-            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
     };
     (parts.len() <= MAX_DEPTH && parts.iter().all(plain)).then(|| parts.iter().collect())
 }
@@ -113,6 +114,8 @@ mod tests {
         assert_eq!(ep("/containers/30001/run/example.org_ABCD.socket"), Ok(want.clone()));
         assert_eq!(ep("/srv/homes/30001/run/example.org_ABCD.socket"), Ok(want));
         assert_eq!(ep("/containers/30001/run/apps/a.sock"), Ok(Endpoint::RunSocket("apps/a.sock".into())));
+        let with_port = "/containers/30001/run/example.org:8080_ABCD.socket";
+        assert_eq!(ep(with_port), Ok(Endpoint::RunSocket("example.org:8080_ABCD.socket".into())));
         assert_eq!(ep("10.0.0.3:8080"), Ok(Endpoint::OwnIp("10.0.0.3:8080".parse().unwrap())));
     }
 
