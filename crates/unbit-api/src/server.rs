@@ -3,6 +3,8 @@
 //! present theirs. Each request carries the connection's facts (`ConnInfo`) so the node
 //! endpoints can bind the verified certificate to a server record.
 
+use axum::http::header::{HeaderValue, CONNECTION};
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -95,9 +97,25 @@ async fn serve_connection<I>(io: I, info: ConnInfo, app: Router)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(info.clone());
-        app.clone().oneshot(req.map(axum::body::Body::new))
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        let info = info.clone();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(info);
+            // The whole (bounded) body is read before any handler answers. A handler that
+            // answers early (401, 404, a validation error) would otherwise leave unread bytes
+            // behind, and hyper drops such a connection while a keep-alive client is already
+            // sending its next request on it.
+            match axum::body::to_bytes(axum::body::Body::new(body), crate::body::MAX_BODY).await {
+                Ok(bytes) => app.oneshot(hyper::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+                Err(_) => {
+                    let mut response = crate::error::ApiError::too_large().into_response();
+                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    Ok(response)
+                }
+            }
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
