@@ -11,8 +11,8 @@
 //! * otherwise the installed binary (`UWSGI_BIN`, default `uwsgi` on `PATH`): `--dot-h` and
 //!   `--cflags`.
 //!
-//! The exact flags string and a hash of the header are compiled into the crate, and the safe
-//! layer compares them with the running server's at load time.
+//! The exact flags string is compiled into the crate, and the safe layer compares it with the
+//! running server's at load time.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -34,16 +34,13 @@ fn main() {
         Some(src) => from_source_tree(Path::new(&src)),
         None => from_binary(&out),
     };
-    let header_text = std::fs::read(&target.header).unwrap_or_else(|e| {
-        fail(&format!("cannot read {}: {e}", target.header.display()));
-    });
 
     let clang_args = clang_args(&target.cflags);
     let bindings = bindgen::Builder::default()
         .header(target.header.to_string_lossy())
         .clang_args(&clang_args)
         .allowlist_type("uwsgi_(plugin|option|server|instance|emperor_scanner|alarm|alarm_instance|imperial_monitor|string_list|subscribe_req|gateway_socket|hook)")
-        .allowlist_function("uwsgi_(log|register_hook|register_alarm|register_imperial_monitor|emperor_simple_do|get_cflags|get_dot_h|alarm_trigger|exit|exec_command_with_args)")
+        .allowlist_function("uwsgi_(log|register_hook|register_alarm|register_imperial_monitor|emperor_simple_do|get_cflags|alarm_trigger|exit|exec_command_with_args)")
         .allowlist_function("emperor_(stop|get|add|respawn)")
         .allowlist_function("event_queue_add_fd_read")
         .allowlist_var("ui")
@@ -58,9 +55,6 @@ fn main() {
     bindings.write_to_file(out.join("bindings.rs")).expect("write bindings.rs");
 
     println!("cargo:rustc-env=UWSGI_SYS_CFLAGS={}", target.cflags);
-    // `uwsgi --dot-h` prints the header plus a newline; hash it without trailing whitespace so
-    // the run-time hash of `uwsgi_get_dot_h()` compares equal.
-    println!("cargo:rustc-env=UWSGI_SYS_DOT_H_HASH={:016x}", fnv1a(header_text.trim_ascii_end()));
     println!("cargo:rustc-env=UWSGI_SYS_TARGET={}", target.description);
     // Dependents (the plugins' build scripts, the Makefile) can read these as DEP_UWSGI_*.
     println!("cargo:cflags={}", target.cflags);
@@ -111,11 +105,6 @@ fn from_source_tree(src: &Path) -> Target {
 fn clang_args(cflags: &str) -> Vec<String> {
     let words = shlex::split(cflags).unwrap_or_else(|| fail(&format!("unparsable cflags: {cflags}")));
     words.into_iter().filter(|w| w.starts_with("-D") || w.starts_with("-I") || w.starts_with("-U")).collect()
-}
-
-/// FNV-1a, 64 bits: enough to tell two headers apart, and the same function is used at run time.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn fail(msg: &str) -> ! {

@@ -17,17 +17,4 @@ extern "C" {
 
 /// The flags of the build these bindings were generated from, as `uwsgi --cflags` prints them.
 pub const BUILD_CFLAGS: &str = env!("UWSGI_SYS_CFLAGS");
-/// FNV-1a hash of the header the bindings were generated from (`uwsgi --dot-h`).
-pub const BUILD_DOT_H_HASH: &str = env!("UWSGI_SYS_DOT_H_HASH");
-/// Human-readable name of the target build.
 pub const BUILD_TARGET: &str = env!("UWSGI_SYS_TARGET");
-
-/// The same hash as `build.rs` computes (trailing whitespace ignored), for comparing with the
-/// running server's header.
-pub fn dot_h_hash(bytes: &[u8]) -> String {
-    let h = bytes
-        .trim_ascii_end()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{h:016x}")
-}
