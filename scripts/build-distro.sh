@@ -34,7 +34,8 @@ fi
 [[ $(id -u) -eq 0 ]] || { echo "build-distro: must run as root" >&2; exit 1; }
 
 SUITE=bookworm
-PACKAGES=(uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ruby3.1)
+# ruby-rack: the customer quickstart's myapp.ru (`run MyApp.new`) needs the rack gem.
+PACKAGES=(uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ruby3.1 ruby-rack)
 
 script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)
 stamp_value="$mode $script_hash"
@@ -107,6 +108,10 @@ case $mode in
     rm -f "$work.log"
     # Package caches are dead weight in a read-only image.
     rm -rf "$work"/var/cache/apt/archives/*.deb "$work"/var/lib/apt/lists/*_dists_* "$work"/var/log/*.log
+    # The customer quickstart says `plugin = 0:python`: Debian 12 only ships python3. uWSGI
+    # follows the link and looks up the symbol of its target (python3_plugin).
+    plugins=$work/usr/lib/uwsgi/plugins
+    [[ -e $plugins/python_plugin.so ]] || ln -s python3_plugin.so "$plugins/python_plugin.so"
     ;;
 esac
 
