@@ -109,9 +109,12 @@ case $mode in
     # Package caches are dead weight in a read-only image.
     rm -rf "$work"/var/cache/apt/archives/*.deb "$work"/var/lib/apt/lists/*_dists_* "$work"/var/log/*.log
     # The customer quickstart says `plugin = 0:python`: Debian 12 only ships python3. uWSGI
-    # follows the link and looks up the symbol of its target (python3_plugin).
+    # follows one link and looks up the symbol its target's name implies, so link to the real
+    # file (python311_plugin.so), not to python3_plugin.so (itself a link via alternatives).
     plugins=$work/usr/lib/uwsgi/plugins
-    [[ -e $plugins/python_plugin.so ]] || ln -s python3_plugin.so "$plugins/python_plugin.so"
+    real=$(basename "$(readlink "$work/etc/alternatives/uwsgi-plugin-python3")")
+    [[ -f $plugins/$real ]] || { echo "build-distro: no python3 uWSGI plugin in the distro" >&2; exit 1; }
+    ln -sfn "$real" "$plugins/python_plugin.so"
     ;;
 esac
 
