@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 run=$root/run
 api_port=${API_PORT:-8080}
+router_port=${ROUTER_PORT:-8000}
 [[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
 
 echo "== building (plugins, unbit-api, unbit-node-sync)"
@@ -17,8 +18,9 @@ cargo build -q --release -p unbit-api -p node-sync
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 
-mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log}
-chmod 0700 "$run/specs"
+mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log,router}
+chmod 0700 "$run/specs" "$run/router"
+[[ -f $run/domains.json ]] || echo '[]' >"$run/domains.json"
 install -m 0644 target/plugins/*_plugin.so "$run/platform/plugins/"
 [[ -f shortcuts/shortcuts.ini ]] && install -m 0644 shortcuts/shortcuts.ini "$run/platform/"
 api_bin=$root/target/release/unbit-api
@@ -44,7 +46,7 @@ if [[ ! -f $run/platform.env ]]; then
   done
   cat >"$run/platform.env" <<ENV
 API=http://127.0.0.1:$api_port/api
-ROUTER=
+ROUTER=http://127.0.0.1:$router_port
 CUSTOMER_USER=demo
 CUSTOMER_PASSWORD=$password
 CONTAINER_UID=$uid
@@ -82,8 +84,17 @@ uwsgi --plugin "$root/target/plugins/unbit_containers_plugin.so" --master --die-
   --unbit-containers-dir "$run/containers" --unbit-distros-dir "$root/distros-cache" \
   --unbit-platform-dir "$run/platform" --unbit-subscribe-dir "$run/subscribe" \
   --unbit-jail-root "$run/jail" --unbit-cgroup-name unbit-local --unbit-quota auto \
-  --attach-daemon2 "cmd=$sync_bin --api http://127.0.0.1:$api_port --token $NODE_TOKEN --state-dir $run/specs" \
+  --attach-daemon2 "cmd=$sync_bin --api http://127.0.0.1:$api_port --token $NODE_TOKEN --state-dir $run/specs --domains-file $run/domains.json" \
   --logto "$run/log/node.log" &
+pids+=($!)
+# The stock HTTP router; the validator owns the socket containers see as /run/subscribe/http
+# and forwards verified announces to the router's private socket.
+uwsgi --plugin http --plugin "$root/target/plugins/unbit_subscriptions_plugin.so" --master --die-on-term \
+  --http "127.0.0.1:$router_port" --http-processes 2 --subscription-dotsplit --subscription-tolerance 30 \
+  --http-subscription-server "$run/router/subscriptions.sock" \
+  --unbit-subscriptions-socket "$run/subscribe/http" --unbit-subscriptions-router "$run/router/subscriptions.sock" \
+  --unbit-subscriptions-domains "$run/domains.json" --unbit-subscriptions-containers-dir "$run/containers" \
+  --logto "$run/log/router.log" &
 pids+=($!)
 
 for _ in $(seq 100); do curl -fs -o /dev/null "$API/news/" && break; sleep 0.1; done
@@ -91,10 +102,11 @@ cat <<INFO
 
 uwsgi.it platform running (Ctrl-C stops it; data stays in $run)
   API          $API
+  router       $ROUTER (send the domain as the Host header)
   customer     $CUSTOMER_USER / $CUSTOMER_PASSWORD
   container    $CONTAINER_UID (home: $CONTAINERS_DIR/$CONTAINER_UID)
   supplier     $UNBIT_ADMIN ...
-  logs         $run/log/{api,node}.log, container: $CONTAINERS_DIR/$CONTAINER_UID/logs/emperor.log
+  logs         $run/log/{api,node,router}.log, container: $CONTAINERS_DIR/$CONTAINER_UID/logs/emperor.log
   variables    source $run/platform.env
 
 Try: curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID
