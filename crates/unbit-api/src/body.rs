@@ -96,6 +96,25 @@ impl Fields {
         }
     }
 
+    /// A text field of an update: `None` when absent; `null` clears it to `""` when
+    /// `clearable` and is refused otherwise; a value must pass `check(key, value)`.
+    pub fn text(
+        &mut self,
+        key: &str,
+        clearable: bool,
+        check: impl FnOnce(&str, &str) -> ApiResult<()>,
+    ) -> ApiResult<Option<String>> {
+        match self.string(key)? {
+            Patch::Absent => Ok(None),
+            Patch::Clear if clearable => Ok(Some(String::new())),
+            Patch::Clear => Err(ApiError::invalid(key, "must not be empty")),
+            Patch::Set(s) => {
+                check(key, &s)?;
+                Ok(Some(s))
+            }
+        }
+    }
+
     pub fn required_string(&mut self, key: &str) -> ApiResult<String> {
         match self.string(key)? {
             Patch::Set(s) => Ok(s),

@@ -1,7 +1,7 @@
 //! `/api/alarms/`: stored alarms, their filters and ranges, and raising new ones with customer
 //! credentials or a per-container alarm key.
 
-use super::common::{created, message_ok, ok, owned_container, path_id, path_uid, QueryMap, MAX_PAGE};
+use super::common::{created, message_ok, ok, owned_container, path_uid, ObjectId, QueryMap, MAX_PAGE};
 use crate::auth::{Customer, MaybeCustomer};
 use crate::body::{parse_int, RawBody};
 use crate::crypto::{sha256_hex, token_matches};
@@ -116,8 +116,7 @@ pub async fn list(State(state): State<AppState>, customer: Customer, query: Quer
     Ok(ok(Value::Array(alarms)))
 }
 
-pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = path_id(&id)?;
+pub async fn get_one(State(state): State<AppState>, customer: Customer, ObjectId(id): ObjectId) -> ApiResult<Response> {
     let row = sqlx::query("SELECT * FROM alarms WHERE id = $1 AND customer_id = $2")
         .bind(id)
         .bind(customer.id)
@@ -130,9 +129,8 @@ pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id)
 pub async fn delete_one(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut tx = state.db.write().await?;
     let removed = sqlx::query("DELETE FROM alarms WHERE id = $1 AND customer_id = $2")
         .bind(id)

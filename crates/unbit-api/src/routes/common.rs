@@ -46,6 +46,21 @@ pub fn path_uid(s: &str) -> ApiResult<i64> {
     s.parse::<i64>().ok().and_then(container_id_of).ok_or_else(ApiError::not_found)
 }
 
+/// The object id of a `/<kind>/<id>` route. Anything that is not a positive integer is a
+/// 404, as an unknown id is: the path names no object.
+pub struct ObjectId(pub i64);
+
+#[async_trait]
+impl<S: Send + Sync> FromRequestParts<S> for ObjectId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found())?;
+        path_id(&raw).map(ObjectId)
+    }
+}
+
 /// The query string as a map (the last value of a repeated key wins). Never fails.
 pub struct QueryMap(pub HashMap<String, String>);
 
@@ -114,7 +129,7 @@ pub async fn owned_container(conn: &mut AnyConnection, customer_id: i64, contain
 }
 
 /// Tag ids for names of this customer's tags; an unknown name is a 422 naming it.
-pub async fn resolve_tags(
+async fn resolve_tags(
     conn: &mut AnyConnection,
     customer_id: i64,
     names: &[String],
@@ -173,10 +188,19 @@ impl Tagged {
         )
     }
 
-    pub async fn replace(self, conn: &mut AnyConnection, object_id: i64, tag_ids: &[i64]) -> Result<(), sqlx::Error> {
+    /// Makes the object's tags exactly `names` (the customer's tags; an unknown name is a
+    /// validation error on the `tags` field).
+    pub async fn set(
+        self,
+        conn: &mut AnyConnection,
+        customer_id: i64,
+        object_id: i64,
+        names: &[String],
+    ) -> ApiResult<()> {
+        let tag_ids = resolve_tags(conn, customer_id, names, "tags").await?;
         let (table, col) = self.table();
         sqlx::query(&format!("DELETE FROM {table} WHERE {col} = $1")).bind(object_id).execute(&mut *conn).await?;
-        for tag in tag_ids {
+        for tag in &tag_ids {
             sqlx::query(&format!("INSERT INTO {table} (tag_id, {col}) VALUES ($1, $2)"))
                 .bind(*tag)
                 .bind(object_id)

@@ -1,6 +1,6 @@
 //! `/api/containers/`: list, detail, update, and creation by dedicated-server owners.
 
-use super::common::{bind_tag_filter, created, ok, owned_container, page_of, path_uid, resolve_tags, QueryMap, Tagged};
+use super::common::{bind_tag_filter, created, ok, owned_container, page_of, path_uid, QueryMap, Tagged};
 use crate::auth::Customer;
 use crate::body::{Fields, Patch, RawBody};
 use crate::error::{ApiError, ApiResult};
@@ -287,21 +287,11 @@ pub async fn update(
 
     // 1. Everything that needs no database: types, ranges, grammars.
     let mut cols: Vec<(&'static str, Col)> = Vec::new();
-    match f.string("name")? {
-        Patch::Absent => {}
-        Patch::Clear => return Err(ApiError::invalid("name", "must not be empty")),
-        Patch::Set(s) => {
-            validate::name("name", &s)?;
-            cols.push(("name", Col::Text(Some(s))));
-        }
+    if let Some(name) = f.text("name", false, validate::name)? {
+        cols.push(("name", Col::Text(Some(name))));
     }
-    match f.string("note")? {
-        Patch::Absent => {}
-        Patch::Clear => cols.push(("note", Col::Text(Some(String::new())))),
-        Patch::Set(s) => {
-            validate::note("note", &s)?;
-            cols.push(("note", Col::Text(Some(s))));
-        }
+    if let Some(note) = f.text("note", true, validate::note)? {
+        cols.push(("note", Col::Text(Some(note))));
     }
     if let Patch::Set(v) = f.int("quota_threshold", 1, 100)? {
         cols.push(("quota_threshold", Col::Int(v)));
@@ -490,8 +480,7 @@ pub async fn update(
             .await?;
     }
     if let Some(names) = tags {
-        let tag_ids = resolve_tags(&mut tx, customer.id, &names, "tags").await?;
-        Tagged::Container.replace(&mut tx, id, &tag_ids).await?;
+        Tagged::Container.set(&mut tx, customer.id, id, &names).await?;
     }
     if !cols.is_empty() {
         let sets: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!("{c} = ${}", i + 1)).collect();

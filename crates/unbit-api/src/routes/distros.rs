@@ -1,6 +1,6 @@
 //! `/api/distros/`, `/api/custom_distros/`, `/api/custom_distro/<id>`.
 
-use super::common::{created, message_ok, new_uuid, ok, owned_container, path_id, path_uid};
+use super::common::{created, message_ok, new_uuid, ok, owned_container, path_uid, ObjectId};
 use crate::auth::Customer;
 use crate::body::{Fields, Patch, RawBody};
 use crate::error::{ApiError, ApiResult};
@@ -132,9 +132,8 @@ pub async fn create_custom_distro(
 pub async fn get_custom_distro(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut conn = state.db.pool.acquire().await?;
     Ok(ok(custom_distro_json(&mut conn, customer.id, id).await?))
 }
@@ -143,35 +142,13 @@ pub async fn get_custom_distro(
 pub async fn update_custom_distro(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut f = Fields::parse(&body)?;
-    let name = match f.string("name")? {
-        Patch::Set(n) => {
-            validate::name("name", &n)?;
-            Some(n)
-        }
-        Patch::Clear => return Err(ApiError::invalid("name", "must not be empty")),
-        Patch::Absent => None,
-    };
-    let path = match f.string("path")? {
-        Patch::Set(p) => {
-            check_path(&p)?;
-            Some(p)
-        }
-        Patch::Clear => return Err(ApiError::invalid("path", "must not be empty")),
-        Patch::Absent => None,
-    };
-    let note = match f.string("note")? {
-        Patch::Set(n) => {
-            validate::note("note", &n)?;
-            Some(n)
-        }
-        Patch::Clear => Some(String::new()),
-        Patch::Absent => None,
-    };
+    let name = f.text("name", false, validate::name)?;
+    let path = f.text("path", false, |_, p| check_path(p))?;
+    let note = f.text("note", true, validate::note)?;
     f.finish()?;
     let mut tx = state.db.write().await?;
     custom_distro_json(&mut tx, customer.id, id).await?;
@@ -204,9 +181,8 @@ pub async fn update_custom_distro(
 pub async fn delete_custom_distro(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut tx = state.db.write().await?;
     custom_distro_json(&mut tx, customer.id, id).await?;
     let users = sqlx::query("SELECT COUNT(*) AS n FROM containers WHERE custom_distro_id = $1")

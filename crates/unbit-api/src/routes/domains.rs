@@ -1,8 +1,6 @@
 //! `/api/domains/`: a customer's domains, added with the DNS TXT proof.
 
-use super::common::{
-    bind_tag_filter, created, message_ok, new_uuid, ok, page_of, path_id, resolve_tags, QueryMap, Tagged,
-};
+use super::common::{bind_tag_filter, created, message_ok, new_uuid, ok, page_of, ObjectId, QueryMap, Tagged};
 use crate::auth::Customer;
 use crate::body::{Fields, Patch, RawBody};
 use crate::error::{ApiError, ApiResult};
@@ -10,7 +8,7 @@ use crate::revisions::bump_servers_of_customer;
 use crate::state::AppState;
 use crate::store::{now, RowExt};
 use crate::validate;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
@@ -142,8 +140,7 @@ pub async fn delete_by_name(
     delete_domain(&state, &customer, id).await
 }
 
-pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = path_id(&id)?;
+pub async fn get_one(State(state): State<AppState>, customer: Customer, ObjectId(id): ObjectId) -> ApiResult<Response> {
     let mut conn = state.db.pool.acquire().await?;
     Ok(ok(owned_domain(&mut conn, customer.id, id).await?))
 }
@@ -151,19 +148,11 @@ pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id)
 pub async fn update(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut f = Fields::parse(&body)?;
-    let note = match f.string("note")? {
-        Patch::Set(n) => {
-            validate::note("note", &n)?;
-            Some(n)
-        }
-        Patch::Clear => Some(String::new()),
-        Patch::Absent => None,
-    };
+    let note = f.text("note", true, validate::note)?;
     let tags = f.string_list("tags", 100)?;
     f.finish()?;
     let mut tx = state.db.write().await?;
@@ -177,8 +166,7 @@ pub async fn update(
             .await?;
     }
     if let Some(names) = tags {
-        let ids = resolve_tags(&mut tx, customer.id, &names, "tags").await?;
-        Tagged::Domain.replace(&mut tx, id, &ids).await?;
+        Tagged::Domain.set(&mut tx, customer.id, id, &names).await?;
     }
     let body = owned_domain(&mut tx, customer.id, id).await?;
     state.commit(tx).await?;
@@ -188,8 +176,7 @@ pub async fn update(
 pub async fn delete_one(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     delete_domain(&state, &customer, id).await
 }

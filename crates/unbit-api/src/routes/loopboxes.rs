@@ -2,9 +2,7 @@
 //! Filename and mountpoint pass `container_spec::LoopboxSpec::validate`, the same check the
 //! node applies, before anything is stored.
 
-use super::common::{
-    bind_tag_filter, created, message_ok, ok, owned_container, page_of, path_id, resolve_tags, QueryMap, Tagged,
-};
+use super::common::{bind_tag_filter, created, message_ok, ok, owned_container, page_of, ObjectId, QueryMap, Tagged};
 use crate::auth::Customer;
 use crate::body::{parse_int, Fields, RawBody};
 use crate::error::{ApiError, ApiResult};
@@ -12,7 +10,7 @@ use crate::revisions::bump_server_of_container;
 use crate::specs::{container_id_of, uid_of};
 use crate::state::AppState;
 use crate::store::RowExt;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use container_spec::LoopboxSpec;
 use serde_json::{json, Value};
@@ -113,8 +111,7 @@ pub async fn create(State(state): State<AppState>, customer: Customer, RawBody(b
     .await?
     .i64("id");
     if let Some(names) = tags {
-        let ids = resolve_tags(&mut tx, customer.id, &names, "tags").await?;
-        Tagged::Loopbox.replace(&mut tx, new_id, &ids).await?;
+        Tagged::Loopbox.set(&mut tx, customer.id, new_id, &names).await?;
     }
     bump_server_of_container(&mut tx, id).await?;
     let body = owned_loopbox(&mut tx, customer.id, new_id).await?;
@@ -122,8 +119,7 @@ pub async fn create(State(state): State<AppState>, customer: Customer, RawBody(b
     Ok(created(body))
 }
 
-pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = path_id(&id)?;
+pub async fn get_one(State(state): State<AppState>, customer: Customer, ObjectId(id): ObjectId) -> ApiResult<Response> {
     let mut conn = state.db.pool.acquire().await?;
     Ok(ok(owned_loopbox(&mut conn, customer.id, id).await?))
 }
@@ -133,10 +129,9 @@ pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id)
 pub async fn update(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut f = Fields::parse(&body)?;
     for fixed in ["container", "filename", "mountpoint", "ro"] {
         if f.has(fixed) {
@@ -151,8 +146,7 @@ pub async fn update(
     let mut tx = state.db.write().await?;
     owned_loopbox(&mut tx, customer.id, id).await?;
     if let Some(names) = tags {
-        let ids = resolve_tags(&mut tx, customer.id, &names, "tags").await?;
-        Tagged::Loopbox.replace(&mut tx, id, &ids).await?;
+        Tagged::Loopbox.set(&mut tx, customer.id, id, &names).await?;
     }
     let body = owned_loopbox(&mut tx, customer.id, id).await?;
     state.commit(tx).await?;
@@ -162,9 +156,8 @@ pub async fn update(
 pub async fn delete_one(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut tx = state.db.write().await?;
     let container_id = sqlx::query(&format!("{SELECT} WHERE l.id = $1 AND c.customer_id = $2"))
         .bind(id)

@@ -2,7 +2,7 @@
 
 use super::common::ok;
 use crate::auth::{hash_password_async, Customer};
-use crate::body::{Fields, Patch, RawBody};
+use crate::body::{Fields, RawBody};
 use crate::error::{ApiError, ApiResult};
 use crate::specs::uid_of;
 use crate::state::AppState;
@@ -49,30 +49,13 @@ pub async fn get_me(State(state): State<AppState>, customer: Customer) -> ApiRes
 
 pub async fn post_me(State(state): State<AppState>, customer: Customer, RawBody(body): RawBody) -> ApiResult<Response> {
     let mut f = Fields::parse(&body)?;
-    let text = |f: &mut Fields, key: &str, max: usize| -> ApiResult<Option<String>> {
-        Ok(match f.string(key)? {
-            Patch::Absent => None,
-            Patch::Clear => Some(String::new()),
-            Patch::Set(s) => {
-                validate::line(key, &s, max)?;
-                Some(s)
-            }
-        })
-    };
-    let company = text(&mut f, "company", 255)?;
-    let vat = text(&mut f, "vat", 64)?;
-    let email = text(&mut f, "email", 254)?;
+    let company = f.text("company", true, |k, s| validate::line(k, s, 255))?;
+    let vat = f.text("vat", true, |k, s| validate::line(k, s, 64))?;
+    let email = f.text("email", true, |k, s| validate::line(k, s, 254))?;
     if let Some(e) = &email {
         validate::email("email", e)?;
     }
-    let password = match f.string("password")? {
-        Patch::Absent => None,
-        Patch::Clear => return Err(ApiError::invalid("password", "must be a string")),
-        Patch::Set(p) => {
-            validate::password("password", &p)?;
-            Some(p)
-        }
-    };
+    let password = f.text("password", false, validate::password)?;
     f.finish()?;
     let password_hash = match password {
         Some(p) => Some(hash_password_async(p).await?),

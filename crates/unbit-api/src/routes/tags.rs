@@ -1,13 +1,13 @@
 //! `/api/tags/`: a customer's own labels for containers, domains and loopboxes.
 
-use super::common::{created, message_ok, ok, page_of, path_id, QueryMap};
+use super::common::{created, message_ok, ok, page_of, ObjectId, QueryMap};
 use crate::auth::Customer;
-use crate::body::{Fields, Patch, RawBody};
+use crate::body::{Fields, RawBody};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::RowExt;
 use crate::validate;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde_json::{json, Value};
 use sqlx::AnyConnection;
@@ -40,22 +40,11 @@ pub async fn list(State(state): State<AppState>, customer: Customer, query: Quer
     Ok(page_of(items, total))
 }
 
-fn note_field(f: &mut Fields) -> ApiResult<Option<String>> {
-    Ok(match f.string("note")? {
-        Patch::Set(n) => {
-            validate::note("note", &n)?;
-            Some(n)
-        }
-        Patch::Clear => Some(String::new()),
-        Patch::Absent => None,
-    })
-}
-
 pub async fn create(State(state): State<AppState>, customer: Customer, RawBody(body): RawBody) -> ApiResult<Response> {
     let mut f = Fields::parse(&body)?;
     let name = f.required_string("name")?;
     validate::tag("name", &name)?;
-    let note = note_field(&mut f)?.unwrap_or_default();
+    let note = f.text("note", true, validate::note)?.unwrap_or_default();
     f.finish()?;
     let mut tx = state.db.write().await?;
     let exists = sqlx::query("SELECT id FROM tags WHERE customer_id = $1 AND name = $2")
@@ -79,8 +68,7 @@ pub async fn create(State(state): State<AppState>, customer: Customer, RawBody(b
     Ok(created(body))
 }
 
-pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = path_id(&id)?;
+pub async fn get_one(State(state): State<AppState>, customer: Customer, ObjectId(id): ObjectId) -> ApiResult<Response> {
     let mut conn = state.db.pool.acquire().await?;
     Ok(ok(owned_tag(&mut conn, customer.id, id).await?))
 }
@@ -88,20 +76,12 @@ pub async fn get_one(State(state): State<AppState>, customer: Customer, Path(id)
 pub async fn update(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut f = Fields::parse(&body)?;
-    let name = match f.string("name")? {
-        Patch::Set(n) => {
-            validate::tag("name", &n)?;
-            Some(n)
-        }
-        Patch::Clear => return Err(ApiError::invalid("name", "must not be empty")),
-        Patch::Absent => None,
-    };
-    let note = note_field(&mut f)?;
+    let name = f.text("name", false, validate::tag)?;
+    let note = f.text("note", true, validate::note)?;
     f.finish()?;
     let mut tx = state.db.write().await?;
     owned_tag(&mut tx, customer.id, id).await?;
@@ -131,9 +111,8 @@ pub async fn update(
 pub async fn delete_one(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    ObjectId(id): ObjectId,
 ) -> ApiResult<Response> {
-    let id = path_id(&id)?;
     let mut tx = state.db.write().await?;
     let removed = sqlx::query("DELETE FROM tags WHERE id = $1 AND customer_id = $2")
         .bind(id)
