@@ -280,6 +280,15 @@ impl Fake {
         Ok(())
     }
 
+    /// Records and applies a chmod of the node behind `i` (both chmod entry points).
+    fn chmod_node(&self, i: &FdInfo, mode: u32) -> io::Result<()> {
+        self.record(Call::Chmod { path: i.view.clone(), mode });
+        let mut st = self.st.borrow_mut();
+        let n = st.nodes.get_mut(&i.backing).ok_or_else(|| err(libc::ENOENT))?;
+        n.mode = mode & 0o7777;
+        Ok(())
+    }
+
     fn fd_info(&self, fd: BorrowedFd<'_>) -> io::Result<FdInfo> {
         self.st.borrow().fds.get(&fd.as_raw_fd()).cloned().ok_or_else(|| err(libc::EBADF))
     }
@@ -578,20 +587,12 @@ impl Syscalls for Fake {
 
     fn fchmod(&self, fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
         let i = self.fd_info(fd)?;
-        self.record(Call::Chmod { path: i.view.clone(), mode });
-        let mut st = self.st.borrow_mut();
-        let n = st.nodes.get_mut(&i.backing).ok_or_else(|| err(libc::ENOENT))?;
-        n.mode = mode & 0o7777;
-        Ok(())
+        self.chmod_node(&i, mode)
     }
 
     fn fchmodat(&self, dir: BorrowedFd<'_>, name: &Path, mode: u32) -> io::Result<()> {
         let (i, _) = self.child(dir, name)?;
-        self.record(Call::Chmod { path: i.view.clone(), mode });
-        let mut st = self.st.borrow_mut();
-        let n = st.nodes.get_mut(&i.backing).ok_or_else(|| err(libc::ENOENT))?;
-        n.mode = mode & 0o7777;
-        Ok(())
+        self.chmod_node(&i, mode)
     }
 
     fn unlinkat(&self, dir: BorrowedFd<'_>, name: &Path, is_dir: bool) -> io::Result<()> {
