@@ -102,19 +102,6 @@ unsafe extern "C" fn monitor_event(ues: *mut uwsgi_sys::uwsgi_emperor_scanner) {
     unsafe { with_monitor(ues, "imperial monitor event", |m, e| m.on_event(e)) }
 }
 
-/// A vassal known to the Emperor, as a plain snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VassalState {
-    pub name: String,
-    pub pid: i32,
-    /// The `mtime` the vassal was last fed with; feeding a newer one reloads it.
-    pub last_mod: i64,
-    /// 0 while running, > 0 while it is being stopped or reloaded.
-    pub status: i32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
 /// The Emperor as an imperial monitor sees it during a scan.
 pub struct Emperor<'a> {
     ues: *mut uwsgi_sys::uwsgi_emperor_scanner,
@@ -125,12 +112,6 @@ pub struct Emperor<'a> {
 const EXTENSIONS: &[&str] = &[".ini", ".xml", ".yml", ".yaml", ".js", ".json"];
 
 impl Emperor<'_> {
-    /// The full `scheme://...` argument of this monitor.
-    pub fn arg(&self) -> String {
-        // SAFETY: `ues` is live for the duration of the callback.
-        c_text(unsafe { (*self.ues).arg })
-    }
-
     /// Starts the vassal `name` with `config`, or reloads it when `mtime` is newer than the
     /// one it runs with. uWSGI silently ignores names without a config extension or longer
     /// than 254 bytes; here they are an error.
@@ -157,10 +138,10 @@ impl Emperor<'_> {
         Ok(())
     }
 
-    /// The vassals this monitor fed that the Emperor still knows.
-    pub fn vassals(&self) -> Vec<VassalState> {
+    /// The names of the vassals this monitor fed that the Emperor still knows.
+    pub fn vassal_names(&self) -> Vec<String> {
         let mut out = Vec::new();
-        self.for_each_own(|vi| out.push(snapshot(vi)));
+        self.for_each_own(|vi| out.push(name_of(vi)));
         out
     }
 
@@ -168,7 +149,7 @@ impl Emperor<'_> {
     pub fn stop(&mut self, name: &str) -> bool {
         let mut target = std::ptr::null_mut();
         self.for_each_own(|vi| {
-            if snapshot(vi).name == name {
+            if name_of(vi) == name {
                 target = vi;
             }
         });
@@ -211,18 +192,9 @@ impl Emperor<'_> {
     }
 }
 
-fn snapshot(vi: *mut uwsgi_sys::uwsgi_instance) -> VassalState {
-    // SAFETY: callers pass a live instance of the Emperor's list.
-    unsafe {
-        VassalState {
-            name: c_text((*vi).name.as_ptr()),
-            pid: (*vi).pid,
-            last_mod: (*vi).last_mod,
-            status: (*vi).status,
-            uid: (*vi).uid,
-            gid: (*vi).gid,
-        }
-    }
+fn name_of(vi: *mut uwsgi_sys::uwsgi_instance) -> String {
+    // SAFETY: callers pass a live instance of the Emperor's list; `name` is NUL-terminated.
+    c_text(unsafe { (*vi).name.as_ptr() })
 }
 
 /// The vassal being spawned, as seen from the Emperor's child in the `vassal` and
@@ -233,29 +205,9 @@ pub struct Vassal {
 
 impl Vassal {
     pub fn name(&self) -> String {
-        // SAFETY: `raw` is the instance uWSGI passed to the callback.
-        c_text(unsafe { (*self.raw).name.as_ptr() })
+        name_of(self.raw)
     }
 
-    pub fn uid(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { (*self.raw).uid }
-    }
-
-    pub fn gid(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { (*self.raw).gid }
-    }
-
-    /// The config the Emperor will push to the vassal (monitors that feed configs), if any.
-    pub fn config(&self) -> Option<String> {
-        // SAFETY: `config` is NULL or a NUL-terminated copy owned by the instance.
-        let p = unsafe { (*self.raw).config };
-        (!p.is_null()).then(|| c_text(p))
-    }
-}
-
-impl Vassal {
     /// The scheme of the imperial monitor that fed this vassal (`unbit` for `unbit://...`),
     /// so a plugin acts only on its own vassals.
     pub fn monitor_scheme(&self) -> Option<String> {

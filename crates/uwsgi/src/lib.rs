@@ -36,7 +36,7 @@ mod registry;
 pub mod server;
 
 pub use alarms::Alarm;
-pub use emperor::{Emperor, ImperialMonitor, Vassal, VassalState};
+pub use emperor::{Emperor, ImperialMonitor, Vassal};
 pub use guard::guard;
 pub use options::{ListSetting, Setting};
 pub use plugin::Plugin;

@@ -160,7 +160,7 @@ impl ImperialMonitor for ContainersMonitor {
             self.watching = true;
         }
         let Some(desired) = self.desired() else { return };
-        let running: Vec<u32> = emperor.vassals().iter().filter_map(|v| uid_of(&v.name)).collect();
+        let running: Vec<u32> = emperor.vassal_names().iter().filter_map(|name| uid_of(name)).collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         for action in self.reconciler.plan(&desired, &running, now, settings::max_stops()) {
             self.apply(emperor, action);
