@@ -9,6 +9,15 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+/// Waits until `path` exists.
+pub fn wait_for_path(path: &Path, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} did not appear within {timeout:?}", path.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn start_emperor(args: &[String]) -> Instance {
     let emperor = InstanceBuilder::new("node-emperor").project_plugin("unbit_containers").args(args).start();
     emperor.wait_for_log("managing containers from", Duration::from_secs(20)).unwrap();
@@ -112,6 +121,21 @@ impl TestNode {
 
     pub fn home(&self, uid: u32) -> PathBuf {
         self.root.path().join("containers").join(uid.to_string())
+    }
+
+    /// Deploys a customer's python WSGI app: `~/<name>.py` and `~/vassals/<name>.ini`, serving
+    /// HTTP on `~/run/<name>.sock`, once the node has prepared the home. Returns the socket's
+    /// host path.
+    pub fn deploy_python(&self, uid: u32, name: &str, source: &str) -> PathBuf {
+        let home = self.home(uid);
+        wait_for_path(&home.join("vassals"), Duration::from_secs(60));
+        std::fs::write(home.join(format!("{name}.py")), source).unwrap();
+        let inside = format!("/containers/{uid}");
+        let ini = format!(
+            "[uwsgi]\nplugin = python3\nhttp-socket = {inside}/run/{name}.sock\nchmod-socket = 666\nwsgi-file = {inside}/{name}.py\n"
+        );
+        std::fs::write(home.join(format!("vassals/{name}.ini")), ini).unwrap();
+        home.join(format!("run/{name}.sock"))
     }
 
     /// Writes `<uid>.json` atomically (temp file + rename), as the API fetcher does.

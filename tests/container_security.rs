@@ -72,19 +72,6 @@ def application(env, start_response):
     return [json.dumps(body).encode()]
 "#;
 
-fn deploy(node: &TestNode, uid: u32) -> std::path::PathBuf {
-    let home = node.home(uid);
-    let deadline = std::time::Instant::now() + T;
-    while !home.join("vassals").exists() {
-        assert!(std::time::Instant::now() < deadline, "home of {uid} not prepared");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::fs::write(home.join("probe.py"), PROBE).unwrap();
-    let ini = format!("[uwsgi]\nplugin = python3\nhttp-socket = /containers/{uid}/run/probe.sock\nchmod-socket = 666\nwsgi-file = /containers/{uid}/probe.py\n");
-    std::fs::write(home.join("vassals/probe.ini"), ini).unwrap();
-    home.join("run/probe.sock")
-}
-
 fn digest(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }
@@ -103,7 +90,7 @@ fn every_escape_attempt_from_inside_a_container_fails() {
     };
     node.put_spec(attacker, &attacker_spec(0));
     node.put_spec(victim, &spec_json(victim, "victim", 256, 256, &["ssh-ed25519 AAAA v"], &other_keys));
-    let socket = deploy(&node, attacker);
+    let socket = node.deploy_python(attacker, "probe", PROBE);
     let root = node.root.path().display().to_string();
     let path = format!("/?other={victim}&root={root}");
     let results: serde_json::Map<String, serde_json::Value> =

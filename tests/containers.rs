@@ -3,10 +3,9 @@
 //! container's own Emperor runs the customer's vassal, and the customer's app answers on its
 //! socket from inside namespaces, cgroup and a read-only distro.
 
-use std::path::Path;
 use std::time::Duration;
 use uwsgi_it::http::{get_unix, identity, wait_unix_ok, wait_unix_restarted};
-use uwsgi_it::node::{key_pair, spec_json, TestNode};
+use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -63,25 +62,6 @@ def application(env, start_response):
     return [json.dumps(body).encode()]
 "#;
 
-fn deploy_app(node: &TestNode, uid: u32) -> std::path::PathBuf {
-    let home = node.home(uid);
-    wait_for(&home.join("vassals"), T);
-    std::fs::write(home.join("app.py"), APP).unwrap();
-    let vassal = format!(
-        "[uwsgi]\nplugin = python3\nhttp-socket = /containers/{uid}/run/app.sock\nchmod-socket = 666\nwsgi-file = /containers/{uid}/app.py\n"
-    );
-    std::fs::write(home.join("vassals/app.ini"), vassal).unwrap();
-    home.join("run/app.sock")
-}
-
-fn wait_for(path: &Path, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{} did not appear within {timeout:?}", path.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -92,7 +72,7 @@ fn a_container_runs_its_customers_vassal_inside_its_jail_and_follows_its_spec() 
     let keys = key_pair();
     let uid = 30101;
     node.put_spec(uid, &spec_json(uid, "web shop", 256, 256, &["ssh-ed25519 AAAAfirst customer@laptop"], &keys));
-    let socket = deploy_app(&node, uid);
+    let socket = node.deploy_python(uid, "app", APP);
 
     let view = json(&wait_unix_ok(&socket, "/", T).unwrap().body);
     assert_eq!(view["uid"], uid, "{view}");
@@ -159,7 +139,7 @@ fn memory_and_pids_limits_are_in_force() {
     let keys = key_pair();
     let uid = 30111;
     node.put_spec(uid, &spec_json(uid, "limited", 96, 64, &["ssh-ed25519 AAAA limits"], &keys));
-    let socket = deploy_app(&node, uid);
+    let socket = node.deploy_python(uid, "app", APP);
     wait_unix_ok(&socket, "/", T).unwrap();
 
     // A fork bomb stops at the pids limit (the container's own processes count too).
@@ -185,7 +165,7 @@ fn writing_past_the_disk_quota_fails() {
         serde_json::from_str(&spec_json(uid, "quota", 128, 128, &["ssh-ed25519 AAAA q"], &keys)).unwrap();
     spec["storage_mb"] = 64.into();
     node.put_spec(uid, &spec.to_string());
-    let socket = deploy_app(&node, uid);
+    let socket = node.deploy_python(uid, "app", APP);
     wait_unix_ok(&socket, "/", T).unwrap();
     let fill = json(&wait_unix_ok(&socket, "/fill", T).unwrap().body);
     assert!(fill["written_mb"].as_u64().unwrap() < 64, "{fill}");
@@ -199,7 +179,7 @@ fn a_restarted_node_brings_its_containers_back_and_rc_local_runs_as_the_containe
     let keys = key_pair();
     let uid = 30131;
     node.put_spec(uid, &spec_json(uid, "survivor", 128, 128, &["ssh-ed25519 AAAA s"], &keys));
-    let socket = deploy_app(&node, uid);
+    let socket = node.deploy_python(uid, "app", APP);
     wait_unix_ok(&socket, "/", T).unwrap();
     // The customer's boot script, run at the next start by the container master.
     let home = node.home(uid);
@@ -210,7 +190,7 @@ fn a_restarted_node_brings_its_containers_back_and_rc_local_runs_as_the_containe
     node.restart();
     let view = json(&wait_unix_restarted(&socket, before, "/", T).unwrap().body);
     assert_eq!(view["uid"], uid);
-    wait_for(&home.join("rc-local-ran"), T);
+    wait_for_path(&home.join("rc-local-ran"), T);
     let ran_as = std::fs::read_to_string(home.join("rc-local-ran")).unwrap();
     assert_eq!(ran_as.trim(), uid.to_string(), "rc.local must run as the container uid");
 }
