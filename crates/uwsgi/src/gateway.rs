@@ -29,17 +29,6 @@ struct Gateway {
     main: GatewayMain,
 }
 
-extern "C" {
-    /// `struct uwsgi_gateway *register_gateway(char *name, void (*loop)(int, void *), void *data)`,
-    /// exported by every uWSGI 2.x core. The returned struct is only checked for NULL, so its
-    /// (build-dependent) layout never matters here.
-    fn register_gateway(
-        name: *mut c_char,
-        main: Option<unsafe extern "C" fn(c_int, *mut c_void)>,
-        data: *mut c_void,
-    ) -> *mut c_void;
-}
-
 /// Pause before a failed gateway exits, so a gateway that cannot start (a bad path, a socket
 /// in use) is not respawned in a tight loop by the master.
 const RESPAWN_PAUSE: Duration = Duration::from_secs(1);
@@ -57,8 +46,13 @@ pub fn register(name: &str, main: impl Fn() -> Result<(), String> + Send + Sync 
     // never freed or mutated, and `gateway_main` matches `void (*)(int, void *)`. uWSGI calls
     // this from its single configuration thread.
     let registered = unsafe {
-        register_gateway(c_name.as_ptr() as *mut c_char, Some(gateway_main), gateway as *const Gateway as *mut c_void)
+        uwsgi_sys::register_gateway(
+            c_name.as_ptr() as *mut c_char,
+            Some(gateway_main),
+            gateway as *const Gateway as *mut c_void,
+        )
     };
+    // Only NULL-ness is looked at: `struct uwsgi_gateway` is never read here.
     if registered.is_null() {
         return Err(format!("uWSGI refused to register gateway {name} (too many gateways?)"));
     }
