@@ -13,6 +13,8 @@ PACKAGES=(
   debootstrap btrfs-progs e2fsprogs util-linux iproute2 procps psmisc crun busybox-static
   # tests and benchmarks
   curl openssl sqlite3 hyperfine
+  # the quickstart's `host -t TXT` against the local platform's DNS
+  bind9-host
   # unbit-api tests: real PostgreSQL, slapd (LDAP bind backend) and a DNS server with TXT
   # records (dnsmasq-base: the binary without a system service on port 53)
   postgresql slapd ldap-utils dnsmasq-base

@@ -6,6 +6,7 @@
 pub mod harness;
 pub mod http;
 pub mod node;
+pub mod platform;
 pub mod ports;
 
 pub use harness::{Instance, InstanceBuilder};

@@ -1,0 +1,261 @@
+//! The local platform exactly as `sudo make run` brings it up (`scripts/run-platform.sh`),
+//! driven the way a person at a terminal drives it: started as a foreground job in its own
+//! process group, stopped with Ctrl-C (SIGINT to that group), and then checked for anything it
+//! must not leave behind. Its own run dir, ports and cgroup name keep it apart from a
+//! developer's `./run` and from other tests.
+
+use crate::harness::project_root;
+use crate::ports::free_port;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the run script prints once everything answers.
+const READY: &str = "uwsgi.it platform running";
+
+pub struct LocalPlatform {
+    /// Holds the run dir and the script's output; removed last, after the platform stopped.
+    scratch: tempfile::TempDir,
+    pub run_dir: PathBuf,
+    pub cgroup_name: String,
+    settings: Vec<(String, String)>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl LocalPlatform {
+    /// A platform that has not started yet, with its own run dir, free ports and cgroup name.
+    pub fn new() -> LocalPlatform {
+        let scratch = tempfile::Builder::new().prefix("unbit-platform-").tempdir().unwrap();
+        let run_dir = scratch.path().join("run");
+        let cgroup_name = format!("unbit-e2e-{}", std::process::id());
+        let settings = vec![
+            ("RUN_DIR".to_string(), run_dir.to_string_lossy().into_owned()),
+            ("API_PORT".to_string(), free_port().to_string()),
+            ("ROUTER_PORT".to_string(), free_port().to_string()),
+            ("DNS_PORT".to_string(), free_port().to_string()),
+            ("CGROUP_NAME".to_string(), cgroup_name.clone()),
+        ];
+        LocalPlatform { scratch, run_dir, cgroup_name, settings, child: None, starts: 0 }
+    }
+
+    fn output_path(&self) -> PathBuf {
+        self.scratch.path().join(format!("run-platform-{}.out", self.starts))
+    }
+
+    /// What the script printed in its latest start.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.output_path()).unwrap_or_default()
+    }
+
+    /// Runs the script and waits until it says the platform is up. The first start may build
+    /// the plugins, the binaries and the distro.
+    pub fn start(&mut self, timeout: Duration) {
+        assert!(self.child.is_none(), "the platform is already running");
+        self.starts += 1;
+        let out = std::fs::File::create(self.output_path()).unwrap();
+        let child = Command::new("bash")
+            .arg(project_root().join("scripts/run-platform.sh"))
+            .envs(self.settings.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("bash runs scripts/run-platform.sh");
+        self.child = Some(child);
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(READY) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("run-platform.sh ended ({status}) before the platform was up:\n{}", self.output());
+            }
+            assert!(Instant::now() < deadline, "the platform was not up within {timeout:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `run/platform.env`, as a shell reads it.
+    pub fn env_file(&self) -> PathBuf {
+        self.run_dir.join("platform.env")
+    }
+
+    /// The variables of `run/platform.env`, read by bash itself (values may be quoted).
+    pub fn env(&self) -> BTreeMap<String, String> {
+        let script = "set -a; source \"$1\"; set +a; env -0";
+        let out = Command::new("bash").args(["-c", script, "env"]).arg(self.env_file()).env_clear().output().unwrap();
+        assert!(out.status.success(), "cannot source {}", self.env_file().display());
+        out.stdout
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Ctrl-C: SIGINT to the script's whole process group, as a terminal sends it, then up to
+    /// two minutes for the script's own cleanup.
+    pub fn ctrl_c(&mut self) -> ExitStatus {
+        self.interrupt().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn interrupt(&mut self) -> Result<ExitStatus, String> {
+        let mut child = self.child.take().ok_or("the platform is not running")?;
+        let group = Pid::from_raw(child.id() as i32);
+        let _ = killpg(group, Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = killpg(group, Signal::SIGKILL);
+                let status = child.wait().map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "run-platform.sh did not stop within 2 minutes of Ctrl-C ({status}):\n{}",
+                    self.output()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything of this platform still present: processes (its paths on their command line,
+    /// or running as one of `uids`), mounts under the run dir, loop devices backed by files in
+    /// it, and cgroups of its subtree.
+    pub fn leftovers(&self, uids: &[u32]) -> Vec<String> {
+        let mut found: Vec<String> =
+            self.processes(uids).into_iter().map(|(pid, what)| format!("process {pid}: {what}")).collect();
+        found.extend(self.mounts().into_iter().map(|m| format!("mount {m}")));
+        found.extend(self.loop_devices().into_iter().map(|(dev, file)| format!("loop device {dev} on {file}")));
+        found.extend(self.cgroups().into_iter().map(|c| format!("cgroup {}", c.display())));
+        found
+    }
+
+    fn processes(&self, uids: &[u32]) -> Vec<(i32, String)> {
+        let run = self.run_dir.to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok());
+            if cmdline.contains(&run) || uid.is_some_and(|u| uids.contains(&u)) {
+                found.push((pid, format!("uid {} {}", uid.unwrap_or(u32::MAX), cmdline.trim())));
+            }
+        }
+        found
+    }
+
+    fn mounts(&self) -> Vec<String> {
+        let run = self.run_dir.to_string_lossy().into_owned();
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&run)).map(str::to_string).collect()
+    }
+
+    fn loop_devices(&self) -> Vec<(String, String)> {
+        let run = self.run_dir.to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+            let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+            if backing.starts_with(&run) {
+                found.push((entry.file_name().to_string_lossy().into_owned(), backing.trim().to_string()));
+            }
+        }
+        found
+    }
+
+    fn cgroups(&self) -> Vec<PathBuf> {
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        roots.extend(std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path()));
+        roots.into_iter().map(|r| r.join(&self.cgroup_name)).filter(|c| c.is_dir()).collect()
+    }
+
+    /// Last resort after a failed test: whatever the script's own cleanup did not remove, by
+    /// PID, mount point, device and directory, never by name pattern.
+    fn force_clean(&self, uids: &[u32]) {
+        for (pid, _) in self.processes(uids) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut mounts = self.mounts();
+        mounts.sort_by(|a, b| b.cmp(a));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for (dev, _) in self.loop_devices() {
+            let _ = Command::new("losetup").arg("-d").arg(format!("/dev/{dev}")).status();
+        }
+        for cgroup in self.cgroups() {
+            let _ =
+                Command::new("find").arg(&cgroup).args(["-depth", "-type", "d", "-exec", "rmdir", "{}", "+"]).status();
+        }
+    }
+
+    /// Prints the script's output and the platform's logs (for a failing test).
+    pub fn print_logs(&self) {
+        eprintln!("---- run-platform.sh output (start {}) ----\n{}", self.starts, self.output());
+        for log in ["api", "node", "router"] {
+            let text = std::fs::read_to_string(self.run_dir.join(format!("log/{log}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("---- run/log/{log}.log (last 60 lines) ----");
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
+        let homes = self.run_dir.join("containers");
+        for home in std::fs::read_dir(homes).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(home.path().join("logs/emperor.log")).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("---- container {} logs/emperor.log (last 40 lines) ----", home.file_name().to_string_lossy());
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
+    }
+}
+
+impl Default for LocalPlatform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for LocalPlatform {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        if self.child.is_some() {
+            if let Err(e) = self.interrupt() {
+                eprintln!("{e}");
+            }
+        }
+        // Container uids are the API's: 30001 upwards, one per container this platform made.
+        let uids: Vec<u32> = std::fs::read_dir(self.run_dir.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+            .collect();
+        let left = self.leftovers(&uids);
+        if !left.is_empty() {
+            eprintln!("platform leftovers after stop, removing: {left:#?}");
+            self.force_clean(&uids);
+        }
+    }
+}
+
+/// Polls `done` until it holds; returns how long that took.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}

@@ -1,0 +1,349 @@
+//! The README's walk-through of the customer quickstart, end to end, as a new user follows it:
+//! `scripts/run-platform.sh` (what `sudo make run` runs) brings the platform up, and every step
+//! runs the README's own command lines with bash, in order, against the real API, node, router
+//! and DNS server. A command line the README does not print fails the test, so the two cannot
+//! drift apart. Then Ctrl-C, a check that nothing is left behind, a second start, and the
+//! customer's data, containers, domains and apps are all back.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use uwsgi_it::platform::{wait_until, LocalPlatform};
+
+const README: &str = include_str!("../README.md");
+/// The first start may build the release binaries and the distro.
+const FIRST_START: Duration = Duration::from_secs(1200);
+const T: Duration = Duration::from_secs(60);
+const APPS: [&str; 3] = ["Hello i am perl", "Hello i am python", "Hello i am ruby"];
+const WILDCARD_APP: &str = "Hello i am every other name";
+
+/// A terminal with `run/platform.env` sourced, plus the variables the walk-through sets.
+struct Terminal {
+    env_file: PathBuf,
+    vars: BTreeMap<String, String>,
+}
+
+struct Ran {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Terminal {
+    /// Runs README text (one line or a whole block) with bash and returns what it printed; the
+    /// text must be in the README and must succeed.
+    #[track_caller]
+    fn run(&self, text: &str) -> String {
+        let ran = self.try_run(text);
+        assert!(ran.ok, "{text}\nfailed: {}{}", ran.stdout, ran.stderr);
+        ran.stdout
+    }
+
+    #[track_caller]
+    fn try_run(&self, text: &str) -> Ran {
+        assert!(README.contains(text), "the README does not show this command:\n{text}");
+        self.shell(text)
+    }
+
+    /// Runs a command that is not the README's: the test's own checks.
+    fn shell(&self, text: &str) -> Ran {
+        let mut script = format!("set -a; source '{}'; set +a\n", self.env_file.display());
+        for (k, v) in &self.vars {
+            script.push_str(&format!("{k}='{v}'\n"));
+        }
+        // The README's blocks after `cd` into the home run there.
+        script.push_str("[ -n \"$HOME_DIR\" ] && cd \"$HOME_DIR\"\n");
+        script.push_str(text);
+        let out = Command::new("bash").arg("-c").arg(script).output().expect("bash runs");
+        Ran {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A README line that prints JSON.
+    #[track_caller]
+    fn json(&self, line: &str) -> Value {
+        let out = self.run(line);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{line}\nprinted no JSON ({e}): {out}"))
+    }
+
+    /// A README line of the form `VAR=$(...)`: runs it and keeps the variable for what follows.
+    #[track_caller]
+    fn assign(&mut self, var: &str, line: &str) -> String {
+        assert!(line.starts_with(&format!("{var}=")), "{line} does not set {var}");
+        assert!(README.contains(line), "the README does not show this command:\n{line}");
+        let ran = self.shell(&format!("{line}\nprintf '%s' \"${var}\""));
+        assert!(ran.ok && !ran.stdout.is_empty(), "{line}\nfailed: {}{}", ran.stdout, ran.stderr);
+        self.vars.insert(var.to_string(), ran.stdout.clone());
+        ran.stdout
+    }
+
+    /// Reruns a README line until what it prints satisfies `done`, as a person would.
+    #[track_caller]
+    fn until(&self, line: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            let ran = self.try_run(line);
+            if ran.ok && done(&ran.stdout) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{line}\nstill printed {:?} {:?} after {timeout:?}",
+                ran.stdout,
+                ran.stderr
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// HTTP status of a request with other credentials (the test's own check).
+    fn status(&self, user_password: &str, path: &str) -> u16 {
+        let ran = self.shell(&format!("curl -s -o /dev/null -w '%{{http_code}}' -u '{user_password}' \"$API{path}\""));
+        ran.stdout.trim().parse().unwrap_or(0)
+    }
+}
+
+/// The README's `sh` block that contains `marker`.
+fn block_with(marker: &str) -> String {
+    let blocks: Vec<&str> = README.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    let found: Vec<&&str> = blocks.iter().filter(|b| b.contains(marker)).collect();
+    assert_eq!(found.len(), 1, "exactly one README block should contain {marker:?}");
+    found[0].to_string()
+}
+
+/// Pids of the processes running as `uid` (a container's).
+fn pids_of(uid: u32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let real_uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next());
+        if real_uid == Some(uid.to_string().as_str()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The README's round-robin loop prints six answers; true when all three apps are among them.
+fn all_three(out: &str) -> bool {
+    APPS.iter().all(|app| out.lines().any(|l| l == *app)) && out.lines().all(|l| APPS.contains(&l))
+}
+
+const ROUND_ROBIN: &str = "for i in 1 2 3 4 5 6; do curl -s -H 'Host: mynewdomain.org' $ROUTER/; echo; done";
+const PERL_ONLY: &str = "curl -H 'Host: mynewdomain.org' $ROUTER/";
+const WILDCARD: &str = "curl -H 'Host: shop.mynewdomain.org' $ROUTER/";
+
+#[test]
+fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform() {
+    let mut platform = LocalPlatform::new();
+    let started = Instant::now();
+    platform.start(FIRST_START);
+    println!("platform up in {:.1} s", started.elapsed().as_secs_f64());
+    let env = platform.env();
+    for var in ["API", "ROUTER", "CUSTOMER_USER", "CUSTOMER_PASSWORD", "CONTAINER_UID", "CONTAINERS_DIR", "UNBIT_ADMIN"]
+    {
+        assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
+    }
+    let uid: u32 = env["CONTAINER_UID"].parse().unwrap();
+    let home = PathBuf::from(&env["CONTAINERS_DIR"]).join(uid.to_string());
+    let first_password = env["CUSTOMER_PASSWORD"].clone();
+    let mut term = Terminal { env_file: platform.env_file(), vars: BTreeMap::new() };
+
+    // Personal data.
+    let me = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/me/"#);
+    assert_eq!(me["containers"], serde_json::json!([uid]), "{me}");
+    let uuid = me["uuid"].as_str().unwrap().to_string();
+    let me = term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"company": "God of War 4 S.p.a."}' $API/me/"#,
+    );
+    assert_eq!(me["company"], "God of War 4 S.p.a.", "{me}");
+
+    // Password: the old one stops working at once.
+    term.run(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"password": "deimos17"}' $API/me/"#);
+    assert!(README.contains("CUSTOMER_PASSWORD=deimos17\n"));
+    term.vars.insert("CUSTOMER_PASSWORD".into(), "deimos17".into());
+    assert_eq!(term.status(&format!("demo:{first_password}"), "/me/"), 401);
+    assert_eq!(term.status("demo:deimos17", "/me/"), 200);
+
+    // Containers: listed, not running until it has a distro and a key.
+    let all = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/"#);
+    assert!(all.as_array().unwrap().iter().any(|c| c["uid"] == uid), "{all}");
+    let container = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID"#);
+    assert_eq!((container["distro"].clone(), container["server_address"].clone()), (Value::Null, "127.0.0.1".into()));
+    assert!(pids_of(uid).is_empty(), "container {uid} runs before it has a distro and keys");
+
+    // Distros.
+    let distros = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/distros/"#);
+    assert_eq!(distros[0]["id"], 1, "{distros}");
+    assert!(distros[0]["name"].as_str().unwrap().contains("Debian 12"), "{distros}");
+    let container = term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"distro": 1}' $API/containers/$CONTAINER_UID"#,
+    );
+    assert_eq!(container["distro"], 1, "{container}");
+
+    // SSH keys: the container starts.
+    let keys_set = Instant::now();
+    let keys_line =
+        README.lines().find(|l| l.contains(r#"-d '{"ssh_keys": ["ssh-ed25519"#)).expect("the README sets ssh keys");
+    term.json(keys_line);
+    let keys = home.join(".ssh/uwsgi_authorized_keys");
+    let running = wait_until("the container starts", T, || keys.exists() && !pids_of(uid).is_empty());
+    println!("container {uid} running {:.0} ms after its keys were set", running.as_secs_f64() * 1000.0);
+    let printed = term.run("cat $CONTAINERS_DIR/$CONTAINER_UID/.ssh/uwsgi_authorized_keys");
+    assert!(printed.contains("me@laptop") && printed.contains("me@desktop"), "{printed}");
+    assert!(keys_set.elapsed() < T);
+
+    // Domains: refused without the TXT record, added with it, deleted, added again.
+    let refused = term
+        .json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"mynewdomain.org"}' $API/domains/"#);
+    assert!(refused["reason"].as_str().unwrap_or_default().contains(&format!("uwsgi:{uuid}")), "{refused}");
+    let got = term.assign(
+        "UUID",
+        r#"UUID=$(curl -s -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/me/ | python3 -c 'import json, sys; print(json.load(sys.stdin)["uuid"])')"#,
+    );
+    assert_eq!(got, uuid);
+    term.run(r#"echo "txt-record=mynewdomain.org,\"uwsgi:$UUID\"" >> $DNS_ZONE"#);
+    let dns = term.until("host -t TXT -p $DNS_PORT mynewdomain.org 127.0.0.1", T, |out| {
+        out.contains(&format!("descriptive text \"uwsgi:{uuid}\""))
+    });
+    println!("the local DNS served the new TXT record {:.1} s after it was written", dns.as_secs_f64());
+    let add = r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"mynewdomain.org"}' $API/domains/"#;
+    assert_eq!(term.json(add)["message"], "Created");
+    let list = r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/domains/"#;
+    assert_eq!(term.json(list)[0]["name"], "mynewdomain.org");
+    term.run(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X DELETE -d '{"name":"mynewdomain.org"}' $API/domains/"#);
+    assert_eq!(term.json(list), serde_json::json!([]));
+    assert_eq!(term.json(add)["message"], "Created");
+
+    // The first deploy: the apps in the home, then one vassal per language.
+    term.run(&block_with("tee myapp.py"));
+    for app in ["myapp.py", "myapp.pl", "myapp.ru"] {
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.join(app)).unwrap());
+        assert_eq!(owner, uid, "{app} belongs to the container's uid");
+    }
+    term.vars.insert("HOME_DIR".into(), home.to_string_lossy().into_owned());
+    term.run(&block_with("vassals/perlapp.ini"));
+    let perl = term.until(PERL_ONLY, T, |out| out == APPS[0]);
+    println!("perl app answering through the router {:.2} s after its vassal file appeared", perl.as_secs_f64());
+    term.run(&block_with("vassals/pythonapp.ini"));
+    let three = term.until(ROUND_ROBIN, T, all_three);
+    println!("python and ruby in the round robin {:.2} s after their vassal files appeared", three.as_secs_f64());
+    // Round robin: over 30 requests each app answers a fair share.
+    let answers: Vec<String> =
+        (0..5).flat_map(|_| term.run(ROUND_ROBIN).lines().map(str::to_string).collect::<Vec<_>>()).collect();
+    for app in APPS {
+        let n = answers.iter().filter(|a| *a == app).count();
+        assert!(n >= 5, "{app} answered {n} of 30: {answers:?}");
+    }
+
+    // Wildcard: every other name goes to the wildcard vassal; the domain itself keeps its three.
+    let added = term
+        .json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":".mynewdomain.org"}' $API/domains/"#);
+    assert_eq!(added["message"], "Created", "{added}");
+    term.run(&block_with("vassals/wildcard.ini"));
+    term.until(WILDCARD, T, |out| out == WILDCARD_APP);
+    assert!(all_three(&term.run(ROUND_ROBIN)));
+
+    // Tags: they do not reboot the container.
+    let before_tags = pids_of(uid);
+    let foobar = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"foobar"}' $API/tags/"#);
+    assert_eq!(foobar["name"], "foobar", "{foobar}");
+    term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"zeus"}' $API/tags/"#);
+    let tags = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/tags/"#);
+    assert_eq!(tags.as_array().unwrap().len(), 2, "{tags}");
+    let tagged = term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"tags":["foobar"]}' $API/containers/$CONTAINER_UID"#,
+    );
+    assert_eq!(tagged["tags"], serde_json::json!(["foobar"]), "{tagged}");
+    term.assign(
+        "DOMAIN_ID",
+        r#"DOMAIN_ID=$(curl -s -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/domains/ | python3 -c 'import json, sys; print([d["id"] for d in json.load(sys.stdin) if d["name"] == "mynewdomain.org"][0])')"#,
+    );
+    term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"tags":["foobar"]}' $API/domains/$DOMAIN_ID"#,
+    );
+    let containers = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" "$API/containers/?tags=foobar,zeus""#);
+    assert_eq!(
+        containers.as_array().unwrap().iter().map(|c| c["uid"].clone()).collect::<Vec<_>>(),
+        [uid],
+        "{containers}"
+    );
+    let domains = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" "$API/domains/?tags=foobar""#);
+    assert_eq!(domains.as_array().unwrap().iter().map(|d| d["name"].clone()).collect::<Vec<_>>(), ["mynewdomain.org"]);
+    term.assign(
+        "ZEUS_ID",
+        r#"ZEUS_ID=$(curl -s -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/tags/ | python3 -c 'import json, sys; print([t["id"] for t in json.load(sys.stdin) if t["name"] == "zeus"][0])')"#,
+    );
+    term.run(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X DELETE $API/tags/$ZEUS_ID"#);
+    let tags = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/tags/"#);
+    assert_eq!(tags.as_array().unwrap().iter().map(|t| t["name"].clone()).collect::<Vec<_>>(), ["foobar"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(before_tags.iter().all(|p| alive(*p)), "tagging restarted container {uid}");
+
+    // Reboot: every process of the container is replaced, and the apps come back.
+    let before = pids_of(uid);
+    let rebooted = Instant::now();
+    term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"reboot":1}' $API/containers/$CONTAINER_UID"#,
+    );
+    wait_until("the old container processes end", T, || before.iter().all(|p| !alive(*p)));
+    term.until(ROUND_ROBIN, T, all_three);
+    println!("after a reboot the three apps answered again in {:.1} s", rebooted.elapsed().as_secs_f64());
+
+    // Links: a second customer's container; both sides link, one unlinks.
+    term.run("$UNBIT_ADMIN customer add --username anothercustomer --password secret1 --email another@example.com");
+    let other: u32 = term
+        .assign(
+            "OTHER_UID",
+            "OTHER_UID=$($UNBIT_ADMIN container add --customer anothercustomer --server local --name another --memory 256 --storage 500)",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d "{\"link\": $OTHER_UID}" $API/containers/$CONTAINER_UID"#);
+    term.json(r#"curl -u anothercustomer:secret1 -X POST -d "{\"link\": $CONTAINER_UID}" $API/containers/$OTHER_UID"#);
+    let linked = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID"#);
+    assert_eq!(linked["linked_to"], serde_json::json!([other]), "{linked}");
+    let unlinked = term.json(
+        r#"curl -u anothercustomer:secret1 -X POST -d "{\"unlink\": $CONTAINER_UID}" $API/containers/$OTHER_UID"#,
+    );
+    assert_eq!(unlinked["linked_to"], serde_json::json!([]), "{unlinked}");
+    // A link change reboots the container; let the apps come back before stopping.
+    term.until(ROUND_ROBIN, T, all_three);
+
+    // Ctrl-C: nothing of the platform stays behind.
+    let status = platform.ctrl_c();
+    assert!(platform.output().contains("== stopped; data kept in"), "{}", platform.output());
+    println!("run-platform.sh ended with {status} after Ctrl-C");
+    let left = platform.leftovers(&[uid, other]);
+    assert!(left.is_empty(), "left behind after Ctrl-C: {left:#?}");
+
+    // Start again: the same customer, container, domains, tags, links and home; the apps answer.
+    platform.start(Duration::from_secs(300));
+    assert_eq!(platform.env()["CONTAINER_UID"], uid.to_string());
+    let me = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/me/"#);
+    assert_eq!(me["company"], "God of War 4 S.p.a.", "{me}");
+    let container = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID"#);
+    assert_eq!(
+        (container["tags"].clone(), container["linked_to"].clone()),
+        (serde_json::json!(["foobar"]), serde_json::json!([other]))
+    );
+    let names: Vec<Value> = term.json(list).as_array().unwrap().iter().map(|d| d["name"].clone()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let back = term.until(ROUND_ROBIN, T, all_three);
+    term.until(WILDCARD, T, |out| out == WILDCARD_APP);
+    println!("after a restart of the platform the apps answered again in {:.1} s", back.as_secs_f64());
+    platform.ctrl_c();
+    let left = platform.leftovers(&[uid, other]);
+    assert!(left.is_empty(), "left behind after the second Ctrl-C: {left:#?}");
+}
