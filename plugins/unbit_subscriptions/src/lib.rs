@@ -17,11 +17,13 @@
 //! * [`domains`], [`watch`]: who owns which domain, reloaded while running;
 //! * [`address`], [`homes`]: the addresses and files a container may name, pinned;
 //! * [`replay`]: freshness, replays and the command-byte flip;
+//! * [`held`]: announces that arrived just before their domain did, checked again;
 //! * [`limits`]: per-container budgets against floods;
 //! * [`validator`]: the policy; [`service`]: the sockets around it.
 
 pub mod address;
 pub mod domains;
+pub mod held;
 pub mod homes;
 pub mod limits;
 pub mod replay;

@@ -151,6 +151,10 @@ impl Service {
         let outcome = self.validator.check(sender, packet, unix_now());
         self.checked += 1;
         self.check_time += began.elapsed();
+        self.apply(outcome);
+    }
+
+    fn apply(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Forward { packets, log, message } => {
                 for p in &packets {
@@ -196,6 +200,13 @@ impl Service {
         for (packet, line) in self.validator.set_table(table) {
             self.hand_to_router(&packet);
             uwsgi::log!("{line}");
+        }
+        let rechecked = self.validator.recheck_held(unix_now());
+        if !rechecked.is_empty() {
+            uwsgi::log!("checking again {} announces that arrived before their domain did", rechecked.len());
+        }
+        for outcome in rechecked {
+            self.apply(outcome);
         }
     }
 

@@ -19,6 +19,7 @@
 
 use crate::address::{endpoint_of, home_file_of, Endpoint};
 use crate::domains::{is_subscription_key, DomainTable};
+use crate::held::HeldAnnounces;
 use crate::homes::{describe, HomeFiles, Pinned};
 use crate::replay::{NodeId, ReplayGuard, ReplayVerdict};
 use crate::wire::{self, Announce, Command, ForwardedSni};
@@ -100,6 +101,8 @@ pub struct Validator {
     live: HashMap<NodeId, LiveNode>,
     /// A node not announced for this long is forgotten (the router dropped it long before).
     node_ttl: i64,
+    /// Subscribes for domains not in the table yet, checked again when the table changes.
+    held: HeldAnnounces,
 }
 
 /// The fallback notify socket when an announce names none (or names a bad one).
@@ -115,6 +118,7 @@ impl Validator {
             pins: HashMap::new(),
             live: HashMap::new(),
             node_ttl: node_ttl_secs,
+            held: HeldAnnounces::default(),
         }
     }
 
@@ -177,8 +181,31 @@ impl Validator {
         match self.decide(sender, &announce, packet, now) {
             Ok(Some(forward)) => forward_with(forward, notify),
             Ok(None) => Outcome::Drop,
-            Err(reason) => reject(Some(key), reason, notify),
+            Err(reason) => {
+                let unknown_domain = is_subscription_key(key) && self.table.owner_of(key).is_none();
+                if unknown_domain && announce.command == Command::Subscribe {
+                    self.held.hold(sender, key, packet, now);
+                }
+                reject(Some(key), reason, notify)
+            }
         }
+    }
+
+    /// After a new table: checks again, in full, the held subscribes whose domain it now
+    /// lists. Returns their outcomes (duplicates left out); the others keep waiting.
+    pub fn recheck_held(&mut self, now: i64) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for held in self.held.take(now) {
+            if self.table.owner_of(&held.key).is_none() {
+                self.held.put_back(held);
+                continue;
+            }
+            match self.check(held.sender, &held.packet, now) {
+                Outcome::Drop => {}
+                outcome => outcomes.push(outcome),
+            }
+        }
+        outcomes
     }
 
     /// A datagram longer than any subscription packet (`len` is its real size).
@@ -333,6 +360,7 @@ impl Validator {
     /// Forgets nodes not announced for the node TTL, their pins, and old replay state.
     pub fn expire(&mut self, now: i64) {
         self.replay.expire(now);
+        self.held.expire(now);
         let ttl = self.node_ttl;
         self.live.retain(|_, l| now - l.last_seen <= ttl);
         let in_use: std::collections::HashSet<(u32, PathBuf)> = self

@@ -381,3 +381,44 @@ fn a_deleted_domain_or_a_changed_key_takes_the_nodes_back_from_the_router() {
         Outcome::Forward { .. }
     ));
 }
+
+#[test]
+fn an_announce_that_arrived_just_before_its_domain_is_accepted_when_the_domain_arrives() {
+    let mut w = world();
+    let early = announce(BOB, "new.net", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
+    assert!(rejected(w.v.check(sender(BOB), &early, NOW)).reason.contains("new.net is not a domain"));
+    // Alice's container announces the same new domain: it will not be hers.
+    let intruder = announce(ALICE_1, "new.net", "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+    rejected(w.v.check(sender(ALICE_1), &intruder, NOW));
+    // Another table without the domain: nothing to re-check yet, both keep waiting.
+    assert!(w.v.recheck_held(NOW + 1).is_empty());
+
+    w.v.set_table(table(&[("example.org", &[ALICE_1, ALICE_2], &w.alice), ("new.net", &[BOB], &w.bob)]));
+    let outcomes = w.v.recheck_held(NOW + 1);
+    assert_eq!(outcomes.len(), 2);
+    let mut accepted = 0;
+    for o in outcomes {
+        match o {
+            Outcome::Forward { packets, .. } => {
+                let fwd = wire::parse(&packets[0]).unwrap();
+                assert_eq!((fwd.key.as_str(), fwd.address.as_str()), ("new.net", "/pin/30002/bob.org_A.socket#31"));
+                accepted += 1;
+            }
+            Outcome::Reject(r) => assert!(r.reason.contains("container 30001 does not belong to the owner of new.net")),
+            Outcome::Drop => panic!("dropped"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    // Checked once: a later table does not forward it again.
+    w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]));
+    assert!(w.v.recheck_held(NOW + 2).is_empty());
+}
+
+#[test]
+fn a_held_announce_too_old_is_not_checked_again() {
+    let mut w = world();
+    let early = announce(BOB, "new.net", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
+    rejected(w.v.check(sender(BOB), &early, NOW));
+    w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]));
+    assert!(w.v.recheck_held(NOW + crate::held::HOLD_SECS + 1).is_empty());
+}
