@@ -90,6 +90,9 @@ ROUTER=http://127.0.0.1:$router_port
 chmod 0600 "$run/platform.env.new"
 mv "$run/platform.env.new" "$run/platform.env"
 
+# The node's token goes to unbit-node-sync in a file: a command line is readable by anyone.
+(umask 077 && printf '%s\n' "$NODE_TOKEN" >"$run/node.token")
+
 pids=()
 cleanup() {
   echo; echo "== stopping"
@@ -118,7 +121,7 @@ uwsgi --plugin "$root/target/plugins/unbit_containers_plugin.so" --master --die-
   --unbit-containers-dir "$run/containers" --unbit-distros-dir "$root/distros-cache" \
   --unbit-platform-dir "$run/platform" --unbit-subscribe-dir "$run/subscribe" \
   --unbit-jail-root "$run/jail" --unbit-cgroup-name "$cgroup_name" --unbit-quota auto \
-  --attach-daemon2 "cmd=$sync_bin --api http://127.0.0.1:$api_port --token $NODE_TOKEN --state-dir $run/specs --domains-file $run/domains.json" \
+  --attach-daemon2 "cmd=$sync_bin --api http://127.0.0.1:$api_port --token-file $run/node.token --state-dir $run/specs --domains-file $run/domains.json" \
   --attach-daemon2 "cmd=/usr/sbin/dnsmasq --keep-in-foreground --no-resolv --no-hosts --pid-file= --listen-address=127.0.0.1 --bind-interfaces --port=$dns_port --conf-file=$zone,touch=$zone" \
   --logto "$run/log/node.log" &
 pids+=($!)

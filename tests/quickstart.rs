@@ -154,6 +154,9 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     {
         assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
     }
+    let token = &env["NODE_TOKEN"];
+    let exposed = platform.processes_mentioning(token);
+    assert!(exposed.is_empty(), "the node token is on a command line anyone can read in ps: {exposed:?}");
     let uid: u32 = env["CONTAINER_UID"].parse().unwrap();
     let home = PathBuf::from(&env["CONTAINERS_DIR"]).join(uid.to_string());
     let first_password = env["CUSTOMER_PASSWORD"].clone();

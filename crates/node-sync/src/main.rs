@@ -1,6 +1,9 @@
 //! `unbit-node-sync --api URL --state-dir DIR [--domains-file FILE]
-//!   (--cert PEM --key PEM --ca PEM | --token TOKEN) [--max-removals N] [--long-poll SECS] [--once]`
+//!   (--cert PEM --key PEM --ca PEM | --token-file FILE | --token TOKEN) [--max-removals N]
+//!   [--long-poll SECS] [--once]`
 //!
+//! `--token-file` keeps the dev-mode token out of the command line, which every local user can
+//! read in `ps`.
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
 use node_sync::client::{Answer, Api, NodeAuth};
@@ -30,6 +33,11 @@ fn parse_args() -> Result<Args, String> {
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
             "--token" => token = Some(value()?),
+            "--token-file" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("--token-file {path}: {e}"))?;
+                token = Some(text.trim().to_string());
+            }
             "--cert" => cert = Some(value()?),
             "--key" => key = Some(value()?),
             "--ca" => ca = Some(value()?),
@@ -43,7 +51,7 @@ fn parse_args() -> Result<Args, String> {
     let auth = match (token, cert, key, ca) {
         (Some(t), None, None, None) => NodeAuth::Token(t),
         (None, Some(c), Some(k), Some(a)) => NodeAuth::Tls { cert_pem: read(c)?, key_pem: read(k)?, ca_pem: read(a)? },
-        _ => return Err("give either --token, or --cert, --key and --ca".into()),
+        _ => return Err("give either --token-file (or --token), or --cert, --key and --ca".into()),
     };
     Ok(Args {
         api: api.ok_or("--api is required")?,

@@ -77,8 +77,12 @@ fn customer_changes_reach_the_node_and_an_outage_changes_nothing() {
 
     let port = free_port();
     let mut api = Some(start_api(&db, port));
+    // The token as the admin command printed it (trailing newline), in a file: not in `ps`.
+    let token_file = work.path().join("node.token");
+    std::fs::write(&token_file, &token).unwrap();
     let sync = Command::new(env!("CARGO_BIN_EXE_unbit-node-sync"))
-        .args(["--api", &format!("http://127.0.0.1:{port}"), "--token", token.trim(), "--long-poll", "10"])
+        .args(["--api", &format!("http://127.0.0.1:{port}"), "--long-poll", "10", "--token-file"])
+        .arg(&token_file)
         .arg("--state-dir")
         .arg(&state)
         .arg("--domains-file")
