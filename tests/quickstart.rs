@@ -195,7 +195,6 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert_eq!(container["distro"], 1, "{container}");
 
     // SSH keys: the container starts.
-    let keys_set = Instant::now();
     let keys_line =
         README.lines().find(|l| l.contains(r#"-d '{"ssh_keys": ["ssh-ed25519"#)).expect("the README sets ssh keys");
     term.json(keys_line);
@@ -204,7 +203,6 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     println!("container {uid} running {:.0} ms after its keys were set", running.as_secs_f64() * 1000.0);
     let printed = term.run("cat $CONTAINERS_DIR/$CONTAINER_UID/.ssh/uwsgi_authorized_keys");
     assert!(printed.contains("me@laptop") && printed.contains("me@desktop"), "{printed}");
-    assert!(keys_set.elapsed() < T);
 
     // Domains: refused without the TXT record, added with it, deleted, added again.
     let refused = term
