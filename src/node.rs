@@ -4,6 +4,7 @@
 //! subtree it created and the directories.
 
 use crate::harness::{plugin_path, project_root, Instance, InstanceBuilder};
+use crate::host::{cgroup_dirs, remove_cgroup_tree, unmount_below, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,11 +12,7 @@ use std::time::Duration;
 
 /// Waits until `path` exists.
 pub fn wait_for_path(path: &Path, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{} did not appear within {timeout:?}", path.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(&format!("{} appearing", path.display()), timeout, || path.exists());
 }
 
 fn start_emperor(args: &[String]) -> Instance {
@@ -152,60 +149,13 @@ impl TestNode {
 
     /// Prints the tail of every container's `~/logs/emperor.log` (what the customer would read).
     pub fn print_container_logs(&self) {
-        let Ok(homes) = std::fs::read_dir(self.root.path().join("containers")) else { return };
-        for home in homes.flatten() {
-            let log = home.path().join("logs/emperor.log");
-            let text = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            eprintln!("---- last lines of {} ----", log.display());
-            let lines: Vec<&str> = text.lines().rev().take(40).collect();
-            for line in lines.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        crate::host::print_container_logs(&self.root.path().join("containers"), 40);
     }
 
     /// The cgroup directories this node created (v1 controllers and the v2 hierarchy).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        cgroup_roots().into_iter().map(|r| r.join(&self.cgroup_name)).filter(|d| d.exists()).collect()
+        cgroup_dirs(&self.cgroup_name)
     }
-}
-
-fn cgroup_roots() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return vec![] };
-    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
-    roots.push(PathBuf::from("/sys/fs/cgroup"));
-    roots
-}
-
-/// Unmounts everything mounted below `root` in this mount namespace (homes on quota images),
-/// deepest first; loop devices attached with autoclear go away with their last mount.
-fn unmount_below(root: &Path) {
-    let prefix = root.to_string_lossy().into_owned();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(String::from)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if let Err(e) = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("test node: cannot unmount {p}: {e}");
-        }
-    }
-}
-
-/// Removes a cgroup subtree bottom-up (only empty cgroups can be removed).
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 impl Drop for TestNode {

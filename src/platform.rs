@@ -5,6 +5,9 @@
 //! developer's `./run` and from other tests.
 
 use crate::harness::project_root;
+use crate::host::{
+    cgroup_dirs, mounts_below, print_container_logs, processes, remove_cgroup_tree, unmount_below, Process,
+};
 use crate::ports::free_port;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -127,51 +130,23 @@ impl LocalPlatform {
     /// or running as one of `uids`), mounts under the run dir, loop devices backed by files in
     /// it, and cgroups of its subtree.
     pub fn leftovers(&self, uids: &[u32]) -> Vec<String> {
-        let mut found: Vec<String> =
-            self.processes(uids).into_iter().map(|(pid, what)| format!("process {pid}: {what}")).collect();
-        found.extend(self.mounts().into_iter().map(|m| format!("mount {m}")));
+        let mut found: Vec<String> = self
+            .processes(uids)
+            .iter()
+            .map(|p| format!("process {} (uid {:?}): {}", p.pid, p.uid, p.cmdline))
+            .collect();
+        found.extend(mounts_below(&self.run_dir).into_iter().map(|m| format!("mount {m}")));
         found.extend(self.loop_devices().into_iter().map(|(dev, file)| format!("loop device {dev} on {file}")));
-        found.extend(self.cgroups().into_iter().map(|c| format!("cgroup {}", c.display())));
+        found.extend(cgroup_dirs(&self.cgroup_name).into_iter().map(|c| format!("cgroup {}", c.display())));
         found
     }
 
-    /// Processes whose command line contains `text` (a secret that must not be there).
-    pub fn processes_mentioning(&self, text: &str) -> Vec<i32> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(text) {
-                found.push(pid);
-            }
-        }
-        found
-    }
-
-    fn processes(&self, uids: &[u32]) -> Vec<(i32, String)> {
+    fn processes(&self, uids: &[u32]) -> Vec<Process> {
         let run = self.run_dir.to_string_lossy().into_owned();
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let uid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().next())
-                .and_then(|u| u.parse::<u32>().ok());
-            if cmdline.contains(&run) || uid.is_some_and(|u| uids.contains(&u)) {
-                found.push((pid, format!("uid {} {}", uid.unwrap_or(u32::MAX), cmdline.trim())));
-            }
-        }
-        found
-    }
-
-    fn mounts(&self) -> Vec<String> {
-        let run = self.run_dir.to_string_lossy().into_owned();
-        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&run)).map(str::to_string).collect()
+        processes()
+            .into_iter()
+            .filter(|p| p.cmdline.contains(&run) || p.uid.is_some_and(|u| uids.contains(&u)))
+            .collect()
     }
 
     fn loop_devices(&self) -> Vec<(String, String)> {
@@ -186,30 +161,19 @@ impl LocalPlatform {
         found
     }
 
-    fn cgroups(&self) -> Vec<PathBuf> {
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-        roots.extend(std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path()));
-        roots.into_iter().map(|r| r.join(&self.cgroup_name)).filter(|c| c.is_dir()).collect()
-    }
-
     /// Last resort after a failed test: whatever the script's own cleanup did not remove, by
     /// PID, mount point, device and directory, never by name pattern.
     fn force_clean(&self, uids: &[u32]) {
-        for (pid, _) in self.processes(uids) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for p in self.processes(uids) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(500));
-        let mut mounts = self.mounts();
-        mounts.sort_by(|a, b| b.cmp(a));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_below(&self.run_dir);
         for (dev, _) in self.loop_devices() {
             let _ = Command::new("losetup").arg("-d").arg(format!("/dev/{dev}")).status();
         }
-        for cgroup in self.cgroups() {
-            let _ =
-                Command::new("find").arg(&cgroup).args(["-depth", "-type", "d", "-exec", "rmdir", "{}", "+"]).status();
+        for cgroup in cgroup_dirs(&self.cgroup_name) {
+            remove_cgroup_tree(&cgroup);
         }
     }
 
@@ -222,13 +186,7 @@ impl LocalPlatform {
             eprintln!("---- run/log/{log}.log (last 60 lines) ----");
             tail.iter().rev().for_each(|l| eprintln!("{l}"));
         }
-        let homes = self.run_dir.join("containers");
-        for home in std::fs::read_dir(homes).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(home.path().join("logs/emperor.log")).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!("---- container {} logs/emperor.log (last 40 lines) ----", home.file_name().to_string_lossy());
-            tail.iter().rev().for_each(|l| eprintln!("{l}"));
-        }
+        print_container_logs(&self.run_dir.join("containers"), 40);
     }
 }
 
@@ -261,14 +219,4 @@ impl Drop for LocalPlatform {
             self.force_clean(&uids);
         }
     }
-}
-
-/// Polls `done` until it holds; returns how long that took.
-pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
 }

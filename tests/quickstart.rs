@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use uwsgi_it::platform::{wait_until, LocalPlatform};
+use uwsgi_it::host::{pids_of_uid, processes, wait_until};
+use uwsgi_it::platform::LocalPlatform;
 
 const README: &str = include_str!("../README.md");
 /// The first start may build the release binaries and the distro.
@@ -23,6 +24,8 @@ const WILDCARD_APP: &str = "Hello i am every other name";
 struct Terminal {
     env_file: PathBuf,
     vars: BTreeMap<String, String>,
+    /// Where the commands run (the README `cd`s into the home for the deploy).
+    cwd: Option<PathBuf>,
 }
 
 struct Ran {
@@ -43,7 +46,7 @@ impl Terminal {
 
     #[track_caller]
     fn try_run(&self, text: &str) -> Ran {
-        assert!(README.contains(text), "the README does not show this command:\n{text}");
+        shown(text);
         self.shell(text)
     }
 
@@ -53,10 +56,12 @@ impl Terminal {
         for (k, v) in &self.vars {
             script.push_str(&format!("{k}='{v}'\n"));
         }
-        // The README's blocks after `cd` into the home run there.
-        script.push_str("[ -n \"$HOME_DIR\" ] && cd \"$HOME_DIR\"\n");
         script.push_str(text);
-        let out = Command::new("bash").arg("-c").arg(script).output().expect("bash runs");
+        let mut bash = Command::new("bash");
+        if let Some(dir) = &self.cwd {
+            bash.current_dir(dir);
+        }
+        let out = bash.arg("-c").arg(script).output().expect("bash runs");
         Ran {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -75,7 +80,7 @@ impl Terminal {
     #[track_caller]
     fn assign(&mut self, var: &str, line: &str) -> String {
         assert!(line.starts_with(&format!("{var}=")), "{line} does not set {var}");
-        assert!(README.contains(line), "the README does not show this command:\n{line}");
+        shown(line);
         let ran = self.shell(&format!("{line}\nprintf '%s' \"${var}\""));
         assert!(ran.ok && !ran.stdout.is_empty(), "{line}\nfailed: {}{}", ran.stdout, ran.stderr);
         self.vars.insert(var.to_string(), ran.stdout.clone());
@@ -108,26 +113,17 @@ impl Terminal {
     }
 }
 
+#[track_caller]
+fn shown(text: &str) {
+    assert!(README.contains(text), "the README does not show this command:\n{text}");
+}
+
 /// The README's `sh` block that contains `marker`.
 fn block_with(marker: &str) -> String {
     let blocks: Vec<&str> = README.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
     let found: Vec<&&str> = blocks.iter().filter(|b| b.contains(marker)).collect();
     assert_eq!(found.len(), 1, "exactly one README block should contain {marker:?}");
     found[0].to_string()
-}
-
-/// Pids of the processes running as `uid` (a container's).
-fn pids_of(uid: u32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let real_uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next());
-        if real_uid == Some(uid.to_string().as_str()) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn alive(pid: i32) -> bool {
@@ -155,12 +151,13 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
         assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
     }
     let token = &env["NODE_TOKEN"];
-    let exposed = platform.processes_mentioning(token);
+    let exposed: Vec<i32> =
+        processes().into_iter().filter(|p| p.cmdline.contains(token.as_str())).map(|p| p.pid).collect();
     assert!(exposed.is_empty(), "the node token is on a command line anyone can read in ps: {exposed:?}");
     let uid: u32 = env["CONTAINER_UID"].parse().unwrap();
     let home = PathBuf::from(&env["CONTAINERS_DIR"]).join(uid.to_string());
     let first_password = env["CUSTOMER_PASSWORD"].clone();
-    let mut term = Terminal { env_file: platform.env_file(), vars: BTreeMap::new() };
+    let mut term = Terminal { env_file: platform.env_file(), vars: BTreeMap::new(), cwd: None };
 
     // Personal data.
     let me = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/me/"#);
@@ -173,8 +170,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
 
     // Password: the old one stops working at once.
     term.run(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"password": "deimos17"}' $API/me/"#);
-    assert!(README.contains("CUSTOMER_PASSWORD=deimos17\n"));
-    term.vars.insert("CUSTOMER_PASSWORD".into(), "deimos17".into());
+    term.assign("CUSTOMER_PASSWORD", "CUSTOMER_PASSWORD=deimos17");
     assert_eq!(term.status(&format!("demo:{first_password}"), "/me/"), 401);
     assert_eq!(term.status("demo:deimos17", "/me/"), 200);
 
@@ -183,7 +179,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(all.as_array().unwrap().iter().any(|c| c["uid"] == uid), "{all}");
     let container = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID"#);
     assert_eq!((container["distro"].clone(), container["server_address"].clone()), (Value::Null, "127.0.0.1".into()));
-    assert!(pids_of(uid).is_empty(), "container {uid} runs before it has a distro and keys");
+    assert!(pids_of_uid(uid).is_empty(), "container {uid} runs before it has a distro and keys");
 
     // Distros.
     let distros = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/distros/"#);
@@ -199,9 +195,9 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
         README.lines().find(|l| l.contains(r#"-d '{"ssh_keys": ["ssh-ed25519"#)).expect("the README sets ssh keys");
     term.json(keys_line);
     let keys = home.join(".ssh/uwsgi_authorized_keys");
-    let running = wait_until("the container starts", T, || keys.exists() && !pids_of(uid).is_empty());
+    let running = wait_until("the container starts", T, || keys.exists() && !pids_of_uid(uid).is_empty());
     println!("container {uid} running {:.0} ms after its keys were set", running.as_secs_f64() * 1000.0);
-    let printed = term.run("cat $CONTAINERS_DIR/$CONTAINER_UID/.ssh/uwsgi_authorized_keys");
+    let printed = term.run("$AS_CONTAINER cat $CONTAINERS_DIR/$CONTAINER_UID/.ssh/uwsgi_authorized_keys");
     assert!(printed.contains("me@laptop") && printed.contains("me@desktop"), "{printed}");
 
     // Domains: refused without the TXT record, added with it, deleted, added again.
@@ -229,10 +225,12 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     // The first deploy: the apps in the home, then one vassal per language.
     term.run(&block_with("tee myapp.py"));
     for app in ["myapp.py", "myapp.pl", "myapp.ru"] {
-        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(home.join(app)).unwrap());
-        assert_eq!(owner, uid, "{app} belongs to the container's uid");
+        let meta = std::fs::symlink_metadata(home.join(app)).unwrap();
+        assert!(meta.is_file(), "{app} is a regular file");
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid, "{app} belongs to the container's uid");
     }
-    term.vars.insert("HOME_DIR".into(), home.to_string_lossy().into_owned());
+    // The README's `cd` into the home holds for the blocks that follow.
+    term.cwd = Some(home.clone());
     term.run(&block_with("vassals/perlapp.ini"));
     let perl = term.until(PERL_ONLY, T, |out| out == APPS[0]);
     println!("perl app answering through the router {:.2} s after its vassal file appeared", perl.as_secs_f64());
@@ -256,7 +254,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(all_three(&term.run(ROUND_ROBIN)));
 
     // Tags: they do not reboot the container.
-    let before_tags = pids_of(uid);
+    let before_tags = pids_of_uid(uid);
     let foobar = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"foobar"}' $API/tags/"#);
     assert_eq!(foobar["name"], "foobar", "{foobar}");
     term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"zeus"}' $API/tags/"#);
@@ -292,7 +290,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(before_tags.iter().all(|p| alive(*p)), "tagging restarted container {uid}");
 
     // Reboot: every process of the container is replaced, and the apps come back.
-    let before = pids_of(uid);
+    let before = pids_of_uid(uid);
     let rebooted = Instant::now();
     term.json(
         r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"reboot":1}' $API/containers/$CONTAINER_UID"#,
