@@ -203,7 +203,7 @@ impl Service {
         }
         let rechecked = self.validator.recheck_held(unix_now());
         if !rechecked.is_empty() {
-            uwsgi::log!("checking again {} announces that arrived before their domain did", rechecked.len());
+            uwsgi::log!("checked again {} announces that arrived before their domain did", rechecked.len());
         }
         for outcome in rechecked {
             self.apply(outcome);
