@@ -43,10 +43,6 @@ admin() { "$api_bin" admin --db "$db" "$@"; }
 
 # What the first run creates; kept so later runs print the same node and customer.
 first_run=$run/first-run.env
-if [[ ! -f $first_run && -f $run/platform.env ]]; then
-  # A run dir from before first-run.env existed: its platform.env holds the same values.
-  grep -E '^(CUSTOMER_USER|CUSTOMER_PASSWORD|CONTAINER_UID|NODE_TOKEN)=' "$run/platform.env" >"$first_run"
-fi
 if [[ ! -f $first_run && -e $db ]]; then
   echo "run-platform: $db exists but $first_run does not; move the run dir away to start afresh"
   exit 1
