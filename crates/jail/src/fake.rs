@@ -20,7 +20,8 @@ use std::path::{Component, Path, PathBuf};
 
 /// One recorded privileged call. Paths are "view" paths: what the caller would have seen
 /// (the directory fd's path joined with the relative path), with `/proc/self/fd/N`
-/// translated back to the path the fd was opened on.
+/// translated back to the path the fd was opened on. `Rename { exclusive: true }` is
+/// `RENAME_NOREPLACE`, which never replaces what is at `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Open { path: PathBuf, flags: i32, resolve: u64 },
@@ -30,7 +31,7 @@ pub enum Call {
     Chown { path: PathBuf, uid: u32, gid: u32 },
     Chmod { path: PathBuf, mode: u32 },
     Unlink { path: PathBuf },
-    Rename { from: PathBuf, to: PathBuf },
+    Rename { from: PathBuf, to: PathBuf, exclusive: bool },
     Write { path: PathBuf, data: Vec<u8> },
     Fsync { path: PathBuf },
     Mount { source: Option<PathBuf>, target: PathBuf, fstype: Option<String>, flags: MsFlags, data: Option<String> },
@@ -286,6 +287,40 @@ impl Fake {
         let mut st = self.st.borrow_mut();
         let n = st.nodes.get_mut(&i.backing).ok_or_else(|| err(libc::ENOENT))?;
         n.mode = mode & 0o7777;
+        Ok(())
+    }
+
+    /// Both rename entry points: moves the entry (a directory with its whole subtree), never
+    /// following a symlink at either name, like the kernel.
+    fn rename(
+        &self,
+        old_dir: BorrowedFd<'_>,
+        old: &Path,
+        new_dir: BorrowedFd<'_>,
+        new: &Path,
+        exclusive: bool,
+    ) -> io::Result<()> {
+        let (from, _) = self.child(old_dir, old)?;
+        let (to, _) = self.child(new_dir, new)?;
+        self.record(Call::Rename { from: from.view.clone(), to: to.view.clone(), exclusive });
+        self.check_failure("renameat", &to.view)?;
+        let mut st = self.st.borrow_mut();
+        let n = st.nodes.get(&from.backing).cloned().ok_or_else(|| err(libc::ENOENT))?;
+        if let Some(existing) = st.nodes.get(&to.backing) {
+            if exclusive {
+                return Err(err(libc::EEXIST));
+            }
+            if existing.kind == FileKind::Dir && n.kind != FileKind::Dir {
+                return Err(err(libc::EISDIR));
+            }
+        }
+        let moved: Vec<PathBuf> = st.nodes.keys().filter(|k| k.starts_with(&from.backing)).cloned().collect();
+        for k in moved {
+            let node = st.nodes.remove(&k).expect("listed");
+            let rest = k.strip_prefix(&from.backing).expect("prefix").to_path_buf();
+            let dest = if rest.as_os_str().is_empty() { to.backing.clone() } else { to.backing.join(rest) };
+            st.nodes.insert(dest, node);
+        }
         Ok(())
     }
 
@@ -613,25 +648,17 @@ impl Syscalls for Fake {
     }
 
     fn renameat(&self, old_dir: BorrowedFd<'_>, old: &Path, new_dir: BorrowedFd<'_>, new: &Path) -> io::Result<()> {
-        let (from, _) = self.child(old_dir, old)?;
-        let (to, _) = self.child(new_dir, new)?;
-        self.record(Call::Rename { from: from.view.clone(), to: to.view.clone() });
-        self.check_failure("renameat", &to.view)?;
-        let mut st = self.st.borrow_mut();
-        let n = st.nodes.get(&from.backing).cloned().ok_or_else(|| err(libc::ENOENT))?;
-        if let Some(existing) = st.nodes.get(&to.backing) {
-            if existing.kind == FileKind::Dir && n.kind != FileKind::Dir {
-                return Err(err(libc::EISDIR));
-            }
-        }
-        let moved: Vec<PathBuf> = st.nodes.keys().filter(|k| k.starts_with(&from.backing)).cloned().collect();
-        for k in moved {
-            let node = st.nodes.remove(&k).expect("listed");
-            let rest = k.strip_prefix(&from.backing).expect("prefix").to_path_buf();
-            let dest = if rest.as_os_str().is_empty() { to.backing.clone() } else { to.backing.join(rest) };
-            st.nodes.insert(dest, node);
-        }
-        Ok(())
+        self.rename(old_dir, old, new_dir, new, false)
+    }
+
+    fn renameat_noreplace(
+        &self,
+        old_dir: BorrowedFd<'_>,
+        old: &Path,
+        new_dir: BorrowedFd<'_>,
+        new: &Path,
+    ) -> io::Result<()> {
+        self.rename(old_dir, old, new_dir, new, true)
     }
 
     fn write_all(&self, fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {

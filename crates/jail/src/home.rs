@@ -3,16 +3,18 @@
 //! atomic (WEAK-4): every step works on directory fds, never follows a link the customer
 //! planted, and replaces files with temp file + `renameat`.
 
+use crate::error::IoContext;
 use crate::error::{JailError, Result};
 use crate::quota::QuotaBackend;
 use crate::safefs::{
-    atomic_write, create_empty, ensure_dir, lstat, open_dir, open_existing_file, open_trusted_dir, sync_file, Dir,
-    Owner,
+    atomic_write, create_empty, ensure_dir, ensure_own_dir, lookup_error, lstat, open_dir, open_existing_file,
+    open_trusted_dir, sync_file, Dir, Displaced, Owner,
 };
-use crate::syscalls::{FileKind, Syscalls};
+use crate::syscalls::{is_enoent, FileKind, Syscalls, RESOLVE_SAFE};
 use crate::NodePaths;
 use container_spec::ContainerSpec;
 use std::os::fd::AsFd;
+use std::path::Path;
 
 /// Directories directly under the home, with the mode they get when created.
 /// `.ssh` is private: sshd's StrictModes and the customer's own keys.
@@ -48,22 +50,31 @@ pub fn prepare_home_with(
     paths: &NodePaths,
     spec: &ContainerSpec,
     quota: &dyn QuotaBackend,
-) -> Result<()> {
+) -> Result<Vec<Displaced>> {
     spec.validate().map_err(JailError::InvalidSpec)?;
     let uid = spec.uid;
-    prepare(sys, paths, spec, quota).map_err(|e| e.for_container(uid))
+    let mut moved = Vec::new();
+    prepare(sys, paths, spec, quota, &mut moved).map_err(|e| e.for_container(uid))?;
+    Ok(moved)
 }
 
-fn prepare(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec, quota: &dyn QuotaBackend) -> Result<()> {
+fn prepare(
+    sys: &dyn Syscalls,
+    paths: &NodePaths,
+    spec: &ContainerSpec,
+    quota: &dyn QuotaBackend,
+    moved: &mut Vec<Displaced>,
+) -> Result<()> {
     let containers = open_trusted_dir(sys, &paths.containers)?;
     quota.provision_home(sys, &containers, spec.uid, spec.storage_mb)?;
-    layout(sys, &containers, spec)?;
+    layout(sys, &containers, spec, moved)?;
     // After the layout's fds are closed: a backend may have to unmount the home to resize it.
     quota.apply_quota(sys, &containers, spec.uid, spec.storage_mb)
 }
 
-fn layout(sys: &dyn Syscalls, containers: &Dir, spec: &ContainerSpec) -> Result<()> {
+fn layout(sys: &dyn Syscalls, containers: &Dir, spec: &ContainerSpec, moved: &mut Vec<Displaced>) -> Result<()> {
     let me = Owner::container(spec.uid);
+    // The home itself sits in the root-owned containers dir: nothing of the customer's there.
     let home = ensure_dir(sys, containers, &spec.uid.to_string(), me, 0o755)?;
     let st = sys.fstat(home.as_fd()).map_err(|e| JailError::io("fstat", &home.path, e))?;
     if st.mode & 0o022 != 0 {
@@ -71,14 +82,14 @@ fn layout(sys: &dyn Syscalls, containers: &Dir, spec: &ContainerSpec) -> Result<
         sys.fchmod(home.as_fd(), st.mode & !0o022).map_err(|e| JailError::io("fchmod", &home.path, e))?;
     }
     for (name, mode) in HOME_DIRS {
-        ensure_dir(sys, &home, name, me, *mode)?;
+        ensure_own_dir(sys, &home, name, me, *mode, moved)?;
     }
     let run = open_dir(sys, &home, "run")?;
     for name in RUN_MOUNTPOINTS {
-        ensure_dir(sys, &run, name, Owner::ROOT, 0o755)?;
+        ensure_own_dir(sys, &run, name, Owner::ROOT, 0o755, moved)?;
     }
     for name in RUN_DIRS {
-        ensure_dir(sys, &run, name, me, 0o755)?;
+        ensure_own_dir(sys, &run, name, me, 0o755, moved)?;
     }
 
     let etc = open_dir(sys, &home, "etc")?;
@@ -142,26 +153,93 @@ fn write_keys(sys: &dyn Syscalls, ssh: &Dir, spec: &ContainerSpec) -> Result<()>
     sync_file(sys, ssh, AUTHORIZED_KEYS, keys_content(spec).as_bytes(), Owner::container(spec.uid), 0o600)
 }
 
+/// Opens `<containers>/<uid>` (the home of an existing container).
+fn open_home(sys: &dyn Syscalls, paths: &NodePaths, uid: u32) -> Result<Dir> {
+    let containers = open_trusted_dir(sys, &paths.containers)?;
+    open_dir(sys, &containers, uid.to_string())
+}
+
 /// Key-only update for a home that already exists. See [`crate::write_authorized_keys`].
-pub fn write_authorized_keys_with(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec) -> Result<()> {
+pub fn write_authorized_keys_with(
+    sys: &dyn Syscalls,
+    paths: &NodePaths,
+    spec: &ContainerSpec,
+) -> Result<Vec<Displaced>> {
     spec.validate().map_err(JailError::InvalidSpec)?;
     let uid = spec.uid;
+    let mut moved = Vec::new();
     (|| {
-        let containers = open_trusted_dir(sys, &paths.containers)?;
-        let home = open_dir(sys, &containers, uid.to_string())?;
-        let ssh = ensure_dir(sys, &home, ".ssh", Owner::container(uid), 0o700)?;
+        let home = open_home(sys, paths, uid)?;
+        let ssh = ensure_own_dir(sys, &home, ".ssh", Owner::container(uid), 0o700, &mut moved)?;
         write_keys(sys, &ssh, spec)
+    })()
+    .map_err(|e| e.for_container(uid))?;
+    Ok(moved)
+}
+
+/// Removes `.ssh/uwsgi_authorized_keys` when the keys the spec asks for could not be written:
+/// a key the owner removed must stop working even then. Removing needs no disk space (a full
+/// quota cannot block it) and never follows anything. `Ok` when there is no such file, or no
+/// `.ssh` directory to hold one.
+pub fn revoke_authorized_keys_with(sys: &dyn Syscalls, paths: &NodePaths, uid: u32) -> Result<()> {
+    (|| {
+        let home = open_home(sys, paths, uid)?;
+        let ssh = match open_dir(sys, &home, ".ssh") {
+            Ok(d) => d,
+            // No directory there (missing, or something else the keys cannot be read from).
+            Err(JailError::Planted { .. }) => return Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match sys.unlinkat(ssh.as_fd(), Path::new(AUTHORIZED_KEYS), false) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            // A directory there holds no keys sshd would read.
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(()),
+            Err(e) => Err(JailError::io("unlinkat", ssh.join(AUTHORIZED_KEYS), e)),
+        }
+    })()
+    .map_err(|e| e.for_container(uid))
+}
+
+/// Appends `text` to the customer's `~/logs/emperor.log`, as root, without ever writing
+/// anywhere else: the file is opened beneath the home with no symlink anywhere on the way,
+/// `O_APPEND|O_NOFOLLOW|O_NONBLOCK` (a FIFO cannot block the Emperor), and written only if it
+/// is a regular file owned by the container with a single name (not a hard link to a file
+/// of the host's). Otherwise nothing is written and the error says why.
+pub fn append_to_customer_log_with(sys: &dyn Syscalls, paths: &NodePaths, uid: u32, text: &str) -> Result<()> {
+    (|| {
+        let logs = open_dir(sys, &open_home(sys, paths, uid)?, "logs")?;
+        let path = logs.join(EMPEROR_LOG);
+        let fd = sys
+            .openat2(
+                Some(logs.as_fd()),
+                Path::new(EMPEROR_LOG),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+                0,
+                RESOLVE_SAFE,
+            )
+            .map_err(|e| lookup_error("openat2", path.clone(), e))?;
+        let st = sys.fstat(fd.as_fd()).ctx("fstat", &path)?;
+        if st.kind != FileKind::File {
+            return Err(JailError::planted(path, st.kind.describe()));
+        }
+        if st.uid != uid || st.nlink != 1 {
+            return Err(JailError::planted(path, "a file that is not the container's own"));
+        }
+        sys.write_all(fd.as_fd(), text.as_bytes()).ctx("write", &path)
     })()
     .map_err(|e| e.for_container(uid))
 }
 
 /// `~/distros/` for containers that store custom distro images.
-pub fn ensure_distros_dir_with(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec) -> Result<()> {
+pub fn ensure_distros_dir_with(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec) -> Result<Vec<Displaced>> {
     let uid = spec.uid;
+    let mut moved = Vec::new();
     (|| {
-        let containers = open_trusted_dir(sys, &paths.containers)?;
-        let home = open_dir(sys, &containers, uid.to_string())?;
-        ensure_dir(sys, &home, "distros", Owner::container(uid), 0o755).map(drop)
+        let home = open_home(sys, paths, uid)?;
+        ensure_own_dir(sys, &home, "distros", Owner::container(uid), 0o755, &mut moved).map(drop)
     })()
-    .map_err(|e| e.for_container(uid))
+    .map_err(|e| e.for_container(uid))?;
+    Ok(moved)
 }

@@ -4,7 +4,8 @@
 //!
 //! 1. In the Emperor (host namespaces, root), before spawning: [`prepare_home`] creates or
 //!    repairs `/containers/<uid>` symlink-safely and applies the disk quota;
-//!    [`write_authorized_keys`] handles key-only changes without a restart.
+//!    [`write_authorized_keys`] handles key-only changes without a restart;
+//!    [`append_to_customer_log`] tells the customer what the node did or refused.
 //! 2. In the cloned child (new mount/pid/ipc/uts/net namespaces, root): [`enter_jail`] joins
 //!    the container's cgroup, builds the rootfs view and pivots into it.
 //! 3. Right before exec: [`drop_privileges`] switches to the container uid for good.
@@ -31,10 +32,14 @@ use std::path::PathBuf;
 
 pub use cgroup::{CgroupManager, CgroupSetup, Limits};
 pub use error::{JailError, Result};
-pub use home::{ensure_distros_dir_with, prepare_home_with, write_authorized_keys_with, ETC_FILES, HOME_DIRS};
+pub use home::{
+    append_to_customer_log_with, ensure_distros_dir_with, prepare_home_with, revoke_authorized_keys_with,
+    write_authorized_keys_with, ETC_FILES, HOME_DIRS,
+};
 pub use privileges::{drop_privileges_with, PrivilegeReport};
 pub use quota::{detect_quota_backend, QuotaBackend};
 pub use rootfs::{enter_jail_with, JAIL_MOUNTPOINTS};
+pub use safefs::Displaced;
 pub use syscalls::Syscalls;
 
 use linux::Linux;
@@ -76,19 +81,32 @@ impl Default for NodePaths {
 /// `vassals logs etc run tmp .ssh`, `run/{subscribe,shm,spool}`, `etc/hosts` and
 /// `etc/resolv.conf` seeded when missing, `etc/hostname`, `etc/uwsgi.key` (0400) and
 /// `etc/uwsgi.pubkey` (0444), `.ssh/uwsgi_authorized_keys`, `logs/emperor.log`, all owned by
-/// the container uid, then the quota. Symlinks planted by the customer are replaced, never
-/// followed; what cannot be repaired safely is reported with its path.
-pub fn prepare_home(paths: &NodePaths, spec: &ContainerSpec, quota: &dyn QuotaBackend) -> Result<()> {
+/// the container uid, then the quota. Symlinks planted by the customer in place of files are
+/// replaced, never followed; whatever the customer put in place of one of the platform's
+/// directories is moved aside (returned, so the customer can be told), never deleted; what
+/// cannot be repaired safely is reported with its path.
+pub fn prepare_home(paths: &NodePaths, spec: &ContainerSpec, quota: &dyn QuotaBackend) -> Result<Vec<Displaced>> {
     prepare_home_with(&Linux, paths, spec, quota)
 }
 
 /// Rewrites `.ssh/uwsgi_authorized_keys` atomically when the keys changed; nothing restarts.
-pub fn write_authorized_keys(paths: &NodePaths, spec: &ContainerSpec) -> Result<()> {
+/// Returns what had to be moved out of the way of `.ssh`.
+pub fn write_authorized_keys(paths: &NodePaths, spec: &ContainerSpec) -> Result<Vec<Displaced>> {
     write_authorized_keys_with(&Linux, paths, spec)
 }
 
+/// Removes `.ssh/uwsgi_authorized_keys` (fail closed when the new keys cannot be written).
+pub fn revoke_authorized_keys(paths: &NodePaths, uid: u32) -> Result<()> {
+    revoke_authorized_keys_with(&Linux, paths, uid)
+}
+
+/// Appends `text` to the customer's `~/logs/emperor.log`, symlink-safely, as root.
+pub fn append_to_customer_log(paths: &NodePaths, uid: u32, text: &str) -> Result<()> {
+    append_to_customer_log_with(&Linux, paths, uid, text)
+}
+
 /// Creates `~/distros/` (containers that store custom distro images).
-pub fn ensure_distros_dir(paths: &NodePaths, spec: &ContainerSpec) -> Result<()> {
+pub fn ensure_distros_dir(paths: &NodePaths, spec: &ContainerSpec) -> Result<Vec<Displaced>> {
     ensure_distros_dir_with(&Linux, paths, spec)
 }
 

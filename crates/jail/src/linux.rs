@@ -176,6 +176,23 @@ impl Syscalls for Linux {
         nix::fcntl::renameat(Some(old_dir.as_raw_fd()), old, Some(new_dir.as_raw_fd()), new).map_err(nix_err)
     }
 
+    fn renameat_noreplace(
+        &self,
+        old_dir: BorrowedFd<'_>,
+        old: &Path,
+        new_dir: BorrowedFd<'_>,
+        new: &Path,
+    ) -> io::Result<()> {
+        nix::fcntl::renameat2(
+            Some(old_dir.as_raw_fd()),
+            old,
+            Some(new_dir.as_raw_fd()),
+            new,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(nix_err)
+    }
+
     fn write_all(&self, fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
         borrowed_file(fd).write_all(data)
     }

@@ -98,23 +98,93 @@ impl Owner {
     }
 }
 
+/// Something the platform found in its way in a customer's tree and moved aside, never deleted
+/// and never followed: the customer finds it, whole, under the new name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Displaced {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    /// What it was ("a regular file", "a symlink"...).
+    pub found: &'static str,
+}
+
+/// How many names [`displace`] tries before it gives up.
+const DISPLACE_TRIES: u32 = 64;
+
+/// Moves `dir/name` out of the platform's way, to `<name>.displaced` (or `-2`, `-3`...) in the
+/// same directory, without a leading dot so the customer sees it. `RENAME_NOREPLACE`: a
+/// customer file already at one of those names is never replaced; the rename moves the entry
+/// itself (a symlink stays a symlink, pointing where it did).
+pub fn displace(sys: &dyn Syscalls, dir: &Dir, name: &str, found: FileKind) -> Result<Displaced> {
+    let from = dir.join(name);
+    let base = format!("{}.displaced", name.trim_start_matches('.'));
+    for n in 1..=DISPLACE_TRIES {
+        let new = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+        match sys.renameat_noreplace(dir.as_fd(), Path::new(name), dir.as_fd(), Path::new(&new)) {
+            Ok(()) => return Ok(Displaced { from, to: dir.join(new), found: found.describe() }),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(JailError::io("renameat2 (moving an obstacle aside)", from, e)),
+        }
+    }
+    Err(JailError::planted(
+        from,
+        format!("{} and {DISPLACE_TRIES} names to move it aside to all taken", found.describe()),
+    ))
+}
+
+/// What [`ensure_dir`] does with a non-directory at the name.
+enum Obstacles<'a> {
+    /// A root-owned tree: a symlink is removed (unlinking a link never touches its target),
+    /// anything else is reported, since only root could have put it there.
+    Refuse,
+    /// A customer's tree: whatever it is, it is moved aside ([`displace`]) and listed here.
+    MoveAside(&'a mut Vec<Displaced>),
+}
+
 /// Makes sure `parent/name` is a real directory owned by `owner`, creating it with `mode`
-/// if missing. A symlink planted in its place is removed (unlinking a link never touches its
-/// target) and replaced; any other non-directory is left alone and reported, since it may be
-/// customer data. Returns the open directory.
+/// if missing, in a tree only root writes (see [`ensure_own_dir`] for a customer's tree). A
+/// symlink in its place is removed and replaced; any other non-directory is reported.
+/// Returns the open directory.
 pub fn ensure_dir(sys: &dyn Syscalls, parent: &Dir, name: &str, owner: Owner, mode: u32) -> Result<Dir> {
+    make_dir(sys, parent, name, owner, mode, Obstacles::Refuse)
+}
+
+/// [`ensure_dir`] for one of the platform's own directories in a customer's tree (`~/.ssh`,
+/// `~/logs`...): whatever non-directory the customer put at the name (a file, a symlink, a
+/// FIFO) is moved aside with [`displace`] and listed in `moved`, so the platform's setup
+/// always goes on and the customer is told where their entry went.
+pub fn ensure_own_dir(
+    sys: &dyn Syscalls,
+    parent: &Dir,
+    name: &str,
+    owner: Owner,
+    mode: u32,
+    moved: &mut Vec<Displaced>,
+) -> Result<Dir> {
+    make_dir(sys, parent, name, owner, mode, Obstacles::MoveAside(moved))
+}
+
+fn make_dir(
+    sys: &dyn Syscalls,
+    parent: &Dir,
+    name: &str,
+    owner: Owner,
+    mode: u32,
+    mut obstacles: Obstacles,
+) -> Result<Dir> {
     let path = parent.join(name);
     let mut created = false;
-    // Two rounds: a racing customer can recreate the link between unlink and mkdir once; a
-    // second loss is reported rather than retried forever.
+    // Two rounds: a racing customer can put something back between the removal and mkdir
+    // once; a second loss is reported rather than retried forever.
     for _ in 0..2 {
-        match lstat(sys, parent, name)? {
-            Some(st) if st.kind == FileKind::Dir => break,
-            Some(st) if st.kind == FileKind::Symlink => {
+        match (lstat(sys, parent, name)?, &mut obstacles) {
+            (Some(st), _) if st.kind == FileKind::Dir => break,
+            (Some(st), Obstacles::MoveAside(moved)) => moved.push(displace(sys, parent, name, st.kind)?),
+            (Some(st), Obstacles::Refuse) if st.kind == FileKind::Symlink => {
                 sys.unlinkat(parent.as_fd(), Path::new(name), false).ctx("unlinkat (planted symlink)", &path)?;
             }
-            Some(st) => return Err(JailError::planted(&path, st.kind.describe())),
-            None => {}
+            (Some(st), Obstacles::Refuse) => return Err(JailError::planted(&path, st.kind.describe())),
+            (None, _) => {}
         }
         match sys.mkdirat(parent.as_fd(), Path::new(name), mode) {
             Ok(()) => {

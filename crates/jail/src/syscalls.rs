@@ -91,6 +91,14 @@ pub trait Syscalls {
     fn fchmodat(&self, dir: BorrowedFd<'_>, name: &Path, mode: u32) -> io::Result<()>;
     fn unlinkat(&self, dir: BorrowedFd<'_>, name: &Path, is_dir: bool) -> io::Result<()>;
     fn renameat(&self, old_dir: BorrowedFd<'_>, old: &Path, new_dir: BorrowedFd<'_>, new: &Path) -> io::Result<()>;
+    /// `renameat2(RENAME_NOREPLACE)`: fails with `EEXIST` rather than replace what is at `new`.
+    fn renameat_noreplace(
+        &self,
+        old_dir: BorrowedFd<'_>,
+        old: &Path,
+        new_dir: BorrowedFd<'_>,
+        new: &Path,
+    ) -> io::Result<()>;
     fn write_all(&self, fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()>;
     fn read_all(&self, fd: BorrowedFd<'_>) -> io::Result<Vec<u8>>;
     fn fsync(&self, fd: BorrowedFd<'_>) -> io::Result<()>;

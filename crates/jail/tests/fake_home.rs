@@ -8,7 +8,10 @@ use common::{fake_node, spec, PRIVATE_PEM, PUBLIC_PEM, UID};
 use jail::fake::{Call, Fake};
 use jail::quota::NoQuota;
 use jail::syscalls::{FileKind, RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS};
-use jail::{prepare_home_with, write_authorized_keys_with, JailError};
+use jail::{
+    append_to_customer_log_with, prepare_home_with, revoke_authorized_keys_with, write_authorized_keys_with, Displaced,
+    JailError,
+};
 use std::path::{Path, PathBuf};
 
 fn home() -> PathBuf {
@@ -166,17 +169,140 @@ fn a_hard_link_or_foreign_file_in_place_of_hosts_is_replaced_not_chowned() {
     assert_node(&f, "logs/emperor.log", FileKind::File, UID, 0o644);
 }
 
+/// What the customer put where one of the platform's directories belongs is moved aside to a
+/// visible name in the same directory: never deleted, never followed, never replacing another
+/// entry of the customer's (`RENAME_NOREPLACE`), and listed so the customer can be told.
 #[test]
-fn a_file_where_a_directory_belongs_is_reported_with_its_path() {
+fn obstacles_in_place_of_platform_dirs_are_moved_aside_never_deleted_or_followed() {
+    let (f, paths) = fake_node();
+    prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
+    let h = home();
+    f.file(h.join(".ssh"), UID, b"my notes");
+    f.file(h.join("ssh.displaced"), UID, b"an older file of mine");
+    f.file(h.join("tmp"), UID, b"customer data");
+    f.symlink(h.join("logs"), "/etc");
+    f.file(h.join("vassals"), UID, b"").edit(h.join("vassals"), |n| n.kind = FileKind::Other);
+    f.file(h.join("run/shm"), UID, b"in the way of a mountpoint");
+    f.clear_calls();
+
+    let moved = prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
+
+    let entry = |from: &str, to: &str, found: &'static str| Displaced { from: h.join(from), to: h.join(to), found };
+    assert_eq!(
+        moved,
+        vec![
+            entry("vassals", "vassals.displaced", "a special file"),
+            entry("logs", "logs.displaced", "a symlink"),
+            entry("tmp", "tmp.displaced", "a regular file"),
+            entry(".ssh", "ssh.displaced-2", "a regular file"),
+            entry("run/shm", "run/shm.displaced", "a regular file"),
+        ]
+    );
+    let text = |rel: &str| f.text(h.join(rel)).unwrap();
+    assert_eq!(text("ssh.displaced-2"), "my notes");
+    assert_eq!(text("ssh.displaced"), "an older file of mine", "another customer file was replaced");
+    assert_eq!(text("tmp.displaced"), "customer data");
+    assert_eq!(f.node(h.join("logs.displaced")).unwrap().target, Some(PathBuf::from("/etc")));
+    assert_eq!(text("run/shm.displaced"), "in the way of a mountpoint");
+    // The platform's layout is whole again, and nothing was deleted or reached through a link.
+    assert_node(&f, ".ssh", FileKind::Dir, UID, 0o700);
+    assert_node(&f, ".ssh/uwsgi_authorized_keys", FileKind::File, UID, 0o600);
+    assert_node(&f, "logs/emperor.log", FileKind::File, UID, 0o644);
+    assert_node(&f, "run/shm", FileKind::Dir, 0, 0o755);
+    for d in ["tmp", "vassals", "logs"] {
+        assert_node(&f, d, FileKind::Dir, UID, 0o755);
+    }
+    assert!(f.node("/etc/emperor.log").is_none());
+    let calls = f.calls();
+    assert!(!calls.iter().any(|c| matches!(c, Call::Unlink { .. })), "something was deleted: {calls:?}");
+    for d in &moved {
+        assert!(calls.contains(&Call::Rename { from: d.from.clone(), to: d.to.clone(), exclusive: true }));
+    }
+    assert_confined(&f);
+    // A second pass finds nothing in the way.
+    assert_eq!(prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap(), vec![]);
+}
+
+#[test]
+fn a_key_only_update_moves_an_obstacle_at_ssh_aside() {
+    let (f, paths) = fake_node();
+    prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
+    f.file(home().join(".ssh"), UID, b"not a directory");
+    let mut s = spec(UID);
+    s.ssh_keys = vec!["ssh-ed25519 CCCC three@example".into()];
+    let moved = write_authorized_keys_with(&f, &paths, &s).unwrap();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(f.text(home().join("ssh.displaced")).unwrap(), "not a directory");
+    assert_eq!(f.text(home().join(".ssh/uwsgi_authorized_keys")).unwrap(), "ssh-ed25519 CCCC three@example\n");
+    assert_confined(&f);
+}
+
+#[test]
+fn a_race_lost_twice_is_reported_with_its_path() {
     let (f, paths) = fake_node();
     prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
     f.file(home().join("tmp"), UID, b"customer data");
+    // The customer puts something back at the name right after each move, twice.
+    let tmp = format!("/containers/{UID}/tmp");
+    f.fail("mkdirat", &tmp, libc::EEXIST).fail("mkdirat", &tmp, libc::EEXIST);
     let e = prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap_err();
     let s = e.to_string();
-    assert!(matches!(e, JailError::Planted { .. }), "{s}");
-    assert!(s.contains("container 30001"), "{s}");
-    assert!(s.contains(&format!("/containers/{UID}/tmp")), "{s}");
-    assert_eq!(f.text(home().join("tmp")).unwrap(), "customer data");
+    assert!(s.contains("container 30001") && s.contains(&tmp), "{s}");
+    assert_eq!(f.text(home().join("tmp.displaced")).unwrap(), "customer data");
+}
+
+#[test]
+fn revoking_the_keys_removes_only_the_containers_keys_file() {
+    let (f, paths) = fake_node();
+    prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
+    revoke_authorized_keys_with(&f, &paths, UID).unwrap();
+    assert!(f.node(home().join(".ssh/uwsgi_authorized_keys")).is_none());
+    // Nothing left to revoke is fine.
+    revoke_authorized_keys_with(&f, &paths, UID).unwrap();
+
+    // A link in place of .ssh is never followed.
+    let (f, paths) = fake_node();
+    f.dir(home(), UID, 0o755).symlink(home().join(".ssh"), "/root/.ssh");
+    revoke_authorized_keys_with(&f, &paths, UID).unwrap();
+    assert_eq!(f.text("/root/.ssh/authorized_keys").unwrap(), "ssh-ed25519 ROOT");
+    assert!(!f.calls().iter().any(|c| matches!(c, Call::Unlink { .. })));
+}
+
+#[test]
+fn the_customer_log_is_appended_to_only_when_it_is_the_containers_own_file() {
+    let (f, paths) = fake_node();
+    prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
+    let log = home().join("logs/emperor.log");
+    f.file(&log, UID, b"earlier\n");
+    append_to_customer_log_with(&f, &paths, UID, "from the node\n").unwrap();
+    assert_eq!(f.text(&log).unwrap(), "earlier\nfrom the node\n");
+    let open = f.calls().into_iter().rev().find_map(|c| match c {
+        Call::Open { path, flags, resolve } if path == log => Some((flags, resolve)),
+        _ => None,
+    });
+    let (flags, resolve) = open.expect("the log was opened");
+    for flag in [libc::O_APPEND, libc::O_NOFOLLOW, libc::O_NONBLOCK] {
+        assert_ne!(flags & flag, 0, "flags {flags:#x} lack {flag:#x}");
+    }
+    assert_eq!(resolve & (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+
+    // A symlink, a hard link (what it looks like from the home), a file of root's, a link in
+    // place of `logs`: nothing is written.
+    for what in ["symlink", "hard link", "root's file", "linked logs dir"] {
+        let (f, paths) = fake_node();
+        prepare_home_with(&f, &paths, &spec(UID), &NoQuota).unwrap();
+        match what {
+            "symlink" => f.symlink(&log, "/etc/passwd"),
+            "hard link" => f.file(&log, UID, b"").edit(&log, |n| n.nlink = 2),
+            "root's file" => f.file(&log, 0, b""),
+            _ => f.symlink(home().join("logs"), "/etc"),
+        };
+        f.clear_calls();
+        let e = append_to_customer_log_with(&f, &paths, UID, "from the node\n").unwrap_err();
+        assert!(e.to_string().contains("container 30001"), "{what}: {e}");
+        assert!(!f.calls().iter().any(|c| matches!(c, Call::Write { .. })), "{what}: written");
+        assert_eq!(f.text("/etc/passwd").unwrap(), "root:x:0:0");
+    }
 }
 
 #[test]

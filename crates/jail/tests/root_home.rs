@@ -7,9 +7,9 @@ mod common;
 
 use common::{paths_under, require_root, spec, UID};
 use jail::quota::NoQuota;
-use jail::{prepare_home, write_authorized_keys, NodePaths};
+use jail::{append_to_customer_log, prepare_home, write_authorized_keys, NodePaths};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -188,6 +188,85 @@ fn a_fifo_planted_as_a_file_does_not_hang_the_emperor() {
     assert!(n.meta(".ssh/uwsgi_authorized_keys").is_file());
 }
 
+/// A customer replaces the platform's directories with a file, a FIFO and a link, and already
+/// has a file at the first name the node would move `.ssh` to: every obstacle is moved aside
+/// whole (the link still pointing where it did), nothing is deleted, the victim is untouched.
+#[test]
+fn obstacles_in_place_of_platform_dirs_are_moved_aside_whole() {
+    let n = node();
+    prepare_home(&n.paths, &spec(UID), &NoQuota).unwrap();
+    let h = &n.home;
+    fs::remove_dir_all(h.join(".ssh")).unwrap();
+    fs::write(h.join(".ssh"), "my notes\n").unwrap();
+    fs::write(h.join("ssh.displaced"), "older\n").unwrap();
+    fs::remove_dir_all(h.join("logs")).unwrap();
+    nix::unistd::mkfifo(&h.join("logs"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    plant(&h.join("vassals"), &n.victim_dir);
+    fs::remove_dir_all(h.join("run")).unwrap();
+    fs::write(h.join("run"), "run as a file\n").unwrap();
+
+    let moved = prepare_home(&n.paths, &spec(UID), &NoQuota).unwrap();
+
+    let names: Vec<(String, String, &str)> = moved
+        .iter()
+        .map(|d| {
+            let rel = |p: &Path| p.strip_prefix(h).unwrap().display().to_string();
+            (rel(&d.from), rel(&d.to), d.found)
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("vassals", "vassals.displaced", "a symlink"),
+            ("logs", "logs.displaced", "a special file"),
+            ("run", "run.displaced", "a regular file"),
+            (".ssh", "ssh.displaced-2", "a regular file"),
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c))
+    );
+    assert_eq!(fs::read_to_string(h.join("ssh.displaced-2")).unwrap(), "my notes\n");
+    assert_eq!(fs::read_to_string(h.join("ssh.displaced")).unwrap(), "older\n");
+    assert_eq!(fs::read_to_string(h.join("run.displaced")).unwrap(), "run as a file\n");
+    assert_eq!(fs::read_link(h.join("vassals.displaced")).unwrap(), n.victim_dir);
+    assert!(n.meta("logs.displaced").file_type().is_fifo());
+    for rel in [".ssh", "logs", "vassals", "run", "run/shm", "run/subscribe"] {
+        assert!(n.meta(rel).is_dir(), "{rel} repaired");
+    }
+    assert!(n.meta(".ssh/uwsgi_authorized_keys").is_file());
+    n.assert_victims_intact();
+}
+
+/// The node's notes to the customer go into `~/logs/emperor.log` only when it is the
+/// container's own regular file: a FIFO does not block the caller, a link or a hard link to
+/// a host file is refused, and nothing is written through either.
+#[test]
+fn the_customer_log_is_written_only_when_it_is_the_containers_own_file() {
+    let n = node();
+    prepare_home(&n.paths, &spec(UID), &NoQuota).unwrap();
+    let log = n.home.join("logs/emperor.log");
+    append_to_customer_log(&n.paths, UID, "first note\n").unwrap();
+    append_to_customer_log(&n.paths, UID, "second note\n").unwrap();
+    assert_eq!(fs::read_to_string(&log).unwrap(), "first note\nsecond note\n");
+
+    for what in ["symlink", "hard link", "fifo"] {
+        prepare_home(&n.paths, &spec(UID), &NoQuota).unwrap();
+        match what {
+            "symlink" => plant(&log, &n.victim_file),
+            "hard link" => {
+                fs::remove_file(&log).unwrap();
+                fs::hard_link(&n.victim_file, &log).unwrap();
+            }
+            _ => {
+                fs::remove_file(&log).unwrap();
+                nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+            }
+        }
+        let e = append_to_customer_log(&n.paths, UID, "must not land\n").unwrap_err();
+        assert!(e.to_string().contains("container 30001"), "{what}: {e}");
+        n.assert_victims_intact();
+    }
+}
+
 /// A customer process keeps swapping `logs` with a symlink to the victim directory (atomic
 /// RENAME_EXCHANGE) and `etc/hostname` with a link to the victim file, as fast as it can,
 /// while root prepares the home again and again. Some runs may fail with an error naming the
@@ -236,7 +315,7 @@ fn racing_swaps_never_redirect_root() {
     let (mut ok, mut refused) = (0, 0);
     for _ in 0..300 {
         match prepare_home(&n.paths, &spec(UID), &NoQuota) {
-            Ok(()) => ok += 1,
+            Ok(_) => ok += 1,
             Err(e) => {
                 let s = e.to_string();
                 assert!(s.contains("container 30001"), "{s}");

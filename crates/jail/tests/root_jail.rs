@@ -79,8 +79,8 @@ impl Fixture {
         tweak(&mut s);
         let image = image.then(|| ImageQuota::new(paths.containers.join(".quota-images")));
         match &image {
-            Some(q) => prepare_home(&paths, &s, q).unwrap(),
-            None => prepare_home(&paths, &s, &NoQuota).unwrap(),
+            Some(q) => drop(prepare_home(&paths, &s, q).unwrap()),
+            None => drop(prepare_home(&paths, &s, &NoQuota).unwrap()),
         }
         let host_secret = tmp.path().join("host-secret");
         fs::write(&host_secret, "host only\n").unwrap();
