@@ -209,6 +209,14 @@ pub fn hostname_of(name: &str, uid: u32) -> String {
     h
 }
 
+/// The name of the container's interface on the node's side (the host end of its veth; the
+/// container's end is `uwsgi0`). At most 12 bytes for any uid, within `IFNAMSIZ` (16 with the
+/// NUL). The subscription validator accepts a container's IP announce only when the node
+/// routes that address through this interface.
+pub fn host_interface(uid: u32) -> String {
+    format!("uw{uid}")
+}
+
 /// The container's address on the inter-container network (see [`ContainerSpec::ip`]).
 pub fn ip_of(uid: u32) -> std::net::Ipv4Addr {
     let n = uid.wrapping_sub(BASE_UID);

@@ -5,8 +5,9 @@
 //! and the router's `connect()` would follow it (to another container's socket, or to a host
 //! socket: with `modifier1 = 123` the router even pipes raw HTTP there). Checking the path
 //! once is not enough. So the validator opens the verified socket `O_PATH` and keeps the
-//! descriptor; the router is given `/proc/<validator pid>/fd/<n>`, which the kernel resolves
-//! to exactly the inode that was checked, whatever the customer does to the name afterwards.
+//! descriptor; the router reaches it through `/proc/<validator pid>/fd/<n>` (under a name that
+//! is never reused, [`crate::pins`]), which the kernel resolves to exactly the inode that was
+//! checked, whatever the customer does to the name afterwards.
 
 use crate::address::Endpoint;
 use jail::safefs::{open_trusted_dir, Dir};
@@ -37,8 +38,6 @@ pub trait HomeFiles {
     fn open_socket(&self, uid: u32, rel: &Path) -> Result<Pinned, String>;
     /// `<uid>/<rel>`: must be a regular file owned by `uid`, reached without any symlink.
     fn check_file(&self, uid: u32, rel: &Path) -> Result<(), String>;
-    /// The address the router (another process) connects to for a pinned socket.
-    fn router_address(&self, uid: u32, rel: &Path, pinned: &Pinned) -> String;
     /// The path this process sends to, to reach a pinned socket.
     fn local_path(&self, uid: u32, rel: &Path, pinned: &Pinned) -> PathBuf;
     /// The host path of `<uid>/<rel>` (for files the router reads itself).
@@ -50,16 +49,11 @@ pub trait HomeFiles {
 pub struct NodeHomes {
     host_homes: PathBuf,
     dir: Option<Dir>,
-    pid: u32,
 }
 
 impl NodeHomes {
     pub fn new(host_homes: &Path) -> NodeHomes {
-        NodeHomes {
-            host_homes: host_homes.to_path_buf(),
-            dir: open_trusted_dir(&jail::linux::Linux, host_homes).ok(),
-            pid: std::process::id(),
-        }
+        NodeHomes { host_homes: host_homes.to_path_buf(), dir: open_trusted_dir(&jail::linux::Linux, host_homes).ok() }
     }
 
     pub fn host_homes(&self) -> &Path {
@@ -123,13 +117,6 @@ impl HomeFiles for NodeHomes {
             return Err(format!("it belongs to uid {}, not to the container", md.uid()));
         }
         Ok(())
-    }
-
-    fn router_address(&self, uid: u32, rel: &Path, pinned: &Pinned) -> String {
-        match &pinned.fd {
-            Some(fd) => format!("/proc/{}/fd/{}", self.pid, fd.as_raw_fd()),
-            None => self.host_path(uid, &Path::new("run").join(rel)).display().to_string(),
-        }
     }
 
     fn local_path(&self, uid: u32, rel: &Path, pinned: &Pinned) -> PathBuf {

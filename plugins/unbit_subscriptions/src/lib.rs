@@ -15,7 +15,9 @@
 //!
 //! * [`wire`]: the packet format, strict parsing, the re-emitted packet;
 //! * [`domains`], [`watch`]: who owns which domain, reloaded while running;
-//! * [`address`], [`homes`]: the addresses and files a container may name, pinned;
+//! * [`address`], [`homes`]: the addresses and files a container may name, checked and opened;
+//! * [`pins`]: the names the router reaches pinned sockets by, never reused;
+//! * [`own_ip`]: when a container may announce an IP address;
 //! * [`replay`]: freshness, replays and the command-byte flip;
 //! * [`held`]: announces that arrived just before their domain did, checked again;
 //! * [`limits`]: per-container budgets against floods;
@@ -26,6 +28,8 @@ pub mod domains;
 pub mod held;
 pub mod homes;
 pub mod limits;
+pub mod own_ip;
+pub mod pins;
 pub mod replay;
 pub mod service;
 mod settings;

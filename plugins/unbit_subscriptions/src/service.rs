@@ -6,7 +6,9 @@
 use crate::domains::DomainTable;
 use crate::homes::NodeHomes;
 use crate::limits::{AnnounceBudget, LogBudget, LogDecision};
-use crate::validator::{NotifyTarget, Outcome, Rejection, Sender, Validator};
+use crate::own_ip::NodeNetwork;
+use crate::pins::LinkDir;
+use crate::validator::{NodeFacts, NotifyTarget, Outcome, Rejection, Sender, Validator};
 use crate::watch::DomainsWatcher;
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
 use std::io::IoSliceMut;
@@ -52,21 +54,25 @@ pub fn run(config: &Config) -> Result<(), String> {
     // uWSGI drops privileges the process is not dumpable, which would hide /proc/<pid>/fd
     // from same-uid processes; the router is the same trust domain as the validator.
     nix::sys::prctl::set_dumpable(true).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    check_private_dir(&config.router)?;
+    let private = check_private_dir(&config.router)?;
+    // Names the router reaches pinned sockets by, never reused (see `pins`); emptied at start,
+    // so a node left in the router by a validator that died reaches nothing.
+    let publisher = LinkDir::create(&private.join("pins"))?;
     let socket = bind_public(&config.socket)?;
     let router = RouterLink::new(&config.router);
     let notifier = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
     notifier.set_nonblocking(true).map_err(|e| e.to_string())?;
 
-    let mut validator = Validator::new(
-        Box::new(NodeHomes::new(&config.homes)),
-        &config.homes,
-        config.window_secs,
-        config.node_ttl_secs,
-    );
+    let node = NodeFacts {
+        homes: Box::new(NodeHomes::new(&config.homes)),
+        host_homes: config.homes.clone(),
+        publisher: Box::new(publisher),
+        ips: Box::new(NodeNetwork::new()),
+    };
+    let mut validator = Validator::new(node, config.window_secs, config.node_ttl_secs);
     let watcher = DomainsWatcher::start(config.domains.clone())?;
     if let Some(first) = watcher.initial() {
-        validator.set_table(first);
+        validator.set_table(first, unix_now());
     }
     let mut service = Service {
         config: config.clone(),
@@ -197,7 +203,7 @@ impl Service {
     }
 
     fn install(&mut self, table: Arc<DomainTable>) {
-        for (packet, line) in self.validator.set_table(table) {
+        for (packet, line) in self.validator.set_table(table, unix_now()) {
             self.hand_to_router(&packet);
             uwsgi::log!("{line}");
         }
@@ -213,20 +219,26 @@ impl Service {
     fn housekeeping(&mut self) {
         if self.last_report.elapsed() >= Duration::from_secs(self.config.report_secs) && self.checked > 0 {
             uwsgi::log!(
-                "{} announces checked in the last {}s ({} forwarded, {} rejected in total), {:.1} us per check, {} nodes live",
+                "{} announces checked in the last {}s ({} forwarded, {} rejected in total), {:.1} us per check, {} nodes live, {} sockets pinned",
                 self.checked,
                 self.last_report.elapsed().as_secs(),
                 self.forwarded,
                 self.rejected,
                 self.check_time.as_secs_f64() * 1e6 / self.checked as f64,
-                self.validator.live_nodes()
+                self.validator.live_nodes(),
+                self.validator.pinned_sockets()
             );
             self.checked = 0;
             self.check_time = Duration::ZERO;
             self.last_report = Instant::now();
         }
         let clock = self.started.elapsed().as_secs_f64();
-        self.validator.expire(unix_now());
+        for packet in self.validator.expire(unix_now()) {
+            self.hand_to_router(&packet);
+        }
+        for problem in self.validator.take_problems() {
+            uwsgi::log!("{problem}");
+        }
         self.budget.expire(clock);
         for (uid, count, last) in self.log_budget.roll(clock) {
             uwsgi::log!(
@@ -315,8 +327,8 @@ fn bind_public(path: &Path) -> Result<UnixDatagram, String> {
 }
 
 /// The router accepts unsigned announces on its private socket: only the validator may reach
-/// it, so its directory must be closed to everyone but the router's own user.
-fn check_private_dir(router: &Path) -> Result<(), String> {
+/// it, so its directory must be closed to everyone but the router's own user. Returns it.
+fn check_private_dir(router: &Path) -> Result<PathBuf, String> {
     let dir = router
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -333,7 +345,7 @@ fn check_private_dir(router: &Path) -> Result<(), String> {
             router.display()
         ));
     }
-    Ok(())
+    Ok(dir.to_path_buf())
 }
 
 fn unix_now() -> i64 {

@@ -9,18 +9,24 @@
 //! 3. the sender uid (from `SCM_CREDENTIALS`, not from the packet) is one of that owner's
 //!    containers;
 //! 4. the address is the sender's own: a socket in its `run/` directory, reached without a
-//!    symlink and owned by it, or its own IP ([`crate::address`], [`crate::homes`]); SNI files
-//!    are regular files in its home;
+//!    symlink and owned by it ([`crate::address`], [`crate::homes`]), or an IP address the
+//!    node routes to the sender's own interface and the sender's namespace holds
+//!    ([`crate::own_ip`]); SNI files are regular files in its home;
 //! 5. it is signed (RSA, SHA-256) with the owner's key;
 //! 6. its timestamp is inside the window and newer than the node's last accepted one; the
 //!    same signature is never accepted twice or with the other command ([`crate::replay`]).
 //!
-//! The router receives a rebuilt, unsigned packet whose address is the pinned socket.
+//! The router receives a rebuilt, unsigned packet whose address is the pinned socket's name,
+//! never reused ([`crate::pins`]). A pin is let go only after every node the router has at it
+//! was taken back: when the vassal re-binds the name, unsubscribes, or the node expires or is
+//! revoked.
 
 use crate::address::{endpoint_of, home_file_of, Endpoint};
 use crate::domains::{is_subscription_key, DomainTable};
 use crate::held::HeldAnnounces;
 use crate::homes::{describe, HomeFiles, Pinned};
+use crate::own_ip::IpOwnership;
+use crate::pins::{PinBoard, PinId, Publish};
 use crate::replay::{NodeId, ReplayGuard, ReplayVerdict};
 use crate::wire::{self, Announce, Command, ForwardedSni};
 use openssl::hash::{hash, MessageDigest};
@@ -89,6 +95,18 @@ struct LiveNode {
     router_address: String,
     key_fingerprint: [u8; 32],
     last_seen: i64,
+    /// The pin the router reaches it through (none for an IP address).
+    pin: Option<PinId>,
+}
+
+/// What the validator needs from the node: the homes' files, where router names go, and who
+/// owns which IP address.
+pub struct NodeFacts {
+    pub homes: Box<dyn HomeFiles + Send>,
+    /// The host's containers dir (homes at `<dir>/<uid>`).
+    pub host_homes: PathBuf,
+    pub publisher: Box<dyn Publish + Send>,
+    pub ips: Box<dyn IpOwnership + Send>,
 }
 
 pub struct Validator {
@@ -96,8 +114,9 @@ pub struct Validator {
     homes: Box<dyn HomeFiles + Send>,
     host_homes: PathBuf,
     replay: ReplayGuard,
-    /// The socket each `(uid, path below run/)` was last verified as.
-    pins: HashMap<(u32, PathBuf), Pinned>,
+    /// The verified sockets and the names the router knows them by.
+    pins: PinBoard,
+    ips: Box<dyn IpOwnership + Send>,
     live: HashMap<NodeId, LiveNode>,
     /// A node not announced for this long is forgotten (the router dropped it long before).
     node_ttl: i64,
@@ -109,13 +128,14 @@ pub struct Validator {
 const CONTAINER_NOTIFY: &str = "notify.socket";
 
 impl Validator {
-    pub fn new(homes: Box<dyn HomeFiles + Send>, host_homes: &Path, window_secs: i64, node_ttl_secs: i64) -> Self {
+    pub fn new(node: NodeFacts, window_secs: i64, node_ttl_secs: i64) -> Self {
         Validator {
             table: Arc::new(DomainTable::default()),
-            homes,
-            host_homes: host_homes.to_path_buf(),
+            homes: node.homes,
+            host_homes: node.host_homes,
             replay: ReplayGuard::new(window_secs),
-            pins: HashMap::new(),
+            pins: PinBoard::new(node.publisher),
+            ips: node.ips,
             live: HashMap::new(),
             node_ttl: node_ttl_secs,
             held: HeldAnnounces::default(),
@@ -125,9 +145,10 @@ impl Validator {
     /// Installs a new domain table and takes back every node it no longer allows: a domain
     /// deleted, a container no longer the owner's, a changed owner key. Returns the
     /// unsubscribe packets for the router and one log line per revoked node.
-    pub fn set_table(&mut self, table: Arc<DomainTable>) -> Vec<(Vec<u8>, String)> {
+    pub fn set_table(&mut self, table: Arc<DomainTable>, now: i64) -> Vec<(Vec<u8>, String)> {
         self.table = table;
         let mut revoked = Vec::new();
+        let mut released = Vec::new();
         let table = Arc::clone(&self.table);
         self.live.retain(|node, live| {
             let why = match table.owner_of(&node.key) {
@@ -142,6 +163,7 @@ impl Validator {
             };
             match why {
                 Some(why) => {
+                    released.extend(live.pin);
                     let packet = unsubscribe_packet(&node.key, &live.router_address);
                     revoked.push((
                         packet,
@@ -157,6 +179,9 @@ impl Validator {
                 None => true,
             }
         });
+        for pin in released {
+            self.pins.release(pin, now);
+        }
         revoked
     }
 
@@ -235,6 +260,9 @@ impl Validator {
         let own_ip = container_spec::ip_of(sender.uid);
         let endpoint = endpoint_of(&a.address, sender.uid, &self.host_homes, own_ip)
             .map_err(|e| format!("address refused: {e}"))?;
+        if let Endpoint::OwnIp(addr) = &endpoint {
+            self.ips.check(sender.uid, sender.pid, *addr.ip()).map_err(|e| format!("address {addr} refused: {e}"))?;
+        }
         let sni = self.sni_files(sender.uid, a)?;
         if !verify(&domain.key, a.signed_bytes(packet), signature) {
             return Err(format!(
@@ -251,17 +279,18 @@ impl Validator {
         }
 
         let mut packets = Vec::new();
-        let router_address = match (&endpoint, a.command) {
-            (Endpoint::OwnIp(addr), _) => addr.to_string(),
+        let (router_address, pin) = match (&endpoint, a.command) {
+            (Endpoint::OwnIp(addr), _) => (addr.to_string(), None),
             (Endpoint::RunSocket(rel), Command::Subscribe) => {
                 let pinned = self
                     .homes
                     .open_socket(sender.uid, rel)
                     .map_err(|e| format!("address refused: {}: {e}", describe(&endpoint, sender.uid)))?;
-                self.pin(sender.uid, rel, pinned, &a.key, &mut packets)
+                let id = self.pin(sender.uid, rel, pinned, now, &mut packets)?;
+                (self.pins.address(id).to_string(), Some(id))
             }
-            (Endpoint::RunSocket(rel), Command::Unsubscribe) => match self.pins.get(&(sender.uid, rel.clone())) {
-                Some(p) => self.homes.router_address(sender.uid, rel, p),
+            (Endpoint::RunSocket(rel), Command::Unsubscribe) => match self.pins.current(sender.uid, rel) {
+                Some(id) => (self.pins.address(id).to_string(), Some(id)),
                 // The router never had this node from us: nothing to take back.
                 None => return Ok(None),
             },
@@ -278,8 +307,17 @@ impl Validator {
                         router_address: router_address.clone(),
                         key_fingerprint: domain.key_fingerprint,
                         last_seen: now,
+                        pin,
                     },
                 );
+                if previous.as_ref().map(|p| p.pin) != Some(pin) {
+                    if let Some(id) = pin {
+                        self.pins.retain(id);
+                    }
+                    if let Some(old) = previous.as_ref().and_then(|p| p.pin) {
+                        self.pins.release(old, now);
+                    }
+                }
                 match previous {
                     Some(p) if p.router_address == router_address => (None, None),
                     _ => (
@@ -292,7 +330,9 @@ impl Validator {
                 }
             }
             Command::Unsubscribe => {
-                self.live.remove(&node);
+                if let Some(id) = self.live.remove(&node).and_then(|l| l.pin) {
+                    self.pins.release(id, now);
+                }
                 (
                     Some(format!("unsubscribed {} => {shown} (container {})", a.key, sender.uid)),
                     Some(format!("[subscription validator] {} => {shown} unsubscribed", a.key)),
@@ -303,19 +343,31 @@ impl Validator {
     }
 
     /// Keeps the verified socket open for the router. When the name now holds another
-    /// socket (the vassal restarted), the old one is taken back from the router first.
-    fn pin(&mut self, uid: u32, rel: &Path, pinned: Pinned, key: &str, packets: &mut Vec<Vec<u8>>) -> String {
-        let slot = (uid, rel.to_path_buf());
-        if let Some(old) = self.pins.get(&slot) {
-            if old.same_file(&pinned) {
-                return self.homes.router_address(uid, rel, old);
+    /// socket (the vassal re-bound it, maybe for other domains), every node the router has at
+    /// the old socket, whatever its domain, is taken back first; only then can the old pin go.
+    fn pin(
+        &mut self,
+        uid: u32,
+        rel: &Path,
+        pinned: Pinned,
+        now: i64,
+        packets: &mut Vec<Vec<u8>>,
+    ) -> Result<PinId, String> {
+        let result = self
+            .pins
+            .pin(uid, rel, pinned)
+            .map_err(|e| format!("the node could not pin the socket (the operator's log says more): {e}"))?;
+        if let Some(old) = result.superseded {
+            let stale: Vec<NodeId> =
+                self.live.iter().filter(|(_, l)| l.pin == Some(old)).map(|(n, _)| n.clone()).collect();
+            for node in stale {
+                if let Some(l) = self.live.remove(&node) {
+                    packets.push(unsubscribe_packet(&node.key, &l.router_address));
+                    self.pins.release(old, now);
+                }
             }
-            let old_address = self.homes.router_address(uid, rel, old);
-            packets.push(unsubscribe_packet(key, &old_address));
         }
-        let address = self.homes.router_address(uid, rel, &pinned);
-        self.pins.insert(slot, pinned);
-        address
+        Ok(result.id)
     }
 
     fn sni_files(&self, uid: u32, a: &Announce) -> Result<ForwardedSni, String> {
@@ -357,21 +409,35 @@ impl Validator {
         Some(NotifyTarget { path: self.homes.local_path(uid, rel, &pinned), _pinned: pinned })
     }
 
-    /// Forgets nodes not announced for the node TTL, their pins, and old replay state.
-    pub fn expire(&mut self, now: i64) {
+    /// Forgets nodes not announced for the node TTL (the router dropped them long before;
+    /// the returned unsubscribes make sure), lets their pins go, and old replay state.
+    pub fn expire(&mut self, now: i64) -> Vec<Vec<u8>> {
         self.replay.expire(now);
         self.held.expire(now);
         let ttl = self.node_ttl;
-        self.live.retain(|_, l| now - l.last_seen <= ttl);
-        let in_use: std::collections::HashSet<(u32, PathBuf)> = self
-            .live
-            .keys()
-            .filter_map(|n| match &n.endpoint {
-                Endpoint::RunSocket(rel) => Some((n.uid, rel.clone())),
-                Endpoint::OwnIp(_) => None,
-            })
-            .collect();
-        self.pins.retain(|slot, _| in_use.contains(slot));
+        let silent: Vec<NodeId> =
+            self.live.iter().filter(|(_, l)| now - l.last_seen > ttl).map(|(n, _)| n.clone()).collect();
+        let mut packets = Vec::new();
+        for node in silent {
+            if let Some(l) = self.live.remove(&node) {
+                packets.push(unsubscribe_packet(&node.key, &l.router_address));
+                if let Some(id) = l.pin {
+                    self.pins.release(id, now);
+                }
+            }
+        }
+        self.pins.expire(now);
+        packets
+    }
+
+    /// Problems with the router's names since the last call, for the operator's log.
+    pub fn take_problems(&mut self) -> Vec<String> {
+        self.pins.take_problems()
+    }
+
+    /// Sockets pinned for the router.
+    pub fn pinned_sockets(&self) -> usize {
+        self.pins.len()
     }
 
     /// How many nodes the router has from us.

@@ -7,7 +7,10 @@
 
 mod kit;
 
-use kit::{domain_entry, eventually, flood_as, send_as, start_router, write_domains, FakeHome, Router, RouterSetup};
+use kit::{
+    container_ip, domain_entry, eventually, flood_as, send_as, send_as_in_netns, start_router, write_domains,
+    ContainerNet, FakeHome, Router, RouterSetup,
+};
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use std::path::PathBuf;
@@ -17,6 +20,8 @@ use unbit_subscriptions::wire::{Command, PacketBuilder};
 
 const T: Duration = Duration::from_secs(20);
 const DOMAIN: &str = "alice.example";
+/// Alice's second domain.
+const DOMAIN2: &str = "alice.net";
 
 struct Lab {
     _root: tempfile::TempDir,
@@ -59,6 +64,7 @@ fn lab() -> Lab {
         &domains,
         &[
             domain_entry(DOMAIN, &[ALICE, ALICE2], &public(&alice_key)),
+            domain_entry(DOMAIN2, &[ALICE, ALICE2], &public(&alice_key)),
             domain_entry("bob.example", &[BOB], &public(&bob_key)),
         ],
     );
@@ -235,12 +241,138 @@ fn addresses_of_other_containers_or_host_services_are_refused() {
     assert!(lab.router.nodes_of(DOMAIN).is_empty());
 }
 
+/// Issue 10, finding 1, as found: Alice's vassal announced her domain on a socket, then re-used
+/// the socket's name for her other domain; the first domain's router node stayed on the old
+/// pin (`/proc/<validator>/fd/14`), the old descriptor was closed, Bob's next pinned socket
+/// got descriptor 14, and requests for Alice's domain were answered by Bob's app.
+#[test]
+fn a_socket_name_reused_for_another_domain_never_lets_another_customer_serve_the_first() {
+    let mut lab = lab();
+    let first = lab.alice.serve("shared.socket", "alice, first domain");
+    let p = StockAnnounce::new(DOMAIN, &first, now()).signed(Command::Subscribe, &lab.alice_key);
+    send_as(ALICE, &lab.socket, &[p]);
+    lab.router.wait_for_nodes(DOMAIN, 1, T).unwrap();
+    assert!(lab.router.bodies(DOMAIN, 2).iter().all(|b| b == "alice, first domain"));
+
+    // The same name, a new socket, for the other domain.
+    let again = lab.alice.serve("shared.socket", "alice, second domain");
+    let p = StockAnnounce::new(DOMAIN2, &again, now()).signed(Command::Subscribe, &lab.alice_key);
+    send_as(ALICE, &lab.socket, &[p]);
+    lab.router.wait_for_nodes(DOMAIN2, 1, T).unwrap();
+    // Bob deploys ordinary vassals for his own domain: several sockets get pinned.
+    let bob_sockets: Vec<Vec<u8>> = (0..8)
+        .map(|i| {
+            let address = lab.bob.serve(&format!("bob.example_{i}.socket"), "BOB'S APP");
+            StockAnnounce::new("bob.example", &address, now()).signed(Command::Subscribe, &lab.bob_key)
+        })
+        .collect();
+    send_as(BOB, &lab.socket, &bob_sockets);
+    lab.router.wait_for_nodes("bob.example", 8, T).unwrap();
+
+    let answers = lab.router.bodies(DOMAIN, 10);
+    assert!(!answers.iter().any(|b| b.contains("BOB")), "Alice's domain served by Bob's app: {answers:?}");
+    assert!(lab.router.nodes_of(DOMAIN).is_empty(), "the old socket's node left the router");
+    assert!(lab.router.bodies(DOMAIN2, 3).iter().all(|b| b == "alice, second domain"));
+    // Every name the router holds reaches the socket it was given for.
+    for node in lab.router.nodes_of("bob.example") {
+        assert!(node.starts_with(&lab.router.private.path().display().to_string()), "{node}");
+    }
+}
+
+/// A validator that dies leaves the router's nodes pointing at `/proc/<its pid>/fd/<n>`; that
+/// pid can be reused by any process. Its names are removed when the next one starts, so those
+/// nodes reach nothing.
+#[test]
+fn names_of_a_dead_validator_reach_nothing() {
+    let mut lab = lab();
+    lab.alice_subscribed();
+    let old = lab.router.nodes_of(DOMAIN).remove(0);
+    assert!(std::os::unix::net::UnixStream::connect(&old).is_ok());
+    kill_validator(&lab);
+    lab.router.instance.wait_for_log_count("validating announces on", 2, T).unwrap();
+    let err = std::os::unix::net::UnixStream::connect(&old).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{old}: {err}");
+}
+
+/// Issue 10, finding 2: an IP address passes only when the node routes it to the sender's own
+/// interface and the sender's namespace holds it.
+#[test]
+fn ip_addresses_pass_only_when_the_container_really_has_them() {
+    let lab = lab();
+    let node_ip =
+        std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]).output().ok().and_then(
+            |o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.split_whitespace()
+                    .skip_while(|w| *w != "inet")
+                    .nth(1)
+                    .map(|a| a.split('/').next().unwrap().to_string())
+            },
+        );
+    let mut cases = vec![
+        (format!("{}:8080", container_ip(ALICE)), "container networking is not set up for it"),
+        (format!("{}:8080", container_ip(BOB)), "is not the container's own address"),
+        ("127.0.0.1:8080".to_string(), "is not the container's own address"),
+        ("10.0.0.42:8080".to_string(), "is not the container's own address"),
+        ("192.0.2.10:80".to_string(), "is not the container's own address"),
+    ];
+    if let Some(ip) = node_ip {
+        cases.push((format!("{ip}:22"), "is not the container's own address"));
+    }
+    for (address, _) in &cases {
+        let p = StockAnnounce::new(DOMAIN, address, now()).signed(Command::Subscribe, &lab.alice_key);
+        send_as(ALICE, &lab.socket, &[p]);
+    }
+    for (address, why) in &cases {
+        eventually(T, || {
+            let log = lab.router.instance.log();
+            log.lines()
+                .find(|l| l.contains("REJECTED") && l.contains(address.as_str()) && l.contains(why))
+                .map(drop)
+                .ok_or_else(|| format!("{address} not refused with {why:?}:\n{log}"))
+        })
+        .unwrap();
+    }
+    assert!(lab.router.nodes_of(DOMAIN).is_empty());
+
+    // Bob's container announcing Alice's address from a namespace that holds it is still
+    // refused: the node routes it to Alice's interface.
+    let net = ContainerNet::create(ALICE);
+    let p = StockAnnounce::new("bob.example", &format!("{}:8080", container_ip(ALICE)), now())
+        .signed(Command::Subscribe, &lab.bob_key);
+    send_as_in_netns(BOB, &net.netns, &lab.socket, &p);
+    lab.refused(BOB, Some("bob.example"), "is not the container's own address");
+    // Alice's own address, from her namespace, routed to her interface: accepted.
+    let address = format!("{}:8080", container_ip(ALICE));
+    let p = StockAnnounce::new(DOMAIN, &address, now()).signed(Command::Subscribe, &lab.alice_key);
+    send_as_in_netns(ALICE, &net.netns, &lab.socket, &p);
+    assert_eq!(lab.router.wait_for_nodes(DOMAIN, 1, T).unwrap(), [address]);
+}
+
+fn kill_validator(lab: &Lab) {
+    let log = lab.router.instance.log();
+    let pid: i32 = log
+        .lines()
+        .rev()
+        .filter_map(|l| {
+            l.strip_prefix("spawned unbit-subscriptions 1 (pid: ")
+                .or_else(|| l.strip_prefix("respawned unbit-subscriptions 1 (pid: "))
+        })
+        .find_map(|rest| rest.trim_end_matches(')').parse().ok())
+        .expect("the gateway's spawn line");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    lab.router.instance.wait_for_log("respawned unbit-subscriptions 1 (pid: ", T).unwrap();
+}
+
 #[test]
 fn a_swapped_socket_name_cannot_redirect_the_router() {
     let mut lab = lab();
     let (_, _) = lab.alice_subscribed();
     let node = lab.router.nodes_of(DOMAIN).remove(0);
-    assert!(node.starts_with("/proc/"), "the router connects to the pinned socket: {node}");
+    assert!(
+        std::fs::read_link(&node).unwrap().starts_with("/proc/"),
+        "the router connects to the pinned socket: {node}"
+    );
     // After the announce, Alice replaces her socket's name with a symlink to Bob's socket:
     // the router's address still reaches the socket that was checked, never Bob's.
     let bob_socket = lab.bob.run.join("bob.example_1.socket");
@@ -353,14 +485,7 @@ fn a_flood_from_one_container_does_not_starve_the_others() {
 #[test]
 fn a_killed_validator_is_respawned_by_the_master() {
     let mut lab = lab();
-    let log = lab.router.instance.log();
-    let pid: i32 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("spawned unbit-subscriptions 1 (pid: "))
-        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
-        .expect("the gateway's spawn line");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    lab.router.instance.wait_for_log("respawned unbit-subscriptions 1 (pid: ", T).unwrap();
+    kill_validator(&lab);
     lab.router.instance.wait_for_log_count("validating announces on", 2, T).unwrap();
     lab.alice_subscribed();
 }

@@ -15,12 +15,13 @@ const BOB: u32 = 30002;
 type FakeFile = Result<(u32, u64), String>;
 
 /// Homes as a table: `(uid, path below the home)` → what is there.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct FakeHomes {
-    files: Mutex<HashMap<(u32, PathBuf), FakeFile>>,
+    files: Arc<Mutex<HashMap<(u32, PathBuf), FakeFile>>>,
 }
 
 impl FakeHomes {
+    /// Binds (or re-binds, with another inode) `run/<rel>` of `uid`.
     fn socket(self, uid: u32, rel: &str, owner: u32, ino: u64) -> Self {
         self.files.lock().unwrap().insert((uid, Path::new("run").join(rel)), Ok((owner, ino)));
         self
@@ -45,15 +46,54 @@ impl HomeFiles for FakeHomes {
     fn check_file(&self, uid: u32, rel: &Path) -> Result<(), String> {
         self.lookup(uid, rel).map(drop)
     }
-    fn router_address(&self, uid: u32, rel: &Path, p: &Pinned) -> String {
-        format!("/pin/{uid}/{}#{}", rel.display(), p.ino)
-    }
     fn local_path(&self, uid: u32, rel: &Path, _: &Pinned) -> PathBuf {
         PathBuf::from(format!("/local/{uid}/{}", rel.display()))
     }
     fn host_path(&self, uid: u32, rel: &Path) -> PathBuf {
         Path::new("/srv/homes").join(uid.to_string()).join(rel)
     }
+}
+
+/// Router names `/pin/<n>`, numbered as given out; withdrawn ones are recorded.
+#[derive(Clone, Default)]
+struct FakeNames {
+    given: Arc<Mutex<u64>>,
+    withdrawn: Arc<Mutex<Vec<String>>>,
+}
+
+impl Publish for FakeNames {
+    fn publish(&mut self, _: &Pinned) -> Result<String, String> {
+        let mut n = self.given.lock().unwrap();
+        *n += 1;
+        Ok(format!("/pin/{n}"))
+    }
+    fn withdraw(&mut self, address: &str) -> Result<(), String> {
+        self.withdrawn.lock().unwrap().push(address.to_string());
+        Ok(())
+    }
+}
+
+/// Container IPs: `(uid, ip)` pairs the node routes to the container and it holds.
+struct FakeIps(Vec<(u32, std::net::Ipv4Addr)>);
+
+impl IpOwnership for FakeIps {
+    fn check(&self, uid: u32, _: i32, ip: std::net::Ipv4Addr) -> Result<(), String> {
+        if self.0.contains(&(uid, ip)) {
+            Ok(())
+        } else {
+            Err(format!("{ip} is not routed to the container"))
+        }
+    }
+}
+
+fn validator(homes: FakeHomes, names: FakeNames, ips: FakeIps) -> Validator {
+    let node = NodeFacts {
+        homes: Box::new(homes),
+        host_homes: PathBuf::from("/srv/homes"),
+        publisher: Box::new(names),
+        ips: Box::new(ips),
+    };
+    Validator::new(node, 60, 120)
 }
 
 fn key() -> PKey<Private> {
@@ -68,6 +108,8 @@ struct World {
     alice: PKey<Private>,
     bob: PKey<Private>,
     v: Validator,
+    names: FakeNames,
+    homes: FakeHomes,
 }
 
 fn table(entries: &[(&str, &[u32], &PKey<Private>)]) -> Arc<DomainTable> {
@@ -90,13 +132,18 @@ fn world() -> World {
         .socket(BOB, "example.org_A.socket", BOB, 32)
         .socket(BOB, "notify.socket", BOB, 33)
         .broken(ALICE_1, "run/link.socket", "a symlink is in the way");
-    let mut v = Validator::new(Box::new(homes), Path::new("/srv/homes"), 60, 120);
-    v.set_table(table(&[
-        ("example.org", &[ALICE_1, ALICE_2], &alice),
-        (".example.org", &[ALICE_1, ALICE_2], &alice),
-        ("bob.org", &[BOB], &bob),
-    ]));
-    World { alice, bob, v }
+    let names = FakeNames::default();
+    let mut v = validator(homes.clone(), names.clone(), FakeIps(vec![(ALICE_1, "10.0.0.3".parse().unwrap())]));
+    v.set_table(
+        table(&[
+            ("example.org", &[ALICE_1, ALICE_2], &alice),
+            ("example.net", &[ALICE_1, ALICE_2], &alice),
+            (".example.org", &[ALICE_1, ALICE_2], &alice),
+            ("bob.org", &[BOB], &bob),
+        ]),
+        NOW,
+    );
+    World { alice, bob, v, names, homes }
 }
 
 fn announce(uid: u32, key: &str, socket: &str) -> StockAnnounce {
@@ -134,7 +181,7 @@ fn the_owners_container_announcing_its_own_socket_reaches_the_router_unsigned_an
     let fwd = wire::parse(&packets[0]).unwrap();
     assert_eq!(fwd.command, Command::Subscribe);
     assert_eq!(fwd.key, "example.org");
-    assert_eq!(fwd.address, "/pin/30001/example.org_A.socket#11");
+    assert_eq!(fwd.address, "/pin/1");
     assert!(fwd.signature.is_none() && fwd.unix.is_none() && fwd.notify.is_none());
     assert!(log
         .unwrap()
@@ -144,7 +191,7 @@ fn the_owners_container_announcing_its_own_socket_reaches_the_router_unsigned_an
     assert_eq!(target.path, PathBuf::from("/local/30001/notify_A.socket"));
     // A second container of the same owner joins the pool.
     let p = announce(ALICE_2, "example.org", "example.org_B.socket").signed(Command::Subscribe, &w.alice);
-    assert_eq!(forwarded(w.v.check(sender(ALICE_2), &p, NOW))[0].address, "/pin/30004/example.org_B.socket#21");
+    assert_eq!(forwarded(w.v.check(sender(ALICE_2), &p, NOW))[0].address, "/pin/2");
     assert_eq!(w.v.live_nodes(), 2);
 }
 
@@ -230,6 +277,11 @@ fn the_address_must_be_the_senders_own_socket_or_ip() {
         let r = rejected(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW));
         assert!(r.reason.starts_with("address refused") && r.reason.contains(why), "{address}: {}", r.reason);
     }
+    // Its own address, but the node does not route it to the container (no network yet).
+    let mut a = announce(ALICE_2, "example.org", "x");
+    a.address = format!("{}:8080", container_spec::ip_of(ALICE_2));
+    let r = rejected(w.v.check(sender(ALICE_2), &a.signed(Command::Subscribe, &w.alice), NOW));
+    assert!(r.reason.contains("not routed to the container"), "{}", r.reason);
     let mut a = announce(ALICE_1, "example.org", "x");
     a.address = format!("{}:8080", container_spec::ip_of(ALICE_1));
     assert_eq!(
@@ -279,8 +331,10 @@ fn a_subscribe_flipped_into_an_unsubscribe_is_refused_and_the_real_unsubscribe_p
     bye.now = NOW + 3;
     let fwd = forwarded(w.v.check(sender(ALICE_1), &bye.signed(Command::Unsubscribe, &w.alice), NOW + 3));
     assert_eq!(fwd[0].command, Command::Unsubscribe);
-    assert_eq!(fwd[0].address, "/pin/30001/example.org_A.socket#11", "the router's node is named by its pin");
+    assert_eq!(fwd[0].address, "/pin/1", "the router's node is named by its pin");
     assert_eq!(w.v.live_nodes(), 0);
+    assert_eq!(*w.names.withdrawn.lock().unwrap(), ["/pin/1"], "its last node gone, the pin goes");
+    assert_eq!(w.v.pinned_sockets(), 0);
 }
 
 #[test]
@@ -304,18 +358,62 @@ fn a_vassal_that_rebinds_its_socket_gets_a_new_pin_and_the_old_one_is_taken_back
     let mut w = world();
     let a = announce(ALICE_1, "example.org", "example.org_A.socket");
     forwarded(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW));
-    // Same name, new inode.
-    let homes = FakeHomes::default().socket(ALICE_1, "example.org_A.socket", ALICE_1, 99);
-    let old_table = Arc::clone(&w.v.table);
-    let mut v2 = Validator::new(Box::new(homes), Path::new("/srv/homes"), 60, 120);
-    v2.set_table(old_table);
-    v2.pins = std::mem::take(&mut w.v.pins);
+    // Same name, new inode (the vassal restarted).
+    w.homes.clone().socket(ALICE_1, "example.org_A.socket", ALICE_1, 99);
     let mut again = a;
     again.now = NOW + 10;
-    let fwd = forwarded(v2.check(sender(ALICE_1), &again.signed(Command::Subscribe, &w.alice), NOW + 10));
+    let fwd = forwarded(w.v.check(sender(ALICE_1), &again.signed(Command::Subscribe, &w.alice), NOW + 10));
     assert_eq!(fwd.len(), 2);
-    assert_eq!((fwd[0].command, fwd[0].address.as_str()), (Command::Unsubscribe, "/pin/30001/example.org_A.socket#11"));
-    assert_eq!((fwd[1].command, fwd[1].address.as_str()), (Command::Subscribe, "/pin/30001/example.org_A.socket#99"));
+    assert_eq!((fwd[0].command, fwd[0].address.as_str()), (Command::Unsubscribe, "/pin/1"));
+    assert_eq!((fwd[1].command, fwd[1].address.as_str()), (Command::Subscribe, "/pin/2"));
+    assert_eq!(*w.names.withdrawn.lock().unwrap(), ["/pin/1"]);
+}
+
+/// Issue 10, finding 1: a socket name re-used for another domain took only that domain's node
+/// back; the router kept the first domain at the old pin, whose descriptor number the next
+/// pinned socket (another customer's) got, and served the first domain from it.
+#[test]
+fn a_socket_name_reused_for_another_domain_takes_back_every_node_of_the_old_socket() {
+    let mut w = world();
+    let a = announce(ALICE_1, "example.org", "shared.socket");
+    w.homes.clone().socket(ALICE_1, "shared.socket", ALICE_1, 50);
+    forwarded(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW));
+    // The vassal now binds the same name for its other domain.
+    w.homes.clone().socket(ALICE_1, "shared.socket", ALICE_1, 51);
+    let mut q = announce(ALICE_1, "example.net", "shared.socket");
+    q.now = NOW + 1;
+    let fwd = forwarded(w.v.check(sender(ALICE_1), &q.signed(Command::Subscribe, &w.alice), NOW + 1));
+    let sent: Vec<_> = fwd.iter().map(|f| (f.command, f.key.as_str(), f.address.as_str())).collect();
+    assert_eq!(
+        sent,
+        [(Command::Unsubscribe, "example.org", "/pin/1"), (Command::Subscribe, "example.net", "/pin/2")],
+        "the node of the first domain at the old socket leaves the router"
+    );
+    assert_eq!(*w.names.withdrawn.lock().unwrap(), ["/pin/1"]);
+    // Another customer's socket gets a name never given out before.
+    let b = announce(BOB, "bob.org", "bob.org_A.socket");
+    assert_eq!(forwarded(w.v.check(sender(BOB), &b.signed(Command::Subscribe, &w.bob), NOW + 1))[0].address, "/pin/3");
+}
+
+#[test]
+fn a_pin_shared_by_two_domains_stays_until_both_leave_and_expired_nodes_are_taken_back() {
+    let mut w = world();
+    for (key, n) in [("example.org", 0), ("example.net", 1)] {
+        let mut a = announce(ALICE_1, key, "example.org_A.socket");
+        a.now = NOW + n;
+        forwarded(w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &w.alice), NOW + n));
+    }
+    assert_eq!(w.v.pinned_sockets(), 1);
+    let mut bye = announce(ALICE_1, "example.org", "example.org_A.socket");
+    bye.now = NOW + 2;
+    forwarded(w.v.check(sender(ALICE_1), &bye.signed(Command::Unsubscribe, &w.alice), NOW + 2));
+    assert!(w.names.withdrawn.lock().unwrap().is_empty(), "example.net still uses the pin");
+    // example.net falls silent: past the TTL the router is told to drop it and the pin goes.
+    let packets = w.v.expire(NOW + 1 + 121);
+    let sent: Vec<_> = packets.iter().map(|p| wire::parse(p).unwrap()).map(|a| (a.command, a.key)).collect();
+    assert_eq!(sent, [(Command::Unsubscribe, "example.net".to_string())]);
+    assert_eq!(*w.names.withdrawn.lock().unwrap(), ["/pin/1"]);
+    assert_eq!(w.v.pinned_sockets(), 0);
 }
 
 #[test]
@@ -360,7 +458,7 @@ fn a_deleted_domain_or_a_changed_key_takes_the_nodes_back_from_the_router() {
         NOW,
     ));
     // Alice's second container leaves her; bob.org is deleted.
-    let revoked = w.v.set_table(table(&[("example.org", &[ALICE_1], &w.alice)]));
+    let revoked = w.v.set_table(table(&[("example.org", &[ALICE_1], &w.alice)]), NOW);
     let mut lines: Vec<String> = revoked.iter().map(|(_, l)| l.clone()).collect();
     lines.sort();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -369,7 +467,7 @@ fn a_deleted_domain_or_a_changed_key_takes_the_nodes_back_from_the_router() {
     assert!(revoked.iter().all(|(p, _)| wire::parse(p).unwrap().command == Command::Unsubscribe));
     // A new key: the node signed with the old one is taken back, and old signatures fail.
     let new_key = key();
-    let revoked = w.v.set_table(table(&[("example.org", &[ALICE_1], &new_key)]));
+    let revoked = w.v.set_table(table(&[("example.org", &[ALICE_1], &new_key)]), NOW);
     assert!(revoked[0].1.contains("owner key of example.org changed"));
     let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
     a.now = NOW + 10;
@@ -393,7 +491,7 @@ fn an_announce_that_arrived_just_before_its_domain_is_accepted_when_the_domain_a
     // Another table without the domain: nothing to re-check yet, both keep waiting.
     assert!(w.v.recheck_held(NOW + 1).is_empty());
 
-    w.v.set_table(table(&[("example.org", &[ALICE_1, ALICE_2], &w.alice), ("new.net", &[BOB], &w.bob)]));
+    w.v.set_table(table(&[("example.org", &[ALICE_1, ALICE_2], &w.alice), ("new.net", &[BOB], &w.bob)]), NOW);
     let outcomes = w.v.recheck_held(NOW + 1);
     assert_eq!(outcomes.len(), 2);
     let mut accepted = 0;
@@ -401,7 +499,7 @@ fn an_announce_that_arrived_just_before_its_domain_is_accepted_when_the_domain_a
         match o {
             Outcome::Forward { packets, .. } => {
                 let fwd = wire::parse(&packets[0]).unwrap();
-                assert_eq!((fwd.key.as_str(), fwd.address.as_str()), ("new.net", "/pin/30002/bob.org_A.socket#31"));
+                assert_eq!((fwd.key.as_str(), fwd.address.as_str()), ("new.net", "/pin/1"));
                 accepted += 1;
             }
             Outcome::Reject(r) => assert!(r.reason.contains("container 30001 does not belong to the owner of new.net")),
@@ -410,7 +508,7 @@ fn an_announce_that_arrived_just_before_its_domain_is_accepted_when_the_domain_a
     }
     assert_eq!(accepted, 1);
     // Checked once: a later table does not forward it again.
-    w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]));
+    w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]), NOW);
     assert!(w.v.recheck_held(NOW + 2).is_empty());
 }
 
@@ -419,6 +517,6 @@ fn a_held_announce_too_old_is_not_checked_again() {
     let mut w = world();
     let early = announce(BOB, "new.net", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
     rejected(w.v.check(sender(BOB), &early, NOW));
-    w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]));
+    w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]), NOW);
     assert!(w.v.recheck_held(NOW + crate::held::HOLD_SECS + 1).is_empty());
 }

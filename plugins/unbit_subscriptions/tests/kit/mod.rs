@@ -160,6 +160,67 @@ pub fn send_as(uid: u32, socket: &Path, packets: &[Vec<u8>]) {
     run_as(uid, &["-c", script, &file.to_string_lossy(), &socket.to_string_lossy()]);
 }
 
+/// Like [`send_as`], from a process in the network namespace `/run/netns/<netns>` that stays
+/// alive a few seconds after sending (the validator looks at the sender's namespace).
+pub fn send_as_in_netns(uid: u32, netns: &str, socket: &Path, packet: &[u8]) {
+    let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        "import socket, time\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(bytes.fromhex('{hex}'), '{}')\ntime.sleep(3)\n",
+        socket.display()
+    );
+    let (u, ns) = (uid.to_string(), format!("--net=/run/netns/{netns}"));
+    let out = std::process::Command::new("nsenter")
+        .args([&ns, "setpriv", &format!("--reuid={u}"), &format!("--regid={u}"), "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", &script])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sender in {netns} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A container's network as the platform lays it out: a network namespace whose `uwsgi0` holds
+/// the container's address, the host end `uw<uid>` and a host route to the address through
+/// it. Removed on drop.
+pub struct ContainerNet {
+    pub netns: String,
+    pub host_if: String,
+}
+
+impl ContainerNet {
+    pub fn create(uid: u32) -> ContainerNet {
+        let netns = format!("unbit-test-{}-{uid}", std::process::id());
+        let host_if = format!("uw{uid}");
+        let ip = container_ip(uid).to_string();
+        let net = ContainerNet { netns: netns.clone(), host_if: host_if.clone() };
+        for args in [
+            vec!["netns", "add", &netns],
+            vec!["link", "add", &host_if, "type", "veth", "peer", "name", "uwsgi0", "netns", &netns],
+            vec!["link", "set", &host_if, "up"],
+            vec!["route", "add", &format!("{ip}/32"), "dev", &host_if],
+            vec!["-n", &netns, "addr", "add", &format!("{ip}/8"), "dev", "uwsgi0"],
+            vec!["-n", &netns, "link", "set", "uwsgi0", "up"],
+            vec!["-n", &netns, "link", "set", "lo", "up"],
+        ] {
+            let out = std::process::Command::new("ip").args(&args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        net
+    }
+}
+
+impl Drop for ContainerNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
+
+/// The platform's address for a container uid (10.0.0.0/8, as the control API shows it).
+pub fn container_ip(uid: u32) -> std::net::Ipv4Addr {
+    container_spec::ip_of(uid)
+}
+
 /// Sends `packet` `count` times as fast as a process running as `uid` can.
 pub fn flood_as(uid: u32, socket: &Path, packet: &[u8], count: usize) -> std::process::Child {
     let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
@@ -209,6 +270,26 @@ impl FakeHome {
         let path = self.run.join(name);
         self.listeners.push(std::os::unix::net::UnixListener::bind(&path).unwrap());
         std::os::unix::fs::chown(&path, Some(self.uid), Some(self.uid)).unwrap();
+        format!("/containers/{}/run/{name}", self.uid)
+    }
+
+    /// Binds `run/<name>` and answers every connection with `200 <body>`, as a vassal's app
+    /// would (the router speaks the uwsgi protocol to it and relays the raw HTTP answer).
+    /// A name already bound is re-bound (a new socket, as a restarted vassal's).
+    pub fn serve(&mut self, name: &str, body: &str) -> String {
+        let path = self.run.join(name);
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.uid)).unwrap();
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 65536];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
         format!("/containers/{}/run/{name}", self.uid)
     }
 
