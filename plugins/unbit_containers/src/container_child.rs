@@ -3,8 +3,8 @@
 //!
 //! `vassal` joins the cgroup and builds and pivots into the container's root; `before_exec`
 //! points stdout/stderr at the container's own log (never the operator's), drops to the
-//! container uid for good and sets the environment customers rely on (`$(HOME)`). Nothing from
-//! the guest rootfs runs before the drop.
+//! container uid for good and replaces the whole environment with [`CONTAINER_ENV`]. Nothing
+//! from the guest rootfs runs before the drop.
 
 use crate::{running_specs, settings, vassal_config::uid_of};
 use std::os::fd::RawFd;
@@ -21,12 +21,71 @@ pub fn setup(v: &Vassal) -> Result<(), String> {
     jail::enter_jail(&settings::node_paths(), &spec).map_err(|e| e.to_string())
 }
 
+/// Where a value of [`CONTAINER_ENV`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvValue {
+    /// The same on every node and in every container.
+    Fixed(&'static str),
+    /// The container's home, `/containers/<uid>` as seen inside.
+    Home,
+    /// The container's uid, which is also its user name.
+    Uid,
+    /// Set by the node Emperor for this very child (uWSGI's vassal protocol, core/emperor.c):
+    /// passed on as the Emperor set it, if it did.
+    FromEmperor,
+}
+
+/// The complete environment of a container master, and so what every customer vassal, its
+/// workers and `rc.local` start from. Nothing else of the node Emperor's environment crosses
+/// the exec: not the operator's shell and build variables, not a credential the operator
+/// happened to export, and not `UWSGI_*` options (uWSGI turns the operator's
+/// `UWSGI_VASSAL_<OPTION>` into `UWSGI_<OPTION>` for every vassal; a container master is
+/// configured by its generated config alone, see `vassal_config`).
+///
+/// The two `UWSGI_EMPEROR_*` entries are the vassal protocol: the numbers of the vassal's ends
+/// of the Emperor pipe and of the config pipe (`emperor://` configs, which is how the monitor
+/// feeds them); the master drops the config pipe's once it has read its config (`unenv` in
+/// `vassal_config`). uWSGI's other Emperor variables are not needed here: `UWSGI_BROODLORD_NUM` is
+/// only for zerg vassals, `UWSGI_EMPEROR_PROXY` only for vassals started outside the Emperor,
+/// `UWSGI_VASSALS_DIR` only for the Emperor's own hook commands. uWSGI itself then adds
+/// `UWSGI_RELOADS` and `UWSGI_ORIGINAL_PROC_NAME` in every instance it starts, and the
+/// container's sub-Emperor gives each customer vassal its own `UWSGI_EMPEROR_FD`.
+pub const CONTAINER_ENV: &[(&str, EnvValue)] = &[
+    ("HOME", EnvValue::Home),
+    ("USER", EnvValue::Uid),
+    ("LOGNAME", EnvValue::Uid),
+    // /usr/local is the home again inside the jail: ~/bin comes first.
+    ("PATH", EnvValue::Fixed("/usr/local/bin:/usr/bin:/bin")),
+    // Built into glibc: every distro has it, and customers' programs get UTF-8 by default.
+    ("LANG", EnvValue::Fixed("C.UTF-8")),
+    ("UWSGI_EMPEROR_FD", EnvValue::FromEmperor),
+    ("UWSGI_EMPEROR_FD_CONFIG", EnvValue::FromEmperor),
+];
+
+/// [`CONTAINER_ENV`] with this container's values, reading the Emperor's from `inherited`.
+pub fn container_env(uid: u32, inherited: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    CONTAINER_ENV
+        .iter()
+        .filter_map(|&(name, value)| {
+            let value = match value {
+                EnvValue::Fixed(v) => v.to_string(),
+                EnvValue::Home => format!("/containers/{uid}"),
+                EnvValue::Uid => uid.to_string(),
+                EnvValue::FromEmperor => inherited(name)?,
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
 pub fn before_exec(v: &Vassal) -> Result<(), String> {
     let Some(uid) = container_uid(v) else { return Ok(()) };
-    // The two pipes of uWSGI's vassal protocol are the only descriptors that cross the exec.
-    let keep: Vec<RawFd> = ["UWSGI_EMPEROR_FD", "UWSGI_EMPEROR_FD_CONFIG"]
+    let env = container_env(uid, |k| std::env::var(k).ok());
+    // The pipes of uWSGI's vassal protocol are the only descriptors that cross the exec.
+    let keep: Vec<RawFd> = CONTAINER_ENV
         .iter()
-        .filter_map(|k| std::env::var(k).ok()?.parse().ok())
+        .filter(|(_, value)| *value == EnvValue::FromEmperor)
+        .filter_map(|(name, _)| env.iter().find(|(k, _)| k == name)?.1.parse().ok())
         .collect();
     jail::drop_privileges_keeping(uid, &keep).map_err(|e| e.to_string())?;
     let home = format!("/containers/{uid}");
@@ -38,10 +97,13 @@ pub fn before_exec(v: &Vassal) -> Result<(), String> {
         .open(format!("{home}/logs/emperor.log"))
         .map_err(|e| format!("container {uid}: cannot open {home}/logs/emperor.log: {e}"))?;
     redirect_output(&log).map_err(|e| format!("container {uid}: cannot redirect output: {e}"))?;
-    for (k, val) in [("HOME", home.as_str()), ("USER", &uid.to_string()), ("LOGNAME", &uid.to_string())] {
+    // The Emperor's child is single-threaded: nothing reads the environment meanwhile.
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    for (k, val) in env {
         std::env::set_var(k, val);
     }
-    std::env::set_var("PATH", "/usr/local/bin:/usr/bin:/bin");
     Ok(())
 }
 
@@ -50,4 +112,27 @@ fn redirect_output(log: &std::fs::File) -> nix::Result<()> {
     nix::unistd::dup2(log.as_raw_fd(), 1)?;
     nix::unistd::dup2(log.as_raw_fd(), 2)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_env_holds_the_documented_names_only() {
+        let emperor = |k: &str| match k {
+            "UWSGI_EMPEROR_FD" => Some("3".to_string()),
+            "UWSGI_EMPEROR_FD_CONFIG" => Some("4".to_string()),
+            _ => Some("operator's".to_string()),
+        };
+        let env = container_env(30001, emperor);
+        let names: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["HOME", "USER", "LOGNAME", "PATH", "LANG", "UWSGI_EMPEROR_FD", "UWSGI_EMPEROR_FD_CONFIG"]);
+        assert_eq!(env[0].1, "/containers/30001");
+        assert_eq!(env[1].1, "30001");
+        assert!(!env.iter().any(|(_, v)| v == "operator's"));
+        // Without a config pipe (a file-based vassal) that variable is simply absent.
+        let env = container_env(30001, |k| (k == "UWSGI_EMPEROR_FD").then(|| "3".to_string()));
+        assert_eq!(env.len(), 6);
+    }
 }
