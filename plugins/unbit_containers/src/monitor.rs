@@ -5,14 +5,22 @@
 //! applies: prepare the home (symlink-safe, quota), feed the Emperor the container's vassal,
 //! rewrite keys, stop removed containers and release their cgroups once they are gone, and
 //! report OOM kills.
+//!
+//! A spec change either takes effect or stops the container: when the home cannot be prepared
+//! or the keys cannot be written, the container is stopped (a customer must not be able to
+//! keep, say, a memory limit the owner lowered, or a key the owner removed, by planting
+//! something in the home), the planner retries at the next pass, and the reason goes to the
+//! operator's log and the customer's own `~/logs/emperor.log`. What the node moved out of its
+//! way in the home is told to the customer there too.
 
 use crate::reconcile::{Action, Reconciler};
 use crate::spec_folder::SpecFolder;
 use crate::vassal_config::{self, uid_of, vassal_name};
 use crate::{running_specs, settings};
 use container_spec::ContainerSpec;
-use jail::{NodePaths, QuotaBackend};
+use jail::{Displaced, NodePaths, QuotaBackend};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use uwsgi::{Emperor, ImperialMonitor};
 
 pub struct ContainersMonitor {
@@ -65,6 +73,49 @@ impl ContainersMonitor {
         }
     }
 
+    /// Says `message` in the Emperor's log and in the container's `~/logs/emperor.log`.
+    fn tell(&self, uid: u32, message: &str) {
+        uwsgi::log!("{message}");
+        if let Err(e) = jail::append_to_customer_log(&self.paths, uid, &format!("[unbit node] {message}\n")) {
+            uwsgi::log!("container {uid}: cannot tell the customer in their log: {e}");
+        }
+    }
+
+    /// Tells the customer what the node moved out of its way in the home.
+    fn tell_moved(&self, uid: u32, moved: &[Displaced]) {
+        let home = self.paths.containers.join(uid.to_string());
+        let show =
+            |p: &Path| p.strip_prefix(&home).map_or_else(|_| p.display().to_string(), |r| format!("~/{}", r.display()));
+        for d in moved {
+            self.tell(
+                uid,
+                &format!(
+                    "container {uid}: {} was {}, where the platform keeps its own directory; moved it aside to {}",
+                    show(&d.from),
+                    d.found,
+                    show(&d.to)
+                ),
+            );
+        }
+    }
+
+    /// The action for `uid` could not be carried out: the container must not go on with its
+    /// old spec. It is stopped (if it runs), the planner retries at the next pass, and the
+    /// reason is told once per distinct reason, not at every retry.
+    fn hold_back(&mut self, emperor: &mut Emperor<'_>, uid: u32, why: String) {
+        self.reconciler.failed(uid);
+        if emperor.stop(&vassal_name(uid)) {
+            self.stopping.insert(uid);
+        }
+        let message =
+            format!("container {uid}: {why}; it stays stopped until its spec can be applied (retried at every pass)");
+        let key = held_key(uid);
+        if self.reported.get(&key) != Some(&message) {
+            self.tell(uid, &message);
+            self.reported.insert(key, message);
+        }
+    }
+
     fn desired(&mut self) -> Option<Vec<ContainerSpec>> {
         let snapshot = match self.folder.read() {
             Ok(s) => s,
@@ -92,11 +143,15 @@ impl ContainersMonitor {
         match action {
             Action::Run { spec, generation, restart } => {
                 let uid = spec.uid;
-                if let Err(e) = jail::prepare_home(&self.paths, &spec, self.quota.as_ref()) {
-                    self.report(format!("home {uid}"), format!("container {uid}: cannot prepare its home: {e}"));
-                    return;
+                // Run again: a stop still pending must not release its cgroup after this.
+                self.stopping.remove(&uid);
+                match jail::prepare_home(&self.paths, &spec, self.quota.as_ref()) {
+                    Ok(moved) => self.tell_moved(uid, &moved),
+                    Err(e) => return self.hold_back(emperor, uid, format!("cannot prepare its home: {e}")),
                 }
-                self.reported.remove(&format!("home {uid}"));
+                if self.reported.remove(&held_key(uid)).is_some() {
+                    self.tell(uid, &format!("container {uid}: its spec can be applied again, starting it"));
+                }
                 let config = vassal_config::render(&spec, &self.paths.platform_dir);
                 running_specs::set(spec);
                 match emperor.feed(&vassal_name(uid), &config, generation, 0, 0) {
@@ -108,12 +163,19 @@ impl ContainersMonitor {
             Action::UpdateKeys { spec } => {
                 let uid = spec.uid;
                 match jail::write_authorized_keys(&self.paths, &spec) {
-                    Ok(()) => {
-                        uwsgi::log!("container {uid}: ssh keys updated ({} keys), no restart", spec.ssh_keys.len())
+                    Ok(moved) => {
+                        self.tell_moved(uid, &moved);
+                        uwsgi::log!("container {uid}: ssh keys updated ({} keys), no restart", spec.ssh_keys.len());
+                        running_specs::set(spec);
                     }
-                    Err(e) => uwsgi::log!("container {uid}: cannot write its ssh keys: {e}"),
+                    Err(e) => {
+                        // Fail closed: a key the owner removed must not keep working meanwhile.
+                        if let Err(r) = jail::revoke_authorized_keys(&self.paths, uid) {
+                            uwsgi::log!("container {uid}: cannot remove its old keys file either: {r}");
+                        }
+                        self.hold_back(emperor, uid, format!("cannot write its new ssh keys: {e}"));
+                    }
                 }
-                running_specs::set(spec);
             }
             Action::Stop { uid } => {
                 uwsgi::log!("container {uid}: removed from the node's specs, stopping it (its home stays)");
@@ -149,6 +211,11 @@ impl ContainersMonitor {
             }
         }
     }
+}
+
+/// The `reported` key of a container held back by [`ContainersMonitor::hold_back`].
+fn held_key(uid: u32) -> String {
+    format!("held {uid}")
 }
 
 impl ImperialMonitor for ContainersMonitor {

@@ -6,6 +6,10 @@
 //! * an ssh-key-only change rewrites the keys file and restarts nothing;
 //! * a spec that disappeared stops its container, at most `max_stops` per pass, so a source
 //!   that suddenly lists nothing cannot wipe a node in one go;
+//! * an action the node could not carry out ([`Reconciler::failed`]) is retried at the next
+//!   pass as a full run with a newer generation, so a spec change never waits for the next
+//!   spec change (the caller stops the container meanwhile, rather than leave it on its old
+//!   spec);
 //! * an empty or failed read of the source never stops anything (the caller does not call
 //!   [`Reconciler::plan`] then).
 
@@ -26,6 +30,8 @@ pub enum Action {
 struct Known {
     spec: ContainerSpec,
     generation: i64,
+    /// The last action for this container did not take effect: run it again next pass.
+    failed: bool,
 }
 
 #[derive(Default)]
@@ -41,13 +47,17 @@ impl Reconciler {
         for spec in desired {
             match self.known.get_mut(&spec.uid) {
                 None => {
-                    self.known.insert(spec.uid, Known { spec: spec.clone(), generation: now });
+                    self.known.insert(spec.uid, Known { spec: spec.clone(), generation: now, failed: false });
                     actions.push(Action::Run { spec: spec.clone(), generation: now, restart: false });
                 }
-                Some(k) if k.spec.needs_restart_for(spec) => {
+                Some(k) if k.spec.needs_restart_for(spec) || k.failed => {
+                    // A retry also gets a newer generation: should the container still run on
+                    // its old spec, the Emperor reloads it rather than keep it.
                     k.generation = now.max(k.generation + 1);
                     k.spec = spec.clone();
-                    actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart: true });
+                    k.failed = false;
+                    let restart = running.contains(&spec.uid);
+                    actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart });
                 }
                 Some(k) => {
                     if k.spec.ssh_keys != spec.ssh_keys {
@@ -69,6 +79,15 @@ impl Reconciler {
             actions.push(Action::Stop { uid });
         }
         actions
+    }
+
+    /// The last action planned for `uid` could not be carried out (its home could not be
+    /// prepared, its keys could not be written): the next [`plan`](Self::plan) runs the
+    /// container again with its current spec. Unknown uids are ignored.
+    pub fn failed(&mut self, uid: u32) {
+        if let Some(k) = self.known.get_mut(&uid) {
+            k.failed = true;
+        }
     }
 
     /// The spec the node runs for `uid`, if any.

@@ -66,3 +66,73 @@ fn a_container_that_vanished_from_the_emperor_is_handed_over_again() {
     let a = r.plan(&[spec(30001)], &[], 1500, 5);
     assert_eq!(a, vec![Action::Run { spec: spec(30001), generation: 1000, restart: false }]);
 }
+
+#[test]
+fn a_failed_restart_is_retried_at_the_next_pass_with_a_newer_generation() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut lowered = spec(30001);
+    lowered.memory_mb = 32;
+    assert_eq!(
+        r.plan(&[lowered.clone()], &[30001], 1001, 5),
+        vec![Action::Run { spec: lowered.clone(), generation: 1001, restart: true }]
+    );
+    // Its home could not be prepared: the node stopped it, the Emperor still lists it while
+    // it goes down. The same spec is run again, not forgotten until the next spec change.
+    r.failed(30001);
+    assert_eq!(
+        r.plan(&[lowered.clone()], &[30001], 1001, 5),
+        vec![Action::Run { spec: lowered.clone(), generation: 1002, restart: true }]
+    );
+    // Failing again keeps it coming back, now that it is gone from the Emperor.
+    r.failed(30001);
+    assert_eq!(
+        r.plan(&[lowered.clone()], &[], 1010, 5),
+        vec![Action::Run { spec: lowered.clone(), generation: 1010, restart: false }]
+    );
+    // Once it worked, nothing more to do.
+    assert!(r.plan(&[lowered], &[30001], 1011, 5).is_empty());
+}
+
+#[test]
+fn a_failed_key_update_becomes_a_full_run() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut rekeyed = spec(30001);
+    rekeyed.ssh_keys.clear();
+    assert_eq!(r.plan(&[rekeyed.clone()], &[30001], 1001, 5), vec![Action::UpdateKeys { spec: rekeyed.clone() }]);
+    r.failed(30001);
+    // A run prepares the whole home, keys included.
+    assert_eq!(
+        r.plan(&[rekeyed.clone()], &[30001], 1002, 5),
+        vec![Action::Run { spec: rekeyed.clone(), generation: 1002, restart: true }]
+    );
+    assert_eq!(r.spec(30001), Some(&rekeyed));
+}
+
+#[test]
+fn a_spec_change_while_a_retry_is_pending_is_one_run_of_the_newest_spec() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut first = spec(30001);
+    first.memory_mb = 32;
+    r.plan(&[first], &[30001], 1001, 5);
+    r.failed(30001);
+    let mut second = spec(30001);
+    second.memory_mb = 48;
+    assert_eq!(
+        r.plan(&[second.clone()], &[30001], 1001, 5),
+        vec![Action::Run { spec: second, generation: 1002, restart: true }]
+    );
+}
+
+#[test]
+fn failures_of_unknown_or_removed_containers_are_ignored() {
+    let mut r = Reconciler::default();
+    r.failed(30001);
+    assert_eq!(r.plan(&[], &[], 1000, 5), vec![]);
+    r.plan(&[spec(30002)], &[], 1000, 5);
+    assert_eq!(r.plan(&[], &[30002], 1001, 5), vec![Action::Stop { uid: 30002 }]);
+    r.failed(30002);
+    assert_eq!(r.plan(&[], &[30002], 1002, 5), vec![]);
+}
