@@ -111,6 +111,11 @@ pub fn print_container_logs(containers_dir: &Path, lines: usize) {
     }
 }
 
+/// A container's `~/logs/emperor.log`, read as root without following any symlink.
+pub fn read_container_log(containers_dir: &Path, uid: u32) -> Result<String, String> {
+    read_beneath(containers_dir, &Path::new(&uid.to_string()).join("logs"), "emperor.log")
+}
+
 fn read_beneath(root: &Path, dir: &Path, file: &str) -> Result<String, String> {
     let sys = jail::linux::Linux;
     let root = open_trusted_dir(&sys, root).map_err(|e| e.to_string())?;

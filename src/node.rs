@@ -15,8 +15,13 @@ pub fn wait_for_path(path: &Path, timeout: Duration) {
     wait_until(&format!("{} appearing", path.display()), timeout, || path.exists());
 }
 
-fn start_emperor(args: &[String]) -> Instance {
-    let emperor = InstanceBuilder::new("node-emperor").project_plugin("unbit_containers").args(args).start();
+fn start_emperor(args: &[String], env: &[(String, String)]) -> Instance {
+    let emperor = env
+        .iter()
+        .fold(InstanceBuilder::new("node-emperor").project_plugin("unbit_containers").args(args), |b, (k, v)| {
+            b.env(k, v)
+        })
+        .start();
     emperor.wait_for_log("managing containers from", Duration::from_secs(20)).unwrap();
     emperor
 }
@@ -35,6 +40,7 @@ pub struct TestNode {
     pub cgroup_name: String,
     pub emperor: Option<Instance>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -51,9 +57,19 @@ impl TestNode {
         Self::start_with_platform_files(extra, &[("shortcuts.ini", project_root().join("shortcuts/shortcuts.ini"))])
     }
 
+    /// Starts the node Emperor with these variables added to its environment (what an operator
+    /// exported in the shell that started the node).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestNode {
+        Self::launch(extra, &[], env)
+    }
+
     /// Starts the node Emperor with `(name, source)` files copied into the platform dir
     /// (mounted at /opt/unbit in containers) before it starts.
     pub fn start_with_platform_files(extra: &[&str], files: &[(&str, PathBuf)]) -> TestNode {
+        Self::launch(extra, files, &[])
+    }
+
+    fn launch(extra: &[&str], files: &[(&str, PathBuf)], env: &[(&str, &str)]) -> TestNode {
         let distro = debian_distro();
         let root = tempfile::Builder::new().prefix("unbit-node-").tempdir().unwrap();
         let r = root.path();
@@ -89,8 +105,9 @@ impl TestNode {
             cgroup_name.clone(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let emperor = start_emperor(&args);
-        TestNode { root, cgroup_name, emperor: Some(emperor), args }
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let emperor = start_emperor(&args, &env);
+        TestNode { root, cgroup_name, emperor: Some(emperor), args, env }
     }
 
     /// Stops the node Emperor (its containers stop with it) and starts a new one over the same
@@ -99,7 +116,7 @@ impl TestNode {
         if let Some(mut e) = self.emperor.take() {
             e.stop();
         }
-        self.emperor = Some(start_emperor(&self.args));
+        self.emperor = Some(start_emperor(&self.args, &self.env));
     }
 
     pub fn emperor(&self) -> &Instance {
@@ -155,6 +172,22 @@ impl TestNode {
     /// The cgroup directories this node created (v1 controllers and the v2 hierarchy).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         cgroup_dirs(&self.cgroup_name)
+    }
+
+    /// The memory limit the kernel enforces on a container right now, in bytes (v1
+    /// `memory.limit_in_bytes` or v2 `memory.max`), if its cgroup exists.
+    pub fn memory_limit(&self, uid: u32) -> Option<u64> {
+        self.cgroup_dirs().iter().find_map(|d| {
+            ["memory.limit_in_bytes", "memory.max"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(d.join(uid.to_string()).join(f)).ok()?.trim().parse().ok())
+        })
+    }
+
+    /// The container's `~/logs/emperor.log` (what the customer reads), read without following
+    /// a symlink; empty if it cannot be read.
+    pub fn customer_log(&self, uid: u32) -> String {
+        crate::host::read_container_log(&self.containers_dir(), uid).unwrap_or_default()
     }
 }
 

@@ -2,8 +2,11 @@
 //! `unbit_containers` tries every escape the original allowed or that a tenant would try.
 //! Each attempt must fail; the suite counts them.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
+use uwsgi_it::host::{pids_of_uid, wait_until};
 use uwsgi_it::http::{get_unix, identity, wait_unix_ok, wait_unix_restarted};
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
 
@@ -140,4 +143,167 @@ fn every_escape_attempt_from_inside_a_container_fails() {
     eprintln!("security suite: {denied} escape attempts, all denied");
     assert!(allowed.is_empty(), "escapes that worked:\n{}", allowed.join("\n"));
     assert!(denied >= 20, "only {denied} attempts ran: {results:?}");
+}
+
+/// A customer's app that reports its environment, or plants obstacles in its own home as the
+/// container uid.
+const CUSTOMER_APP: &str = r#"
+import json, os, shutil
+def application(env, start_response):
+    home = os.environ.get('HOME', '')
+    path = env['PATH_INFO']
+    if path == '/plant-ssh':
+        shutil.rmtree(os.path.join(home, '.ssh'))
+        with open(os.path.join(home, '.ssh'), 'w') as f:
+            f.write('the customer was here\n')
+        body = {'planted': '~/.ssh as a regular file'}
+    elif path == '/plant-keys-dir':
+        keys = os.path.join(home, '.ssh', 'uwsgi_authorized_keys')
+        os.unlink(keys)
+        os.mkdir(keys)
+        body = {'planted': '~/.ssh/uwsgi_authorized_keys as a directory'}
+    else:
+        body = dict(os.environ)
+    start_response('200 OK', [('Content-Type', 'application/json')])
+    return [json.dumps(body).encode()]
+"#;
+
+fn body_json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Issue 10, finding 3: the node Emperor's environment (the operator's shell, build
+/// variables, whatever credential was exported) must not reach customers. A customer vassal
+/// sees exactly what the platform documents (`CONTAINER_ENV` in the container manager) plus
+/// what uWSGI itself sets in each instance.
+#[test]
+fn a_customer_vassal_sees_exactly_the_documented_environment() {
+    const CANARY: (&str, &str) = ("UNBIT_TEST_SECRET", "operator-credential-5d1e");
+    let node = TestNode::start_with_env(&["--unbit-quota", "none"], &[CANARY]);
+    let uid = 30211;
+    node.put_spec(uid, &spec_json(uid, "env", 128, 128, &["ssh-ed25519 AAAA e"], &key_pair()));
+    let socket = node.deploy_python(uid, "env", CUSTOMER_APP);
+    let seen = body_json(&wait_unix_ok(&socket, "/", T).unwrap().body);
+    let seen = seen.as_object().unwrap();
+
+    let leaked: Vec<_> = seen.iter().filter(|(k, v)| *k == CANARY.0 || v.as_str() == Some(CANARY.1)).collect();
+    assert!(leaked.is_empty(), "the operator's environment reached the customer: {leaked:?}");
+    let mut names: Vec<&str> = seen.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            // The platform's, set for the container master.
+            "HOME",
+            "LANG",
+            "LOGNAME",
+            "PATH",
+            "USER",
+            // uWSGI's own: the sub-Emperor's pipe to this vassal, and two it sets at start.
+            "UWSGI_EMPEROR_FD",
+            "UWSGI_ORIGINAL_PROC_NAME",
+            "UWSGI_RELOADS",
+        ],
+        "{seen:?}"
+    );
+    let home = format!("/containers/{uid}");
+    let fixed = [
+        ("HOME", home.as_str()),
+        ("USER", &uid.to_string()),
+        ("LOGNAME", &uid.to_string()),
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("LANG", "C.UTF-8"),
+        ("UWSGI_RELOADS", "0"),
+    ]
+    .map(|(k, v)| (k, v.to_string()));
+    for (k, v) in fixed {
+        assert_eq!(seen[k], v, "{k}");
+    }
+    assert!(seen["UWSGI_EMPEROR_FD"].as_str().unwrap().parse::<u32>().is_ok(), "{seen:?}");
+    assert!(seen["UWSGI_ORIGINAL_PROC_NAME"].as_str().unwrap().contains("uwsgi"), "{seen:?}");
+}
+
+/// The keys of the finding-4 tests: the owner keeps the first and removes the second.
+const KEPT_KEY: &str = "ssh-ed25519 AAAAkept owner";
+const REMOVED_KEY: &str = "ssh-ed25519 AAAAremoved former-admin";
+
+/// A node running container `uid` with `memory_mb` and both keys, its customer's app up and
+/// already told to plant `obstacle` (`/plant-...`) from inside. Returns the node, the spec
+/// with only [`KEPT_KEY`] at `new_memory_mb` (the owner's change), and the app's socket.
+fn container_with_obstacle(
+    uid: u32,
+    memory_mb: u64,
+    new_memory_mb: u64,
+    obstacle: &str,
+) -> (TestNode, String, std::path::PathBuf) {
+    let node = TestNode::start(&["--unbit-quota", "none"]);
+    let keys = key_pair();
+    node.put_spec(uid, &spec_json(uid, "obstacle", memory_mb, 128, &[KEPT_KEY, REMOVED_KEY], &keys));
+    let socket = node.deploy_python(uid, "app", CUSTOMER_APP);
+    wait_unix_ok(&socket, "/", T).unwrap();
+    assert_eq!(node.memory_limit(uid), Some(memory_mb << 20));
+    let planted = get_unix(&socket, "localhost", obstacle).unwrap();
+    assert_eq!(planted.status, 200, "{}", planted.body);
+    let changed = spec_json(uid, "obstacle", new_memory_mb, 128, &[KEPT_KEY], &keys);
+    (node, changed, socket)
+}
+
+/// Issue 10, finding 4: a customer replaces `~/.ssh` with a regular file, then the owner lowers
+/// the memory limit and removes a key. The obstacle is moved aside (kept, not followed) in the
+/// very pass that sees the change, the container restarts with the new limit and keys, and
+/// the customer's log says what happened.
+#[test]
+fn an_obstacle_planted_in_the_home_cannot_keep_an_old_spec_in_force() {
+    let uid = 30221;
+    let (node, changed, socket) = container_with_obstacle(uid, 256, 128, "/plant-ssh");
+    assert!(node.home(uid).join(".ssh").is_file());
+    let before = identity(&socket);
+    node.put_spec(uid, &changed);
+
+    let restarted = format!("container {uid}: its spec changed, restarting it");
+    let log = node.emperor().wait_for_log(&restarted, T).unwrap();
+    assert!(!log.contains(&format!("container {uid}: cannot")), "not applied in the first pass:\n{log}");
+    wait_unix_restarted(&socket, before, "/", T).unwrap();
+    assert_eq!(node.memory_limit(uid), Some(128 << 20), "the lowered memory limit is not in force");
+    let home = node.home(uid);
+    assert_eq!(std::fs::read_to_string(home.join(".ssh/uwsgi_authorized_keys")).unwrap(), format!("{KEPT_KEY}\n"));
+    assert_eq!(std::fs::read_to_string(home.join("ssh.displaced")).unwrap(), "the customer was here\n");
+    let told = node.customer_log(uid);
+    assert!(
+        told.contains(&format!(
+            "container {uid}: ~/.ssh was a regular file, where the platform keeps its own directory; moved it aside to ~/ssh.displaced"
+        )),
+        "the customer's log does not say why:\n{told}"
+    );
+}
+
+/// Issue 10, finding 4, when the home cannot be repaired: the customer puts a directory where
+/// the node writes the keys file, then the owner removes a key. The container must not keep
+/// running (the removed key would keep working): it is stopped, the customer's log says why,
+/// and the change is retried at every pass, so it starts again with the new keys as soon as
+/// the obstacle is gone.
+#[test]
+fn a_spec_change_that_cannot_be_applied_stops_the_container_until_it_can() {
+    let uid = 30231;
+    // A key-only change: the node rewrites the keys file in place, restarting nothing.
+    let (node, changed, socket) = container_with_obstacle(uid, 128, 128, "/plant-keys-dir");
+    node.put_spec(uid, &changed);
+    let log = node.emperor().wait_for_log(&format!("removed uwsgi instance {uid}.ini"), T).unwrap();
+    assert!(log.contains(&format!("container {uid}: cannot write its new ssh keys")), "{log}");
+    wait_until("the container's processes ending", T, || pids_of_uid(uid).is_empty());
+    let told = node.customer_log(uid);
+    assert!(
+        told.contains(&format!("container {uid}: cannot write its new ssh keys"))
+            && told.contains("it stays stopped until its spec can be applied"),
+        "the customer's log does not say why:\n{told}"
+    );
+
+    // The customer removes the obstacle (as the container uid): the next pass applies the spec.
+    let home = node.home(uid);
+    let fixed = Command::new("rmdir").arg(home.join(".ssh/uwsgi_authorized_keys")).uid(uid).gid(uid).status().unwrap();
+    assert!(fixed.success());
+    node.emperor().wait_for_log(&format!("container {uid}: its spec can be applied again, starting it"), T).unwrap();
+    node.emperor().wait_for_log_count(&format!("vassal {uid}.ini has been spawned"), 2, T).unwrap();
+    wait_unix_ok(&socket, "/", T).unwrap();
+    assert_eq!(std::fs::read_to_string(home.join(".ssh/uwsgi_authorized_keys")).unwrap(), format!("{KEPT_KEY}\n"));
 }
