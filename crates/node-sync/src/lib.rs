@@ -8,7 +8,9 @@
 //! runs what the folder says.
 //!
 //! * [`folder`]: how an answer is applied (atomic writes, the removal safety rules);
-//! * [`client`]: the HTTP side (mTLS in production, a node token on loopback in development).
+//! * [`client`]: the HTTP side (mTLS in production, a node token on loopback in development);
+//! * [`settings`]: `--settings FILE`, the API connection in a file the operator writes.
 
 pub mod client;
 pub mod folder;
+pub mod settings;

@@ -1,13 +1,16 @@
-//! `unbit-node-sync --api URL --state-dir DIR [--domains-file FILE]
+//! `unbit-node-sync [--settings FILE] --api URL --state-dir DIR [--domains-file FILE]
 //!   (--cert PEM --key PEM --ca PEM | --token-file FILE | --token TOKEN) [--max-removals N]
 //!   [--long-poll SECS] [--once]`
 //!
-//! `--token-file` keeps the dev-mode token out of the command line, which every local user can
-//! read in `ps`.
+//! `--settings FILE` gives the API connection (`api`, `cert`, `key`, `ca`, `token-file`) from a
+//! file instead (see [`node_sync::settings`]), so the Emperor's command line is the same on
+//! every node; a value may come from the file or the command line, not both. `--token-file`
+//! keeps the dev-mode token out of the command line, which every local user can read in `ps`.
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
 use node_sync::client::{Answer, Api, NodeAuth};
 use node_sync::folder;
+use node_sync::settings::{self, Setting};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,20 +27,17 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut api, mut state_dir, mut domains_file, mut token) = (None, None, None, None);
-    let (mut cert, mut key, mut ca) = (None, None, None);
+    let (mut cert, mut key, mut ca, mut token_file, mut settings_file) = (None, None, None, None, None);
     let (mut max_removals, mut long_poll, mut once) = (5, 25, false);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
+            "--settings" => settings_file = Some(PathBuf::from(value()?)),
             "--api" => api = Some(value()?),
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
             "--token" => token = Some(value()?),
-            "--token-file" => {
-                let path = value()?;
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("--token-file {path}: {e}"))?;
-                token = Some(text.trim().to_string());
-            }
+            "--token-file" => token_file = Some(value()?),
             "--cert" => cert = Some(value()?),
             "--key" => key = Some(value()?),
             "--ca" => ca = Some(value()?),
@@ -47,11 +47,41 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    if let Some(path) = &settings_file {
+        let file = settings::read(path)?;
+        let merge = |slot: &mut Option<String>, from: Option<Setting>, name: &str| match (&slot, from) {
+            (Some(_), Some(s)) => Err(format!(
+                "{} line {}: `{name}` is also given as --{name}; give it in one place",
+                path.display(),
+                s.line
+            )),
+            (None, Some(s)) => {
+                *slot = Some(s.value);
+                Ok(())
+            }
+            (_, None) => Ok(()),
+        };
+        merge(&mut api, file.api, "api")?;
+        merge(&mut cert, file.cert, "cert")?;
+        merge(&mut key, file.key, "key")?;
+        merge(&mut ca, file.ca, "ca")?;
+        merge(&mut token_file, file.token_file, "token-file")?;
+    }
+    if let Some(path) = token_file {
+        if token.is_some() {
+            return Err("give either --token-file or --token, not both".into());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("--token-file {path}: {e}"))?;
+        token = Some(text.trim().to_string());
+    }
     let read = |p: String| std::fs::read(&p).map_err(|e| format!("{p}: {e}"));
     let auth = match (token, cert, key, ca) {
         (Some(t), None, None, None) => NodeAuth::Token(t),
         (None, Some(c), Some(k), Some(a)) => NodeAuth::Tls { cert_pem: read(c)?, key_pem: read(k)?, ca_pem: read(a)? },
-        _ => return Err("give either --token-file (or --token), or --cert, --key and --ca".into()),
+        _ => return Err(
+            "give either --token-file (or --token), or --cert, --key and --ca (on the command line or in --settings)"
+                .into(),
+        ),
     };
     Ok(Args {
         api: api.ok_or("--api is required")?,

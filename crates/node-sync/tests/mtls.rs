@@ -168,4 +168,35 @@ fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
     let (ok, log) = sync_once(dir, port, "node", &state);
     assert!(ok, "{log}");
     assert!(state.join(format!("{uid}.json")).exists(), "{log}");
+
+    // The same connection from a settings file, with emperor.ini's command line.
+    let conf = dir.join("node-sync.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# as /etc/unbit/node-sync.conf\napi = https://127.0.0.1:{port}\ncert = {d}/node.crt\nkey = {d}/node.key\nca = {d}/ca.crt\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let from_settings = dir.join("specs-from-settings");
+    std::fs::create_dir(&from_settings).unwrap();
+    let sync = |mode: u32| {
+        std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_unbit-node-sync"))
+            .arg("--settings")
+            .arg(&conf)
+            .arg("--state-dir")
+            .arg(&from_settings)
+            .arg("--once")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, log) = sync(0o666);
+    assert!(!ok && log.contains("writable by group or others"), "{log}");
+    assert_eq!(std::fs::read_dir(&from_settings).unwrap().count(), 0);
+    let (ok, log) = sync(0o600);
+    assert!(ok, "{log}");
+    assert!(from_settings.join(format!("{uid}.json")).exists(), "{log}");
 }
