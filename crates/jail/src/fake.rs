@@ -47,6 +47,7 @@ pub enum Call {
     ClearCaps,
     NoNewPrivs,
     CloseRange(u32, u32),
+    ClearEnvironment,
     WriteFile { path: PathBuf, data: String },
     MkdirAbs { path: PathBuf },
     Rmdir { path: PathBuf },
@@ -860,6 +861,12 @@ impl Syscalls for Fake {
 
     fn close_range(&self, first: u32, last: u32) -> io::Result<()> {
         self.record(Call::CloseRange(first, last));
+        Ok(())
+    }
+
+    fn clear_environment(&self) -> io::Result<()> {
+        // Recorded only: the test process keeps its environment.
+        self.record(Call::ClearEnvironment);
         Ok(())
     }
 

@@ -8,7 +8,8 @@
 //!    [`append_to_customer_log`] tells the customer what the node did or refused.
 //! 2. In the cloned child (new mount/pid/ipc/uts/net namespaces, root): [`enter_jail`] joins
 //!    the container's cgroup, builds the rootfs view and pivots into it.
-//! 3. Right before exec: [`drop_privileges`] switches to the container uid for good.
+//! 3. Right before exec: [`drop_privileges`] switches to the container uid for good and
+//!    [`replace_environment`] leaves only what the platform sets.
 //! 4. Back in the Emperor: [`oom_kill_count`] each cycle, [`release`] on stop.
 //!
 //! Every privileged call goes through [`Syscalls`]; the `*_with` variants take one so the
@@ -135,6 +136,17 @@ pub fn drop_privileges(uid: u32) -> Result<()> {
 /// vassal protocol needs). Each kept fd must be `O_CLOEXEC`-free on purpose and trusted.
 pub fn drop_privileges_keeping(uid: u32, keep: &[std::os::fd::RawFd]) -> Result<()> {
     drop_privileges_with(&Linux, uid, keep).map(drop)
+}
+
+/// Right before exec, after [`drop_privileges_keeping`]: replaces the whole environment with
+/// `vars`. `clearenv(3)` first, so nothing inherited survives, not even an entry std cannot
+/// name or remove (one without `=`, an empty name).
+pub fn replace_environment(vars: &[(&str, String)]) -> Result<()> {
+    Linux.clear_environment().map_err(|e| JailError::io("clearenv", "(the process environment)", e))?;
+    for (k, v) in vars {
+        std::env::set_var(k, v);
+    }
+    Ok(())
 }
 
 /// On stop or removal (Emperor): removes the container's cgroups, killing what is left in

@@ -349,6 +349,16 @@ impl Syscalls for Linux {
         }
     }
 
+    fn clear_environment(&self) -> io::Result<()> {
+        // SAFETY: called in the Emperor's forked child right before exec, which runs a single
+        // thread: nothing reads or writes the environment concurrently.
+        if unsafe { libc::clearenv() } != 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         // Kernel control files take one value per write(2): never split the buffer.
         let mut f = std::fs::OpenOptions::new().write(true).open(path)?;

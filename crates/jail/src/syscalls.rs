@@ -135,6 +135,9 @@ pub trait Syscalls {
     fn no_new_privs(&self) -> io::Result<bool>;
     /// Closes every fd from `first` to `last` inclusive.
     fn close_range(&self, first: u32, last: u32) -> io::Result<()>;
+    /// `clearenv(3)`: empties the process environment, entries std cannot name (no `=`, an
+    /// empty name) included. Only right before exec, in a single-threaded process.
+    fn clear_environment(&self) -> io::Result<()>;
 
     // ---- trusted kernel files (cgroupfs, procfs), absolute paths ----
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;

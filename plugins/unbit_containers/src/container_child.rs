@@ -97,14 +97,7 @@ pub fn before_exec(v: &Vassal) -> Result<(), String> {
         .open(format!("{home}/logs/emperor.log"))
         .map_err(|e| format!("container {uid}: cannot open {home}/logs/emperor.log: {e}"))?;
     redirect_output(&log).map_err(|e| format!("container {uid}: cannot redirect output: {e}"))?;
-    // The Emperor's child is single-threaded: nothing reads the environment meanwhile.
-    for (k, _) in std::env::vars_os() {
-        std::env::remove_var(k);
-    }
-    for (k, val) in env {
-        std::env::set_var(k, val);
-    }
-    Ok(())
+    jail::replace_environment(&env).map_err(|e| format!("container {uid}: {e}"))
 }
 
 fn redirect_output(log: &std::fs::File) -> nix::Result<()> {
