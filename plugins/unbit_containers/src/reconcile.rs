@@ -60,14 +60,15 @@ impl Reconciler {
                     actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart });
                 }
                 Some(k) => {
-                    if k.spec.ssh_keys != spec.ssh_keys {
-                        k.spec = spec.clone();
-                        actions.push(Action::UpdateKeys { spec: spec.clone() });
-                    }
+                    let keys_changed = k.spec.ssh_keys != spec.ssh_keys;
+                    k.spec = spec.clone();
                     if !running.contains(&spec.uid) {
                         // Known but not running (it died for good, or the Emperor dropped it):
-                        // hand it over again with the same generation.
+                        // hand it over again with the same generation. A run prepares the whole
+                        // home, new keys included.
                         actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart: false });
+                    } else if keys_changed {
+                        actions.push(Action::UpdateKeys { spec: spec.clone() });
                     }
                 }
             }

@@ -136,3 +136,16 @@ fn failures_of_unknown_or_removed_containers_are_ignored() {
     r.failed(30002);
     assert_eq!(r.plan(&[], &[30002], 1002, 5), vec![]);
 }
+
+#[test]
+fn new_keys_for_a_container_that_is_not_running_come_with_its_run() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut rekeyed = spec(30001);
+    rekeyed.ssh_keys.push("ssh-rsa BBBB other".into());
+    // One action: a failure of a separate key update could not be told from the run's.
+    assert_eq!(
+        r.plan(&[rekeyed.clone()], &[], 1001, 5),
+        vec![Action::Run { spec: rekeyed, generation: 1000, restart: false }]
+    );
+}
