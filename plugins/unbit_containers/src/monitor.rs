@@ -100,12 +100,16 @@ impl ContainersMonitor {
     }
 
     /// The action for `uid` could not be carried out: the container must not go on with its
-    /// old spec. It is stopped (if it runs), the planner retries at the next pass, and the
-    /// reason is told once per distinct reason, not at every retry.
+    /// old spec. It is stopped (if it runs) and its keys file removed (a key the owner removed
+    /// must not keep working; the run that succeeds writes the new one), the planner retries
+    /// at the next pass, and the reason is told once per distinct reason, not at every retry.
     fn hold_back(&mut self, emperor: &mut Emperor<'_>, uid: u32, why: String) {
         self.reconciler.failed(uid);
         if emperor.stop(&vassal_name(uid)) {
             self.stopping.insert(uid);
+        }
+        if let Err(e) = jail::revoke_authorized_keys(&self.paths, uid) {
+            self.report(format!("revoke {uid}"), format!("container {uid}: cannot remove its old keys file: {e}"));
         }
         let message =
             format!("container {uid}: {why}; it stays stopped until its spec can be applied (retried at every pass)");
@@ -168,13 +172,7 @@ impl ContainersMonitor {
                         uwsgi::log!("container {uid}: ssh keys updated ({} keys), no restart", spec.ssh_keys.len());
                         running_specs::set(spec);
                     }
-                    Err(e) => {
-                        // Fail closed: a key the owner removed must not keep working meanwhile.
-                        if let Err(r) = jail::revoke_authorized_keys(&self.paths, uid) {
-                            uwsgi::log!("container {uid}: cannot remove its old keys file either: {r}");
-                        }
-                        self.hold_back(emperor, uid, format!("cannot write its new ssh keys: {e}"));
-                    }
+                    Err(e) => self.hold_back(emperor, uid, format!("cannot write its new ssh keys: {e}")),
                 }
             }
             Action::Stop { uid } => {
