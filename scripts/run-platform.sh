@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Brings up a single-node platform on this machine, in ./run (kept between runs):
-#   the control API (SQLite), the node Emperor with unbit_containers and unbit-node-sync,
-#   the stock HTTP router with the subscription validator, a DNS server on loopback standing
-#   in for the public DNS (the API's domain proof asks it), a demo customer with one container.
+#   the control API (SQLite), and from the node's shipped configs (vassals-examples/, rendered
+#   into run/etc by scripts/render-configs.sh with only the paths, ports and names of
+#   scripts/local-overrides changed) the node Emperor with unbit_containers and unbit-node-sync,
+#   and the services Emperor running the HTTP router with the subscription validator; a DNS
+#   server on loopback standing in for the public DNS (the API's domain proof asks it, local
+#   only); a demo customer with one container.
 # Prints the addresses and credentials and writes them to run/platform.env. Ctrl-C stops
 # everything and leaves no process, mount, loop device or cgroup behind.
 #
 # Settings (environment): RUN_DIR (./run), API_PORT (8080), ROUTER_PORT (8000), DNS_PORT (8053),
 # CGROUP_NAME (unbit-local). The end-to-end test uses them to run beside a developer's own.
+# `--render-only` renders run/etc and stops there (tests/platform_configs.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -16,6 +20,15 @@ api_port=${API_PORT:-8080}
 router_port=${ROUTER_PORT:-8000}
 dns_port=${DNS_PORT:-8053}
 cgroup_name=${CGROUP_NAME:-unbit-local}
+render() {
+  RUN_DIR=$run API_PORT=$api_port ROUTER_PORT=$router_port DNS_PORT=$dns_port CGROUP_NAME=$cgroup_name \
+    bash scripts/render-configs.sh
+}
+case "${1:-}" in
+  --render-only) render; exit 0 ;;
+  "") ;;
+  *) echo "usage: run-platform.sh [--render-only]"; exit 2 ;;
+esac
 [[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
 
 echo "== building (plugins, unbit-api, unbit-node-sync)"
@@ -24,8 +37,9 @@ cargo build -q --release -p unbit-api -p node-sync
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 
-mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log,router,dns}
-chmod 0700 "$run/specs" "$run/router"
+# run/router, the router's private socket dir, is made by the router itself (services/http.ini).
+mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log,dns}
+chmod 0700 "$run/specs"
 [[ -f $run/domains.json ]] || echo '[]' >"$run/domains.json"
 zone=$run/dns/zone.conf
 [[ -f $zone ]] || cat >"$zone" <<'ZONE'
@@ -37,7 +51,6 @@ ZONE
 install -m 0644 target/plugins/*_plugin.so "$run/platform/plugins/"
 install -m 0644 shortcuts/shortcuts.ini "$run/platform/"
 api_bin=$root/target/release/unbit-api
-sync_bin=$root/target/release/unbit-node-sync
 db=$run/api.sqlite
 admin() { "$api_bin" admin --db "$db" "$@"; }
 
@@ -86,8 +99,10 @@ ROUTER=http://127.0.0.1:$router_port
 chmod 0600 "$run/platform.env.new"
 mv "$run/platform.env.new" "$run/platform.env"
 
-# The node's token goes to unbit-node-sync in a file: a command line is readable by anyone.
+# The node's token goes to unbit-node-sync in a file (named by run/etc/unbit/node-sync.conf):
+# a command line is readable by anyone.
 (umask 077 && printf '%s\n' "$NODE_TOKEN" >"$run/node.token")
+render
 
 pids=()
 cleanup() {
@@ -98,7 +113,8 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   # Homes on quota images, mounted by the Emperor in this namespace.
-  grep -o " $run/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
+  # (grep finds nothing when no container ran: not a failure, the cleanup must go on)
+  { grep -o " $run/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   for hierarchy in /sys/fs/cgroup/*/"$cgroup_name" /sys/fs/cgroup/"$cgroup_name"; do
     [[ -d $hierarchy ]] && find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
@@ -110,25 +126,15 @@ trap 'exit 130' INT TERM
 "$api_bin" serve --db "$db" --listen "127.0.0.1:$api_port" --dns-resolver "127.0.0.1:$dns_port" \
   >"$run/log/api.log" 2>&1 &
 pids+=($!)
-# The node: containers from the API (through unbit-node-sync) and, standing in for the public
-# DNS, dnsmasq serving the zone file (restarted by uWSGI whenever the file changes).
-uwsgi --plugin "$root/target/plugins/unbit_containers_plugin.so" --master --die-on-term \
-  --emperor "unbit://$run/specs" --emperor-use-clone fs,pid,ipc,uts,net \
-  --unbit-containers-dir "$run/containers" --unbit-distros-dir "$root/distros-cache" \
-  --unbit-platform-dir "$run/platform" --unbit-subscribe-dir "$run/subscribe" \
-  --unbit-jail-root "$run/jail" --unbit-cgroup-name "$cgroup_name" --unbit-quota auto \
-  --attach-daemon2 "cmd=$sync_bin --api http://127.0.0.1:$api_port --token-file $run/node.token --state-dir $run/specs --domains-file $run/domains.json" \
-  --attach-daemon2 "cmd=/usr/sbin/dnsmasq --keep-in-foreground --no-resolv --no-hosts --pid-file= --listen-address=127.0.0.1 --bind-interfaces --port=$dns_port --conf-file=$zone,touch=$zone" \
-  --logto "$run/log/node.log" &
+# As on a node, nothing but the rendered configs: the services first (the HTTP router with the
+# validator; containers announce their domains as soon as they start), then the containers
+# Emperor with unbit-node-sync.
+uwsgi --ini "$run/etc/uwsgi/services-emperor.ini" &
 pids+=($!)
-# The stock HTTP router; the validator owns the socket containers see as /run/subscribe/http
-# and forwards verified announces to the router's private socket.
-uwsgi --plugin http --plugin "$root/target/plugins/unbit_subscriptions_plugin.so" --master --die-on-term \
-  --http "127.0.0.1:$router_port" --http-processes 2 --subscription-dotsplit --subscription-tolerance 30 \
-  --http-subscription-server "$run/router/subscriptions.sock" \
-  --unbit-subscriptions-socket "$run/subscribe/http" --unbit-subscriptions-router "$run/router/subscriptions.sock" \
-  --unbit-subscriptions-domains "$run/domains.json" --unbit-subscriptions-containers-dir "$run/containers" \
-  --logto "$run/log/router.log" &
+uwsgi --ini "$run/etc/uwsgi/emperor.ini" &
+pids+=($!)
+# Local only: dnsmasq serving the zone file, standing in for the public DNS.
+uwsgi --ini "$run/etc/local/dns.ini" &
 pids+=($!)
 
 for _ in $(seq 100); do curl -fs -o /dev/null "$API/news/" && break; sleep 0.1; done
@@ -141,7 +147,8 @@ uwsgi.it platform running (Ctrl-C stops it; data stays in $run)
   container    $CONTAINER_UID (home: $run/containers/$CONTAINER_UID)
   DNS          127.0.0.1 port $dns_port, zone file $zone
   supplier     $api_bin admin --db $db ...
-  logs         $run/log/{api,node,router}.log, container: $run/containers/$CONTAINER_UID/logs/emperor.log
+  logs         $run/log/{api,services,router,node,dns}.log, container: $run/containers/$CONTAINER_UID/logs/emperor.log
+  configs      $run/etc (vassals-examples/ with scripts/local-overrides applied)
   variables    source $run/platform.env
 
 Try: curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID

@@ -3,6 +3,10 @@
 //! process group, stopped with Ctrl-C (SIGINT to that group), and then checked for anything it
 //! must not leave behind. Its own run dir, ports and cgroup name keep it apart from a
 //! developer's `./run` and from other tests.
+//!
+//! The script runs the node's services from the shipped configs (`vassals-examples/`) rendered
+//! into `<run>/etc`; [`LocalPlatform::config_divergence`] and
+//! [`LocalPlatform::launch_divergence`] check that this stays so.
 
 use crate::harness::project_root;
 use crate::host::{
@@ -16,6 +20,8 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod configs;
 
 /// What the run script prints once everything answers.
 const READY: &str = "uwsgi.it platform running";
@@ -34,7 +40,8 @@ impl LocalPlatform {
     /// A platform that has not started yet, with its own run dir, free ports and cgroup name.
     pub fn new() -> LocalPlatform {
         let scratch = tempfile::Builder::new().prefix("unbit-platform-").tempdir().unwrap();
-        let run_dir = scratch.path().join("run");
+        // As the script resolves it (`realpath`): the rendered configs name it so.
+        let run_dir = scratch.path().canonicalize().unwrap().join("run");
         let cgroup_name = format!("unbit-e2e-{}", std::process::id());
         let settings = vec![
             ("RUN_DIR".to_string(), run_dir.to_string_lossy().into_owned()),
@@ -80,6 +87,102 @@ impl LocalPlatform {
             assert!(Instant::now() < deadline, "the platform was not up within {timeout:?}:\n{}", self.output());
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Only the script's first step: the shipped configs rendered into `<run>/etc`
+    /// (`run-platform.sh --render-only`; needs no build and no root).
+    pub fn render_configs(&self) {
+        let out = Command::new("bash")
+            .arg(project_root().join("scripts/run-platform.sh"))
+            .arg("--render-only")
+            .envs(self.settings.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("bash runs scripts/run-platform.sh");
+        assert!(
+            out.status.success(),
+            "run-platform.sh --render-only failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The rendered configs' dir, a node's `/etc` (`uwsgi/`, `unbit/`) plus `local/`.
+    pub fn etc(&self) -> PathBuf {
+        self.run_dir.join("etc")
+    }
+
+    /// How `<run>/etc` differs from the shipped configs beyond the paths, ports and names
+    /// `scripts/local-overrides` declares (see [`configs::divergence`]); empty when none.
+    pub fn config_divergence(&self) -> Vec<String> {
+        let mut vars: Vec<(&str, String)> = vec![("ROOT", project_root().to_string_lossy().into_owned())];
+        for (name, value) in &self.settings {
+            vars.push((if name == "RUN_DIR" { "RUN" } else { name.as_str() }, value.clone()));
+        }
+        configs::divergence(&project_root(), &self.run_dir, &vars)
+    }
+
+    /// How the running platform's uWSGI instances were started, if not from the rendered
+    /// configs alone: the script must start each top-level instance (`etc/uwsgi/*.ini`,
+    /// `etc/local/*.ini`) as `uwsgi --ini <file>` and nothing else, and every service
+    /// (`etc/uwsgi/services/*.ini`) must be a vassal of the services Emperor, which starts it
+    /// as `uwsgi --ini <name>` in that dir (its title is then renamed, so its cwd tells).
+    pub fn launch_divergence(&self) -> Vec<String> {
+        let Some(child) = &self.child else { return vec!["the platform is not running".into()] };
+        let etc = self.etc();
+        let ini_in = |dir: PathBuf| -> Vec<PathBuf> {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "ini"))
+                .collect();
+            found.sort();
+            found
+        };
+        let mut wanted = ini_in(etc.join("uwsgi"));
+        wanted.extend(ini_in(etc.join("local")));
+        wanted.sort();
+        let services_dir = etc.join("uwsgi/services");
+        let services = ini_in(services_dir.clone());
+        let table = proc_table();
+        let is_uwsgi = |p: &ProcInfo| p.exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("uwsgi"));
+        let mut found = Vec::new();
+        let mut started = Vec::new();
+        for p in table.iter().filter(|p| p.ppid == child.id() as i32 && is_uwsgi(p)) {
+            match p.argv.as_slice() {
+                [uwsgi, flag, file] if uwsgi == "uwsgi" && flag == "--ini" => started.push(PathBuf::from(file)),
+                argv => found.push(format!("uWSGI {} started as {argv:?}, not `uwsgi --ini <rendered file>`", p.pid)),
+            }
+        }
+        started.sort();
+        if started != wanted {
+            found.push(format!("the script started uWSGI with {started:?}; the rendered instances are {wanted:?}"));
+        }
+        let emperor_argv =
+            ["uwsgi".to_string(), "--ini".into(), etc.join("uwsgi/services-emperor.ini").to_string_lossy().into()];
+        let emperor: Vec<i32> = table.iter().filter(|p| p.argv == emperor_argv).map(|p| p.pid).collect();
+        let vassals: Vec<&ProcInfo> =
+            table.iter().filter(|p| emperor.contains(&p.ppid) && p.argv != emperor_argv).collect();
+        for v in &vassals {
+            if !is_uwsgi(v) || v.cwd != services_dir {
+                found.push(format!(
+                    "the services Emperor's child {} ({:?}, cwd {}) is not a uWSGI vassal started in {}",
+                    v.pid,
+                    v.argv,
+                    v.cwd.display(),
+                    services_dir.display()
+                ));
+            }
+        }
+        if vassals.len() != services.len() {
+            found.push(format!(
+                "{} services rendered ({services:?}), {} vassals running",
+                services.len(),
+                vassals.len()
+            ));
+        }
+        found
     }
 
     /// `run/platform.env`, as a shell reads it.
@@ -141,11 +244,16 @@ impl LocalPlatform {
         found
     }
 
+    /// The platform's processes: its paths on their command line, running as one of `uids`,
+    /// or working in its run dir (the services' vassals, renamed by `procname-prefix`, run in
+    /// `<run>/etc/uwsgi/services`).
     fn processes(&self, uids: &[u32]) -> Vec<Process> {
         let run = self.run_dir.to_string_lossy().into_owned();
+        let works_in_run =
+            |pid: i32| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&self.run_dir));
         processes()
             .into_iter()
-            .filter(|p| p.cmdline.contains(&run) || p.uid.is_some_and(|u| uids.contains(&u)))
+            .filter(|p| p.cmdline.contains(&run) || p.uid.is_some_and(|u| uids.contains(&u)) || works_in_run(p.pid))
             .collect()
     }
 
@@ -180,7 +288,7 @@ impl LocalPlatform {
     /// Prints the script's output and the platform's logs (for a failing test).
     pub fn print_logs(&self) {
         eprintln!("---- run-platform.sh output (start {}) ----\n{}", self.starts, self.output());
-        for log in ["api", "node", "router"] {
+        for log in ["api", "services", "router", "node", "dns"] {
             let text = std::fs::read_to_string(self.run_dir.join(format!("log/{log}.log"))).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(60).collect();
             eprintln!("---- run/log/{log}.log (last 60 lines) ----");
@@ -219,4 +327,37 @@ impl Drop for LocalPlatform {
             self.force_clean(&uids);
         }
     }
+}
+
+/// What [`LocalPlatform::launch_divergence`] reads of a process.
+struct ProcInfo {
+    pid: i32,
+    ppid: i32,
+    argv: Vec<String>,
+    exe: PathBuf,
+    cwd: PathBuf,
+}
+
+fn proc_table() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let dir = entry.path();
+            // `pid (comm) state ppid ...`: comm may hold blanks and parentheses.
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let argv = std::fs::read(dir.join("cmdline")).ok()?;
+            let argv =
+                argv.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned());
+            Some(ProcInfo {
+                pid,
+                ppid,
+                argv: argv.collect(),
+                exe: std::fs::read_link(dir.join("exe")).unwrap_or_default(),
+                cwd: std::fs::read_link(dir.join("cwd")).unwrap_or_default(),
+            })
+        })
+        .collect()
 }

@@ -3,7 +3,8 @@
 //! runs the README's own command lines with bash, in order, against the real API, node, router
 //! and DNS server. A command line the README does not print fails the test, so the two cannot
 //! drift apart. Then Ctrl-C, a check that nothing is left behind, a second start, and the
-//! customer's data, containers, domains and apps are all back.
+//! customer's data, containers, domains and apps are all back. Both starts run the node's
+//! services from the shipped configs alone (`uwsgi --ini <rendered vassals-examples/ file>`).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -139,12 +140,29 @@ const ROUND_ROBIN: &str = "for i in 1 2 3 4 5 6; do curl -s -H 'Host: mynewdomai
 const PERL_ONLY: &str = "curl -H 'Host: mynewdomain.org' $ROUTER/";
 const WILDCARD: &str = "curl -H 'Host: shop.mynewdomain.org' $ROUTER/";
 
+/// What an operator installs is what runs: the rendered configs are the shipped ones but for
+/// paths, ports and names, and every uWSGI instance was started from them and nothing else.
+#[track_caller]
+fn assert_runs_the_shipped_configs(platform: &LocalPlatform) {
+    let configs = platform.config_divergence();
+    assert!(configs.is_empty(), "make run's configs diverge from vassals-examples/:\n{}", configs.join("\n"));
+    // The router is a vassal of the services Emperor: give it a moment to be spawned.
+    let mut launch = platform.launch_divergence();
+    let deadline = Instant::now() + T;
+    while !launch.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        launch = platform.launch_divergence();
+    }
+    assert!(launch.is_empty(), "make run does not start uWSGI from the rendered configs alone:\n{}", launch.join("\n"));
+}
+
 #[test]
 fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform() {
     let mut platform = LocalPlatform::new();
     let started = Instant::now();
     platform.start(FIRST_START);
     println!("platform up in {:.1} s", started.elapsed().as_secs_f64());
+    assert_runs_the_shipped_configs(&platform);
     let env = platform.env();
     for var in ["API", "ROUTER", "CUSTOMER_USER", "CUSTOMER_PASSWORD", "CONTAINER_UID", "CONTAINERS_DIR", "UNBIT_ADMIN"]
     {
@@ -329,6 +347,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
 
     // Start again: the same customer, container, domains, tags, links and home; the apps answer.
     platform.start(Duration::from_secs(300));
+    assert_runs_the_shipped_configs(&platform);
     assert_eq!(platform.env()["CONTAINER_UID"], uid.to_string());
     let me = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/me/"#);
     assert_eq!(me["company"], "God of War 4 S.p.a.", "{me}");
