@@ -39,6 +39,9 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ -n "$own_policy" ] && rm -f "$policy"; exit 1; }
   [ -n "$own_policy" ] && rm -f "$policy"
 fi
+# The HTTP router's http processes run as a user of their own (vassals-examples/services/http.ini).
+getent passwd unbit-router >/dev/null ||
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin unbit-router
 # unbit-api OpenAPI fuzz test (crates/unbit-api/tests/run-fuzz.sh)
 python3 -c "import schemathesis" 2>/dev/null || pip install -q schemathesis==4.32.5
 echo "install-deps: all ${#PACKAGES[@]} packages present"

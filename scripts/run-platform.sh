@@ -40,6 +40,8 @@ bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 # run/router, the router's private socket dir, is made by the router itself (services/http.ini).
 mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log,dns}
 chmod 0700 "$run/specs"
+# The router's stats socket is bound by its http processes, which run as unbit-router.
+install -d -o unbit-router -g unbit-router -m 0755 "$run/stats"
 [[ -f $run/domains.json ]] || echo '[]' >"$run/domains.json"
 zone=$run/dns/zone.conf
 [[ -f $zone ]] || cat >"$zone" <<'ZONE'

@@ -61,8 +61,7 @@ fn the_quickstart_apps_share_a_domain_through_the_router_and_nobody_else_can_tak
     );
     let socket = node.subscribe_dir().join("http");
     let homes = node.containers_dir();
-    let router =
-        start_router(RouterSetup { socket: &socket, homes: &homes, domains: &domains, processes: 2, extra: &[] });
+    let router = start_router(RouterSetup::new(&socket, &homes, &domains, 2));
 
     node.put_spec(alice, &spec_json(alice, "kratos", 384, 256, &["ssh-ed25519 AAAA kratos"], &alice_keys));
     node.put_spec(bob, &spec_json(bob, "intruder", 256, 256, &["ssh-ed25519 AAAA bob"], &bob_keys));
@@ -182,8 +181,7 @@ fn a_deleted_domain_leaves_the_router_within_seconds_without_a_restart() {
     );
     let socket = node.subscribe_dir().join("http");
     let homes = node.containers_dir();
-    let router =
-        start_router(RouterSetup { socket: &socket, homes: &homes, domains: &domains, processes: 1, extra: &[] });
+    let router = start_router(RouterSetup::new(&socket, &homes, &domains, 1));
     node.put_spec(uid, &spec_json(uid, "shop", 256, 256, &["ssh-ed25519 AAAA shop"], &keys));
     let home = node.home(uid);
     wait_for(&home.join("vassals"));

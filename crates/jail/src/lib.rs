@@ -18,6 +18,7 @@
 pub mod cgroup;
 mod error;
 pub mod fake;
+pub mod fdpass;
 mod home;
 pub mod linux;
 pub mod loopdev;

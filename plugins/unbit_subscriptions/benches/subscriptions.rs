@@ -230,7 +230,8 @@ fn run_validator(root: &Path, homes: &Path, domains: &Path, work: &Workload, pro
     std::fs::create_dir_all(&sub).unwrap();
     let socket = sub.join("http");
     let extra = validator_extra();
-    let router = start_router(RouterSetup { socket: &socket, homes, domains, processes, extra: &extra });
+    let router =
+        start_router(RouterSetup { socket: &socket, homes, domains, processes, extra: &extra, router_user: None });
     eprintln!("validator, {processes} router process(es)...");
     measure(&router, &socket, work)
 }

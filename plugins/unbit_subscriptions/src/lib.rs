@@ -17,6 +17,7 @@
 //! * [`domains`], [`watch`]: who owns which domain, reloaded while running;
 //! * [`address`], [`homes`]: the addresses and files a container may name, checked and opened;
 //! * [`pins`]: the names the router reaches pinned sockets by, never reused;
+//! * [`holder`]: the unprivileged process holding pinned sockets when the router drops root;
 //! * [`own_ip`]: when a container may announce an IP address;
 //! * [`replay`]: freshness, replays and the command-byte flip;
 //! * [`held`]: announces that arrived just before their domain did, checked again;
@@ -26,6 +27,7 @@
 pub mod address;
 pub mod domains;
 pub mod held;
+pub mod holder;
 pub mod homes;
 pub mod limits;
 pub mod own_ip;
@@ -62,7 +64,31 @@ impl uwsgi::Plugin for UnbitSubscriptions {
             uwsgi::log!("the subscription validator needs master = true (uWSGI supervises it as a gateway)");
             std::process::exit(1);
         }
-        if let Err(e) = uwsgi::gateway::register("unbit-subscriptions", move || service::run(&config)) {
+        // Made here, in the master, so both gateways keep their end when either is respawned.
+        let channel = match config.router_user.map(|_| holder::Channel::new()).transpose() {
+            Ok(c) => c.map(std::sync::Arc::new),
+            Err(e) => {
+                uwsgi::log!("{e}");
+                std::process::exit(1);
+            }
+        };
+        if let (Some(channel), Some(user)) = (&channel, config.router_user) {
+            let channel = std::sync::Arc::clone(channel);
+            if let Err(e) =
+                uwsgi::gateway::register("unbit-pin-holder", move || holder::run_holder(&channel.holder, user))
+            {
+                uwsgi::log!("{e}");
+                std::process::exit(1);
+            }
+        }
+        let validator = move || {
+            let end = match &channel {
+                Some(c) => Some(c.validator.try_clone().map_err(|e| format!("the pin holder's channel: {e}"))?),
+                None => None,
+            };
+            service::run(&config, end)
+        };
+        if let Err(e) = uwsgi::gateway::register("unbit-subscriptions", validator) {
             uwsgi::log!("{e}");
             std::process::exit(1);
         }

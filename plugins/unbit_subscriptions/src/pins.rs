@@ -33,6 +33,10 @@ pub trait Publish {
     /// Makes `address` unreachable; the socket behind it stays open until dropped. An error
     /// means the name may still resolve: the caller must then never close the socket.
     fn withdraw(&mut self, address: &str) -> Result<(), String>;
+    /// The quarantine of a withdrawn name is over: whatever still holds its socket may let go.
+    fn forget(&mut self, _address: &str) {}
+    /// Called at every housekeeping pass (a few times a second).
+    fn tick(&mut self) {}
 }
 
 /// The real names: symlinks to `/proc/<validator pid>/fd/<n>` in a directory of the router's
@@ -68,6 +72,11 @@ impl LinkDir {
         openssl::rand::rand_bytes(&mut random).map_err(|e| format!("random generation: {e}"))?;
         let generation = random.iter().map(|b| format!("{b:02x}")).collect();
         Ok(LinkDir { dir: dir.to_path_buf(), generation, next: 0, pid: std::process::id() })
+    }
+
+    /// The random part of this validator's names.
+    pub fn generation(&self) -> &str {
+        &self.generation
     }
 }
 
@@ -105,8 +114,8 @@ pub struct PinBoard {
     /// The pin currently standing for each socket name, `(uid, path below run/)`.
     current: HashMap<(u32, PathBuf), PinId>,
     next: PinId,
-    /// Released descriptors and when they may be closed.
-    closing: Vec<(i64, Pinned)>,
+    /// Released descriptors, their former names, and when they may be closed.
+    closing: Vec<(i64, String, Pinned)>,
     /// Descriptors whose name could not be removed: kept open for good, so the name can never
     /// come to mean another socket.
     stuck: Vec<Pinned>,
@@ -193,7 +202,7 @@ impl PinBoard {
             self.current.remove(&p.slot);
         }
         match self.publisher.withdraw(&p.address) {
-            Ok(()) => self.closing.push((now + QUARANTINE_SECS, p.pinned)),
+            Ok(()) => self.closing.push((now + QUARANTINE_SECS, p.address, p.pinned)),
             Err(e) => {
                 self.problems.push(format!("{e}; its socket stays open for good"));
                 self.stuck.push(p.pinned);
@@ -206,9 +215,14 @@ impl PinBoard {
         std::mem::take(&mut self.problems)
     }
 
-    /// Closes the descriptors whose quarantine is over.
+    /// Closes the descriptors whose quarantine is over (housekeeping).
     pub fn expire(&mut self, now: i64) {
-        self.closing.retain(|(until, _)| *until > now);
+        self.publisher.tick();
+        let (over, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.closing).into_iter().partition(|c| c.0 <= now);
+        self.closing = waiting;
+        for (_, address, _) in over {
+            self.publisher.forget(&address);
+        }
     }
 
     /// Pins held (for tests and reports).

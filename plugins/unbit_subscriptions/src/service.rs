@@ -4,10 +4,11 @@
 //! every rejection to the operator's log and to the container.
 
 use crate::domains::DomainTable;
+use crate::holder::{HolderLink, RouterUser};
 use crate::homes::NodeHomes;
 use crate::limits::{AnnounceBudget, LogBudget, LogDecision};
 use crate::own_ip::NodeNetwork;
-use crate::pins::LinkDir;
+use crate::pins::{LinkDir, Publish};
 use crate::validator::{NodeFacts, NotifyTarget, Outcome, Rejection, Sender, Validator};
 use crate::watch::DomainsWatcher;
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
@@ -35,6 +36,9 @@ pub struct Config {
     pub burst: u32,
     /// Seconds between activity reports (announces checked, mean time per check).
     pub report_secs: u64,
+    /// When the router's http processes drop root (`http-uid`): the user a holder process
+    /// keeps the pinned sockets as ([`crate::holder`]). `None`: the validator holds them.
+    pub router_user: Option<RouterUser>,
 }
 
 /// How often housekeeping runs (and so how soon a domains change applies), at most.
@@ -48,16 +52,21 @@ const ROUTER_SEND_TIMEOUT: Duration = Duration::from_millis(200);
 /// Room for any unix datagram: a larger one is reported with its real size.
 const RECV_BUFFER: usize = 65536;
 
-/// Runs the validator until the process is stopped.
-pub fn run(config: &Config) -> Result<(), String> {
+/// Runs the validator until the process is stopped. `holder` is the validator's end of the
+/// channel to the pin holder, when the router runs without root.
+pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> {
     // The router's processes open `/proc/<this pid>/fd/<n>` (the pinned sockets). After
     // uWSGI drops privileges the process is not dumpable, which would hide /proc/<pid>/fd
     // from same-uid processes; the router is the same trust domain as the validator.
     nix::sys::prctl::set_dumpable(true).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    let private = check_private_dir(&config.router)?;
+    let private = check_private_dir(&config.router, config.router_user)?;
     // Names the router reaches pinned sockets by, never reused (see `pins`); emptied at start,
     // so a node left in the router by a validator that died reaches nothing.
-    let publisher = LinkDir::create(&private.join("pins"))?;
+    let pins = private.join("pins");
+    let publisher: Box<dyn Publish + Send> = match (holder, config.router_user) {
+        (Some(end), Some(user)) => Box::new(HolderLink::create(end, &pins, user)?),
+        _ => Box::new(LinkDir::create(&pins)?),
+    };
     let socket = bind_public(&config.socket)?;
     let router = RouterLink::new(&config.router);
     let notifier = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
@@ -66,7 +75,7 @@ pub fn run(config: &Config) -> Result<(), String> {
     let node = NodeFacts {
         homes: Box::new(NodeHomes::new(&config.homes)),
         host_homes: config.homes.clone(),
-        publisher: Box::new(publisher),
+        publisher,
         ips: Box::new(NodeNetwork::new()),
     };
     let mut validator = Validator::new(node, config.window_secs, config.node_ttl_secs);
@@ -327,18 +336,21 @@ fn bind_public(path: &Path) -> Result<UnixDatagram, String> {
 }
 
 /// The router accepts unsigned announces on its private socket: only the validator may reach
-/// it, so its directory must be closed to everyone but the router's own user. Returns it.
-fn check_private_dir(router: &Path) -> Result<PathBuf, String> {
+/// it, so its directory must be closed to everyone but the router's own user. When the
+/// router's http processes run as another user, its group may enter (not write): they follow
+/// the pins' names in it. Returns it.
+fn check_private_dir(router: &Path, router_user: Option<RouterUser>) -> Result<PathBuf, String> {
     let dir = router
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .ok_or_else(|| format!("{}: the router's socket must be a path in a private directory", router.display()))?;
     let md = std::fs::metadata(dir).map_err(|e| format!("the router's private dir {}: {e}", dir.display()))?;
     let me = nix::unistd::geteuid().as_raw();
-    if !md.is_dir() || md.mode() & 0o077 != 0 || md.uid() != me {
+    let group_may_enter = router_user.is_some_and(|u| u.gid == md.gid()) && md.mode() & 0o027 == 0;
+    if !md.is_dir() || (md.mode() & 0o077 != 0 && !group_may_enter) || md.uid() != me {
         return Err(format!(
-            "{} must be a directory owned by uid {me} with mode 0700 (it is uid {}, mode {:o}): anyone who can write \
-             to the router's private socket {} bypasses the validator",
+            "{} must be a directory owned by uid {me} with mode 0700, or 0710/0750 with the router user's group \
+             (it is uid {}, mode {:o}): anyone who can write to the router's private socket {} bypasses the validator",
             dir.display(),
             md.uid(),
             md.mode() & 0o7777,

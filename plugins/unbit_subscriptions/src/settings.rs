@@ -1,6 +1,7 @@
 //! The operator's options, in the HTTP router instance's config (see
 //! `vassals-examples/services/http.ini`).
 
+use crate::holder::RouterUser;
 use crate::service::Config;
 use std::path::PathBuf;
 use uwsgi::{Registry, Setting};
@@ -14,6 +15,7 @@ static NODE_TTL: Setting<u32> = Setting::new();
 static RATE: Setting<u32> = Setting::new();
 static BURST: Setting<u32> = Setting::new();
 static REPORT: Setting<u32> = Setting::new();
+static ROUTER_USER: Setting<String> = Setting::new();
 
 pub fn declare(reg: &mut Registry) {
     reg.option(
@@ -40,7 +42,12 @@ pub fn declare(reg: &mut Registry) {
     .option("unbit-subscriptions-node-ttl", "seconds a silent node is remembered (default 120)", &NODE_TTL)
     .option("unbit-subscriptions-rate", "announces per second allowed per container (default 20)", &RATE)
     .option("unbit-subscriptions-burst", "announce burst allowed per container (default 200)", &BURST)
-    .option("unbit-subscriptions-report", "seconds between activity reports in the log (default 60)", &REPORT);
+    .option("unbit-subscriptions-report", "seconds between activity reports in the log (default 60)", &REPORT)
+    .option(
+        "unbit-subscriptions-router-user",
+        "the user the router's http processes run as (http-uid); pinned sockets are held by a process of that user",
+        &ROUTER_USER,
+    );
 }
 
 /// The validator's config, `None` when the instance does not run one (no socket option).
@@ -57,5 +64,6 @@ pub fn config() -> Result<Option<Config>, String> {
         rate: RATE.get_or(20),
         burst: BURST.get_or(200),
         report_secs: u64::from(REPORT.get_or(60).max(1)),
+        router_user: ROUTER_USER.get().map(|name| RouterUser::lookup(&name)).transpose()?,
     }))
 }

@@ -71,8 +71,7 @@ fn lab() -> Lab {
     let socket = subscribe.join("http");
     let (alice, alice2, bob) =
         (FakeHome::new(&homes, ALICE), FakeHome::new(&homes, ALICE2), FakeHome::new(&homes, BOB));
-    let router =
-        start_router(RouterSetup { socket: &socket, homes: &homes, domains: &domains, processes: 2, extra: &[] });
+    let router = start_router(RouterSetup::new(&socket, &homes, &domains, 2));
     Lab { alice, _alice2: alice2, bob, _root: root, socket, alice_key, bob_key, router }
 }
 
@@ -347,6 +346,67 @@ fn ip_addresses_pass_only_when_the_container_really_has_them() {
     let p = StockAnnounce::new(DOMAIN, &address, now()).signed(Command::Subscribe, &lab.alice_key);
     send_as_in_netns(ALICE, &net.netns, &lab.socket, &p);
     assert_eq!(lab.router.wait_for_nodes(DOMAIN, 1, T).unwrap(), [address]);
+}
+
+/// Issue 11: the router's http processes parse what the Internet sends; they run as an
+/// unprivileged user, and still reach the pinned sockets through the pin holder, also after the
+/// holder was killed and respawned.
+#[test]
+fn the_http_processes_run_without_root_and_reach_pinned_sockets() {
+    let root = tempfile::Builder::new().prefix("unbit-noroot-").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (homes, subscribe) = (root.path().join("containers"), root.path().join("subscribe"));
+    std::fs::create_dir_all(&subscribe).unwrap();
+    let key = key();
+    let domains = root.path().join("domains.json");
+    write_domains(&domains, &[domain_entry(DOMAIN, &[ALICE], &public(&key))]);
+    let socket = subscribe.join("http");
+    let mut alice = FakeHome::new(&homes, ALICE);
+    let router =
+        start_router(RouterSetup { router_user: Some("nobody"), ..RouterSetup::new(&socket, &homes, &domains, 2) });
+    let address = alice.serve("app.socket", "hello from alice");
+    send_as(ALICE, &socket, &[StockAnnounce::new(DOMAIN, &address, now()).signed(Command::Subscribe, &key)]);
+    router.wait_for_nodes(DOMAIN, 1, T).unwrap();
+    assert_eq!(router.bodies(DOMAIN, 3), ["hello from alice"; 3]);
+
+    let http = processes_named(&router, "uWSGI http");
+    assert_eq!(http.len(), 2, "two http processes");
+    for pid in &http {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| status.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+        assert!(field("Uid:").split_whitespace().skip(1).all(|u| u == "65534"), "{}", field("Uid:"));
+        assert!(field("CapEff:").ends_with("0000000000000000"), "{}", field("CapEff:"));
+    }
+
+    // The holder dies: a new one gets every socket again under the same names.
+    let holder = processes_named(&router, "unbit-pin-holder");
+    assert_eq!(holder.len(), 1, "{}", router.instance.log());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    eventually(T, || {
+        let b = router.bodies(DOMAIN, 1);
+        if b == ["hello from alice"] {
+            Ok(())
+        } else {
+            Err(format!("after the holder's respawn: {b:?}\n{}", router.instance.log()))
+        }
+    })
+    .unwrap();
+}
+
+/// Pids of the router instance's gateways called `name` (`uWSGI http`, `unbit-pin-holder`),
+/// the latest spawn of each, from the master's log.
+fn processes_named(router: &Router, name: &str) -> Vec<i32> {
+    let mut latest = std::collections::BTreeMap::new();
+    for line in router.instance.log().lines() {
+        let Some(rest) = line.strip_prefix("spawned ").or_else(|| line.strip_prefix("respawned ")) else { continue };
+        let Some(rest) = rest.strip_prefix(name).and_then(|r| r.strip_prefix(' ')) else { continue };
+        let Some((num, pid)) = rest.split_once(" (pid: ") else { continue };
+        if let Ok(pid) = pid.trim_end_matches(')').parse::<i32>() {
+            latest.insert(num.to_string(), pid);
+        }
+    }
+    latest.into_values().collect()
 }
 
 fn kill_validator(lab: &Lab) {

@@ -28,12 +28,38 @@ pub struct RouterSetup<'a> {
     pub domains: &'a Path,
     pub processes: u32,
     pub extra: &'a [&'a str],
+    /// Runs the http processes as this user (`http-uid`/`http-gid`, the user's own group),
+    /// with the validator's pin holder as the same user.
+    pub router_user: Option<&'a str>,
+}
+
+impl<'a> RouterSetup<'a> {
+    /// The router as root, with no extra options.
+    pub fn new(socket: &'a Path, homes: &'a Path, domains: &'a Path, processes: u32) -> Self {
+        RouterSetup { socket, homes, domains, processes, extra: &[], router_user: None }
+    }
 }
 
 pub fn start_router(s: RouterSetup) -> Router {
     let private = tempfile::Builder::new().prefix("unbit-http-").tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut user_args = Vec::new();
+    if let Some(user) = s.router_user {
+        let u = nix::unistd::User::from_name(user).unwrap().expect("the router user exists");
+        // root:<router group> 0710: the http processes follow the pins' names, nothing more.
+        std::os::unix::fs::chown(private.path(), Some(0), Some(u.gid.as_raw())).unwrap();
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o710)).unwrap();
+        let gid = u.gid.as_raw().to_string();
+        user_args = vec![
+            "--http-uid".to_string(),
+            user.to_string(),
+            "--http-gid".to_string(),
+            gid,
+            "--unbit-subscriptions-router-user".to_string(),
+            user.to_string(),
+        ];
+    }
     let private_socket = private.path().join("subscriptions.sock");
     let (http, stats) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let ini = format!(
@@ -52,6 +78,7 @@ pub fn start_router(s: RouterSetup) -> Router {
         .arg("--plugin")
         .arg(&plugin_path("unbit_subscriptions").to_string_lossy())
         .args(s.extra)
+        .args(&user_args)
         .start();
     instance.wait_for_log("validating announces on", Duration::from_secs(20)).unwrap();
     Router { instance, http, stats, private, domains: s.domains.to_path_buf() }
@@ -281,6 +308,9 @@ impl FakeHome {
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         std::os::unix::fs::chown(&path, Some(self.uid), Some(self.uid)).unwrap();
+        // As `chmod-socket = 666` in the domain shortcut: the router is another user.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         std::thread::spawn(move || {
             use std::io::Write;
