@@ -269,7 +269,9 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert_eq!(added["message"], "Created", "{added}");
     term.run(&block_with("vassals/wildcard.ini"));
     term.until(WILDCARD, T, |out| out == WILDCARD_APP);
-    assert!(all_three(&term.run(ROUND_ROBIN)));
+    // Each of the router's processes balances on its own, so six requests spread over them
+    // need not meet all three apps every time.
+    term.until(ROUND_ROBIN, T, all_three);
 
     // Tags: they do not reboot the container.
     let before_tags = pids_of_uid(uid);
