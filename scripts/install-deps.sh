@@ -6,6 +6,9 @@ set -euo pipefail
 PACKAGES=(
   # stock uWSGI 2.0.21 and the language plugins customers use
   uwsgi-core uwsgi-dev uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ruby3.1
+  # the plugin sources of the installed uWSGI: uwsgi-sys reads the HTTP router's structures
+  # from them (plugins/corerouter/cr.h, plugins/http/common.h)
+  uwsgi-src
   # bindgen reads uwsgi.h through libclang; the source-tree build needs the C toolchain
   libclang-dev clang build-essential pkg-config libssl-dev libpcre3-dev zlib1g-dev
   libcap-dev uuid-dev libyaml-dev libyajl-dev libxml2-dev python3-dev

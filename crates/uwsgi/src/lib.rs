@@ -24,6 +24,7 @@
 
 pub mod abi;
 mod alarms;
+pub mod corerouter;
 pub mod emperor;
 pub mod gateway;
 mod guard;

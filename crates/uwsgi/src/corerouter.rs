@@ -1,0 +1,586 @@
+//! The stock HTTP router (the `http` plugin), taught by a plugin loaded into the same instance.
+//!
+//! uWSGI gives a plugin no way to change how the router maps a request to a backend or what it
+//! does when that fails: the mapper is chosen inside each forked router process
+//! (`uwsgi_corerouter_loop`), and every failure closes the connection. What a plugin can reach
+//! is `uhttp.cr.alloc_session`, which the router calls through its struct for every accepted
+//! connection, after its loop set the mapper. [`HttpRouter::install`] wraps it (in the master,
+//! before the router processes fork); on the first connection of each router process the
+//! wrapper wraps the mapper, and on every plain-HTTP connection the client's read hook:
+//!
+//! * the mapper runs the plugin's [`FrontDoor::route`] on the key (the Host header) before the
+//!   router's own lookup, and sends a request the lookup cannot place to an error backend, a
+//!   uwsgi-protocol unix socket, with the status in a uwsgi variable;
+//! * the read hook catches what the stock parser gives up on: a backend whose unix socket
+//!   refuses the connection (the node is marked dead and the request mapped again), a header
+//!   block over the router's 64 KB buffer, a request it cannot parse.
+//!
+//! The router's structures come from its own headers through `uwsgi-sys`. Its functions live
+//! in `http_plugin.so` and `corerouter_plugin.so`, which a plugin cannot link against (it would
+//! fail to load wherever `http` is not loaded first): they are looked up with `dlsym` once the
+//! `http` plugin is loaded (uWSGI loads plugins `RTLD_GLOBAL`).
+
+use crate::guard;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::OnceLock;
+use uwsgi_sys::{
+    corerouter_peer, corerouter_session, http_session, sockaddr, socklen_t, uwsgi_buffer, uwsgi_corerouter,
+    uwsgi_gateway_socket, uwsgi_http,
+};
+
+type AllocSession = unsafe extern "C" fn(
+    *mut uwsgi_corerouter,
+    *mut uwsgi_gateway_socket,
+    *mut corerouter_session,
+    *mut sockaddr,
+    socklen_t,
+) -> c_int;
+type Mapper = unsafe extern "C" fn(*mut uwsgi_corerouter, *mut corerouter_peer) -> c_int;
+type Hook = unsafe extern "C" fn(*mut corerouter_peer) -> isize;
+type SetHooks = unsafe extern "C" fn(*mut corerouter_peer, Option<Hook>, Option<Hook>) -> c_int;
+
+// The type of the function looked up by name must be the header's: checked at compile time,
+// without a link-time reference (the constant is never used, so no relocation is emitted).
+const _: SetHooks = uwsgi_sys::uwsgi_cr_set_hooks;
+
+/// `UMAX16`: the uwsgi packet size is a 16-bit field.
+const PACKET_MAX: usize = 0xffff;
+
+/// What [`FrontDoor::route`] decides for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Look the (possibly rewritten) key up with the router's own mapper.
+    Lookup,
+    /// Send the request to the error backend, which answers this status.
+    Answer(u16),
+}
+
+/// Why the router's lookup found no backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// Nothing serves the key.
+    NotServed,
+    /// The request's backend failed (its socket refused the connection, or the connect timed
+    /// out) and no other backend is left for the key.
+    BackendFailed,
+}
+
+/// A request the router answers itself, without any backend, before closing the connection.
+#[derive(Debug)]
+pub enum Failure<'a> {
+    /// The header block did not end within the router's 64 KB client buffer.
+    HeadersTooLarge,
+    /// The stock parser refused the complete header block: a bad request line, a Host over 255
+    /// bytes, a line without a colon, or a block whose uwsgi packet would pass 64 KB.
+    Unparsable { header_block: &'a [u8] },
+    /// The error backend could not be reached; `status` is what it was to answer.
+    ErrorBackendDown { status: u16 },
+}
+
+/// The plugin's policy, installed once in the master with [`HttpRouter::install`].
+pub struct FrontDoor {
+    /// Runs on every request before the router's lookup, and again when a failed request is
+    /// mapped anew. It is the hot path: it must not allocate or make system calls.
+    pub route: fn(&mut Key<'_>) -> Route,
+    /// The status for a request the lookup found no backend for.
+    pub no_backend: fn(Miss) -> u16,
+    /// The whole HTTP response for a [`Failure`]; the router writes it and closes.
+    pub answer: fn(&Failure<'_>) -> Vec<u8>,
+    /// The error backend: a uwsgi-protocol unix socket (a path without `:`).
+    pub error_backend: String,
+    /// The uwsgi variable carrying the status to the error backend.
+    pub status_var: &'static str,
+}
+
+/// The routing key of one request (the Host header's value, at most 255 bytes), which the
+/// plugin may rewrite in place before the lookup.
+pub struct Key<'a> {
+    peer: &'a mut corerouter_peer,
+}
+
+impl Key<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        key_of(self.peer)
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = usize::from(self.peer.key_len);
+        // SAFETY: `key` is a `char[255]` and `key_len` (a u8) never exceeds it; c_char and u8
+        // have the same layout.
+        unsafe { std::slice::from_raw_parts_mut(self.peer.key.as_mut_ptr().cast::<u8>(), len) }
+    }
+
+    /// Shortens the key to `len` bytes (no-op when it is not shorter).
+    pub fn truncate(&mut self, len: usize) {
+        if len < usize::from(self.peer.key_len) {
+            self.peer.key_len = len as u8;
+        }
+    }
+
+    /// False when the request had no Host header. The stock parser then leaves the machine's
+    /// hostname as the key (`http_headers_parse`), so a key equal to the hostname is checked
+    /// against the packet's variables: O(key length) unless the Host really is the hostname.
+    pub fn from_host_header(&self) -> bool {
+        // SAFETY: `hostname` is a NUL-padded char[256] set at startup and never written again;
+        // `hostname_len` is its length.
+        let hostname = unsafe {
+            let len = usize::try_from(uwsgi_sys::uwsgi.hostname_len).unwrap_or(0).min(256);
+            std::slice::from_raw_parts(std::ptr::addr_of!(uwsgi_sys::uwsgi.hostname).cast::<u8>(), len)
+        };
+        self.bytes() != hostname || packet_var(self.peer, b"HTTP_HOST").is_some()
+    }
+}
+
+fn key_of(peer: &corerouter_peer) -> &[u8] {
+    // SAFETY: as in `Key::bytes_mut`, read-only.
+    unsafe { std::slice::from_raw_parts(peer.key.as_ptr().cast::<u8>(), usize::from(peer.key_len)) }
+}
+
+/// The installed front door and the router's functions, shared by every router process (set in
+/// the master before they fork, never changed).
+struct Installed {
+    front: FrontDoor,
+    /// `front.error_backend`, NUL-terminated, leaked: peers point at it.
+    error_backend: &'static CStr,
+    alloc_session: AllocSession,
+    hr_read: Hook,
+    hr_write: Hook,
+    set_hooks: SetHooks,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// The mapper the router's loop chose, saved by the first connection of each router process
+/// (a fork of the master, where this is never set).
+static ROUTER_MAPPER: OnceLock<Mapper> = OnceLock::new();
+
+/// The stock HTTP router of this instance.
+pub struct HttpRouter {
+    raw: *mut uwsgi_http,
+}
+
+/// Finds the stock HTTP router: `Err` when the `http` plugin is not loaded, `Ok(None)` when it
+/// is but the instance has no `http`/`https` socket (no router process will run).
+pub fn http_router() -> Result<Option<HttpRouter>, String> {
+    let raw = lookup(c"uhttp").ok_or("the http plugin is not loaded (plugins = http,...,unbit_router)")?;
+    let router = HttpRouter { raw: raw.cast() };
+    // SAFETY: `uhttp` is the http plugin's `struct uwsgi_http`, laid out as the generated type;
+    // we only read a field the plugin's options set during configuration.
+    Ok((unsafe { (*router.raw).cr.has_sockets } > 0).then_some(router))
+}
+
+impl HttpRouter {
+    /// The uid the router processes drop to (`http-uid`), 0 when they stay root.
+    pub fn uid(&self) -> u32 {
+        // SAFETY: as in `http_router`.
+        unsafe { (*self.raw).cr.uid }
+    }
+
+    /// The gid the router processes drop to (`http-gid`), 0 when they keep root's.
+    pub fn gid(&self) -> u32 {
+        // SAFETY: as in `http_router`.
+        unsafe { (*self.raw).cr.gid }
+    }
+
+    /// Wraps the router's session allocation; call it in the master, in `post_init` (after the
+    /// `http` plugin's `init`, before the router processes fork). Once per instance.
+    pub fn install(self, front: FrontDoor) -> Result<(), String> {
+        if front.error_backend.contains(':') || front.error_backend.is_empty() {
+            return Err(format!("error backend {:?}: must be a unix socket path without ':'", front.error_backend));
+        }
+        let address = CString::new(front.error_backend.clone())
+            .map_err(|_| format!("error backend {:?} contains a NUL", front.error_backend))?;
+        let function = |name: &CStr| lookup(name).ok_or_else(|| format!("the http plugin has no {name:?}"));
+        let hr_read = function(c"hr_read")?;
+        let hr_write = function(c"hr_write")?;
+        let set_hooks = function(c"uwsgi_cr_set_hooks")?;
+        // SAFETY: as in `http_router`; `alloc_session` was set by `http_init`, which ran before
+        // any `post_init`.
+        let alloc_session = unsafe { (*self.raw).cr.alloc_session }.ok_or("the http router has no alloc_session")?;
+        // SAFETY: the three symbols are the http and corerouter plugins' functions with the
+        // prototypes of their headers (`hr_read`/`hr_write` are `ssize_t (*)(struct
+        // corerouter_peer *)` hooks; `uwsgi_cr_set_hooks` is checked against the header above).
+        let (hr_read, hr_write, set_hooks) = unsafe {
+            (
+                std::mem::transmute::<*mut c_void, Hook>(hr_read),
+                std::mem::transmute::<*mut c_void, Hook>(hr_write),
+                std::mem::transmute::<*mut c_void, SetHooks>(set_hooks),
+            )
+        };
+        let installed = Installed {
+            front,
+            error_backend: Box::leak(address.into_boxed_c_str()),
+            alloc_session,
+            hr_read,
+            hr_write,
+            set_hooks,
+        };
+        INSTALLED.set(installed).map_err(|_| "the http router is already wrapped".to_string())?;
+        // SAFETY: the master is single-threaded while it configures; the router processes fork
+        // later and inherit the wrapped pointer.
+        unsafe { (*self.raw).cr.alloc_session = Some(alloc_session_wrapper) };
+        Ok(())
+    }
+}
+
+fn lookup(name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only searches the loaded
+    // objects; it returns NULL when none defines the symbol.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+unsafe extern "C" fn alloc_session_wrapper(
+    ucr: *mut uwsgi_corerouter,
+    ugs: *mut uwsgi_gateway_socket,
+    cs: *mut corerouter_session,
+    sa: *mut sockaddr,
+    sl: socklen_t,
+) -> c_int {
+    guard("http router session", -1, || {
+        let Some(installed) = INSTALLED.get() else { return -1 };
+        // SAFETY: the router calls this with its own corerouter struct (the first field of
+        // `uhttp`) in its single-threaded event loop; its mapper was set by the loop before
+        // the first connection was accepted.
+        unsafe {
+            let current = (*ucr).mapper;
+            if current.map(|f| f as usize) != Some(mapper_wrapper as Mapper as usize) {
+                if let Some(router_mapper) = current {
+                    let _ = ROUTER_MAPPER.set(router_mapper);
+                }
+                (*ucr).mapper = Some(mapper_wrapper);
+            }
+        }
+        // SAFETY: forwarding the router's own arguments to its own function.
+        let ret = unsafe { (installed.alloc_session)(ucr, ugs, cs, sa, sl) };
+        if ret != 0 {
+            return ret;
+        }
+        // SAFETY: a session the router just set up: its main peer is live. Only plain HTTP
+        // (`hr_read`) is wrapped; HTTPS sessions switch their hooks inside the TLS layer.
+        unsafe {
+            let main_peer = (*cs).main_peer;
+            if (*main_peer).last_hook_read.map(|f| f as usize) == Some(installed.hr_read as usize)
+                && (installed.set_hooks)(main_peer, Some(read_wrapper), None) != 0
+            {
+                return -1;
+            }
+        }
+        0
+    })
+}
+
+unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corerouter_peer) -> c_int {
+    guard("http router mapper", -1, || {
+        let (Some(installed), Some(router_mapper)) = (INSTALLED.get(), ROUTER_MAPPER.get()) else { return -1 };
+        // SAFETY: the router calls its mapper with a backend peer of a live session, from its
+        // single-threaded loop; nothing else uses the peer during the call.
+        let peer = unsafe { &mut *peer };
+        let mut key = Key { peer };
+        let route = (installed.front.route)(&mut key);
+        let peer = key.peer;
+        match route {
+            Route::Answer(status) => to_error_backend(installed, peer, status),
+            // The stock dotsplit mapper reads out of bounds on an empty key.
+            Route::Lookup if peer.key_len == 0 => to_error_backend(installed, peer, 400),
+            Route::Lookup => {
+                // SAFETY: the router's own mapper, with its own arguments.
+                let ret = unsafe { router_mapper(ucr, peer) };
+                if ret != 0 || peer.instance_address_len > 0 {
+                    return ret;
+                }
+                let miss = if peer.retries > 0 { Miss::BackendFailed } else { Miss::NotServed };
+                to_error_backend(installed, peer, (installed.front.no_backend)(miss))
+            }
+        }
+    })
+}
+
+/// Points the peer at the error backend and adds the status variable to its uwsgi packet.
+fn to_error_backend(installed: &Installed, peer: &mut corerouter_peer, status: u16) -> c_int {
+    peer.un = std::ptr::null_mut();
+    peer.instance_address = installed.error_backend.as_ptr() as *mut c_char;
+    peer.instance_address_len = installed.error_backend.to_bytes().len() as u64;
+    peer.modifier1 = 0;
+    peer.modifier2 = 0;
+    let mut digits = [0u8; 5];
+    let value = status_digits(status, &mut digits);
+    if add_var(peer, installed.front.status_var.as_bytes(), value) {
+        0
+    } else {
+        -1
+    }
+}
+
+fn status_digits(status: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut n = status;
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
+}
+
+/// Adds `key=value` to the peer's uwsgi packet. On the first mapping the router has not sized
+/// the packet yet (`http_parse` does after the mapper) and it is appended; when a failed
+/// request is mapped again (`retries > 0`) the packet is complete, body bytes may follow the
+/// variables, so the pair is inserted after them and the size fixed.
+fn add_var(peer: &mut corerouter_peer, key: &[u8], value: &[u8]) -> bool {
+    let out = peer.out;
+    if out.is_null() || key.len() > PACKET_MAX || value.len() > PACKET_MAX {
+        return false;
+    }
+    if peer.retries == 0 {
+        // SAFETY: `out` is the peer's live packet buffer; the pointers are read-only inputs
+        // the function copies (it takes `char *` without writing through them).
+        return unsafe {
+            uwsgi_sys::uwsgi_buffer_append_keyval(
+                out,
+                key.as_ptr() as *mut c_char,
+                key.len() as u16,
+                value.as_ptr() as *mut c_char,
+                value.len() as u16,
+            )
+        } == 0;
+    }
+    let Some(size) = packet_size(peer) else { return false };
+    let pair_len = 4 + key.len() + value.len();
+    if size + pair_len > PACKET_MAX {
+        return false;
+    }
+    let mut pair = Vec::with_capacity(pair_len);
+    pair.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    pair.extend_from_slice(key);
+    pair.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    pair.extend_from_slice(value);
+    // SAFETY: as above; `uwsgi_buffer_insert` grows the buffer (within its 64 KB limit) and
+    // moves the body bytes after the insertion point.
+    if unsafe { uwsgi_sys::uwsgi_buffer_insert(out, 4 + size, pair.as_mut_ptr().cast(), pair.len()) } != 0 {
+        return false;
+    }
+    let new_size = (size + pair_len) as u16;
+    // SAFETY: the buffer holds at least the 4-byte header (packet_size checked it).
+    unsafe {
+        let buf = (*out).buf.cast::<u8>();
+        *buf.add(1) = (new_size & 0xff) as u8;
+        *buf.add(2) = (new_size >> 8) as u8;
+    }
+    true
+}
+
+/// The bytes of the peer's packet buffer.
+fn packet(peer: &corerouter_peer) -> Option<&[u8]> {
+    let out = peer.out;
+    if out.is_null() {
+        return None;
+    }
+    // SAFETY: a live uwsgi_buffer: `buf` holds `pos` initialised bytes.
+    unsafe {
+        let out = &*out;
+        (!out.buf.is_null()).then(|| std::slice::from_raw_parts(out.buf.cast::<u8>(), out.pos))
+    }
+}
+
+/// The size field of a complete packet (checked against the buffer).
+fn packet_size(peer: &corerouter_peer) -> Option<usize> {
+    let bytes = packet(peer)?;
+    let size = usize::from(u16::from_le_bytes([*bytes.get(1)?, *bytes.get(2)?]));
+    (4 + size <= bytes.len()).then_some(size)
+}
+
+/// The value of a uwsgi variable of the peer's packet.
+fn packet_var<'p>(peer: &'p corerouter_peer, name: &[u8]) -> Option<&'p [u8]> {
+    let bytes = packet(peer)?;
+    let end = if peer.retries > 0 { 4 + packet_size(peer)? } else { bytes.len() };
+    let mut vars = bytes.get(4..end)?;
+    while vars.len() >= 2 {
+        let klen = usize::from(u16::from_le_bytes([vars[0], vars[1]]));
+        let key = vars.get(2..2 + klen)?;
+        let rest = vars.get(2 + klen..)?;
+        let vlen = usize::from(u16::from_le_bytes([*rest.first()?, *rest.get(1)?]));
+        let value = rest.get(2..2 + vlen)?;
+        if key == name {
+            return Some(value);
+        }
+        vars = &rest[2 + vlen..];
+    }
+    None
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The client's read hook (plain HTTP). The stock hook runs first; only when it gives up on
+/// the session does the recovery look at why.
+unsafe extern "C" fn read_wrapper(main_peer: *mut corerouter_peer) -> isize {
+    guard("http router read", -1, || {
+        let Some(installed) = INSTALLED.get() else { return -1 };
+        // SAFETY: the router's own read hook, called as the router would.
+        let ret = unsafe { (installed.hr_read)(main_peer) };
+        if ret >= 0 || errno() == libc::EINPROGRESS {
+            return ret;
+        }
+        // SAFETY: the hook is called with the main peer of a live http session (the session
+        // struct starts with `corerouter_session`), from the router's single-threaded loop.
+        unsafe { recover(installed, main_peer) }
+    })
+}
+
+/// # Safety
+/// `main_peer` is the main peer of a live http session, in the router's loop.
+unsafe fn recover(installed: &Installed, main_peer: *mut corerouter_peer) -> isize {
+    // SAFETY: guaranteed by the caller: the session and its corerouter outlive this call.
+    let (cs, ucr) = unsafe {
+        let cs = (*main_peer).session;
+        (cs, (*cs).corerouter)
+    };
+    let hr = cs.cast::<http_session>();
+    loop {
+        // SAFETY: `peers` is the session's backend list (NULL or live peers).
+        let peer = unsafe { (*cs).peers };
+        // SAFETY: dereferenced only when non-NULL; a live peer of this session.
+        let failed_connect = !peer.is_null()
+            && unsafe { (*peer).failed != 0 && (*peer).fd == -1 && (*peer).instance_address_len > 0 };
+        if failed_connect {
+            // SAFETY: a live, non-NULL peer (checked above).
+            let peer = unsafe { &mut *peer };
+            if peer.instance_address.cast_const() == installed.error_backend.as_ptr() {
+                let status = packet_var(peer, installed.front.status_var.as_bytes())
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(502);
+                crate::log::line(&format!(
+                    "error backend {} unreachable ({}); answering {status} from the router",
+                    installed.front.error_backend,
+                    std::io::Error::from_raw_os_error(peer.soopt)
+                ));
+                // SAFETY: as above.
+                return unsafe { answer(installed, cs, &Failure::ErrorBackendDown { status }) };
+            }
+            // The connect() to a unix socket failed at once (`cr_connect`): stock uWSGI closes
+            // the session and keeps routing to the dead node.
+            // SAFETY: `ucr` is the session's router.
+            unsafe { mark_failed(ucr, peer) };
+            peer.failed = 0;
+            peer.soopt = 0;
+            peer.instance_address = std::ptr::null_mut();
+            peer.instance_address_len = 0;
+            peer.retries = peer.retries.saturating_add(1);
+            // SAFETY: a field of the session's router.
+            let max_retries = unsafe { (*ucr).max_retries };
+            if i32::from(peer.retries) > max_retries
+                && to_error_backend(installed, peer, (installed.front.no_backend)(Miss::BackendFailed)) != 0
+            {
+                // SAFETY: as above.
+                return unsafe { answer(installed, cs, &Failure::ErrorBackendDown { status: 502 }) };
+            }
+            // SAFETY: the session's retry hook (`hr_retry`): maps the peer when it has no
+            // address, then connects it (`cr_connect`), exactly as the router's own retry.
+            let Some(retry) = (unsafe { (*cs).retry }) else { return -1 };
+            if unsafe { retry(peer) } == 0 {
+                return 1;
+            }
+            continue;
+        }
+        // SAFETY: `hr` is the session (http_session starts with corerouter_session); `in_` is
+        // the main peer's live input buffer.
+        let (rnrn, headers_size, input) = unsafe { ((*hr).rnrn, (*hr).headers_size, &*(*main_peer).in_) };
+        if peer.is_null() && rnrn != 4 && buffer_full(input) {
+            // SAFETY: as above.
+            return unsafe { answer(installed, cs, &Failure::HeadersTooLarge) };
+        }
+        // SAFETY: dereferenced only when non-NULL.
+        if !peer.is_null() && rnrn == 4 && unsafe { (*peer).fd == -1 && (*peer).failed == 0 } {
+            // SAFETY: as above.
+            if unsafe { (*peer).retries } > 0 {
+                return unsafe { answer(installed, cs, &Failure::ErrorBackendDown { status: 502 }) };
+            }
+            // SAFETY: `headers_size` is the offset of the block's last byte, inside the
+            // buffer's `pos` bytes (http_parse found it there).
+            let block = unsafe { std::slice::from_raw_parts(input.buf.cast::<u8>(), (headers_size + 1).min(input.pos)) };
+            return unsafe { answer(installed, cs, &Failure::Unparsable { header_block: block }) };
+        }
+        return -1;
+    }
+}
+
+/// The client buffer reached its limit (64 KB) and cannot take another page.
+fn buffer_full(input: &uwsgi_buffer) -> bool {
+    // SAFETY: a plain read of a field set at startup.
+    let page = usize::try_from(unsafe { uwsgi_sys::uwsgi.page_size }).unwrap_or(4096);
+    input.limit > 0 && input.len >= input.limit && input.len - input.pos < page
+}
+
+/// Marks the peer's subscription node dead, as the router does for asynchronous failures
+/// (`corerouter_close_peer`), and drops the peer's reference to it.
+///
+/// # Safety
+/// `ucr` is the peer's router; `peer.un` is NULL or a node of its subscription table.
+unsafe fn mark_failed(ucr: *mut uwsgi_corerouter, peer: &mut corerouter_peer) {
+    let un = peer.un;
+    peer.un = std::ptr::null_mut();
+    // SAFETY: guaranteed by the caller; the node stays valid until removed below.
+    unsafe {
+        if un.is_null() || (*un).len == 0 {
+            return;
+        }
+        let name = std::slice::from_raw_parts((*un).name.as_ptr().cast::<u8>(), usize::from((*un).len).min(255));
+        if (*un).death_mark == 0 {
+            crate::log::line(&format!(
+                "{} => marking {} as failed: {}",
+                String::from_utf8_lossy(key_of(peer)),
+                String::from_utf8_lossy(name),
+                std::io::Error::from_raw_os_error(peer.soopt)
+            ));
+        }
+        (*un).reference = (*un).reference.saturating_sub(1);
+        (*un).death_mark = 1;
+        (*un).failcnt += 1;
+        if (*un).reference == 0 && !(*ucr).subscriptions.is_null() {
+            uwsgi_sys::uwsgi_remove_subscribe_node((*ucr).subscriptions, un);
+        }
+    }
+}
+
+/// Writes the plugin's response for `failure` to the client, then the session closes: the
+/// response goes through the router's own write hook, `wait_full_write` ends the session after
+/// the last byte (as the router's 413 does).
+///
+/// # Safety
+/// `cs` is a live plain-HTTP session in the router's loop.
+unsafe fn answer(installed: &Installed, cs: *mut corerouter_session, failure: &Failure<'_>) -> isize {
+    let mut response = (installed.front.answer)(failure);
+    // SAFETY: guaranteed by the caller. The buffer is the main peer's own (`out_need_free`),
+    // freed with it; the backend peers are made inert (no hooks, no retry) so their timeouts
+    // only delete them.
+    unsafe {
+        let buffer = uwsgi_sys::uwsgi_buffer_new(0);
+        if uwsgi_sys::uwsgi_buffer_append(buffer, response.as_mut_ptr().cast(), response.len()) != 0 {
+            uwsgi_sys::uwsgi_buffer_destroy(buffer);
+            return -1;
+        }
+        let main_peer = (*cs).main_peer;
+        (*main_peer).out = buffer;
+        (*main_peer).out_pos = 0;
+        (*main_peer).out_need_free = 1;
+        (*cs).can_keepalive = 0;
+        (*cs).wait_full_write = 1;
+        let mut peer = (*cs).peers;
+        while !peer.is_null() {
+            (*peer).failed = 0;
+            (*peer).can_retry = 0;
+            if (installed.set_hooks)(peer, None, None) != 0 {
+                return -1;
+            }
+            peer = (*peer).next;
+        }
+        if (installed.set_hooks)(main_peer, None, Some(installed.hr_write)) != 0 {
+            return -1;
+        }
+    }
+    1
+}
