@@ -444,8 +444,8 @@ unsafe fn recover(installed: &Installed, main_peer: *mut corerouter_peer) -> isi
         // SAFETY: `peers` is the session's backend list (NULL or live peers).
         let peer = unsafe { (*cs).peers };
         // SAFETY: dereferenced only when non-NULL; a live peer of this session.
-        let failed_connect = !peer.is_null()
-            && unsafe { (*peer).failed != 0 && (*peer).fd == -1 && (*peer).instance_address_len > 0 };
+        let failed_connect =
+            !peer.is_null() && unsafe { (*peer).failed != 0 && (*peer).fd == -1 && (*peer).instance_address_len > 0 };
         if failed_connect {
             // SAFETY: a live, non-NULL peer (checked above).
             let peer = unsafe { &mut *peer };
@@ -501,7 +501,8 @@ unsafe fn recover(installed: &Installed, main_peer: *mut corerouter_peer) -> isi
             }
             // SAFETY: `headers_size` is the offset of the block's last byte, inside the
             // buffer's `pos` bytes (http_parse found it there).
-            let block = unsafe { std::slice::from_raw_parts(input.buf.cast::<u8>(), (headers_size + 1).min(input.pos)) };
+            let block =
+                unsafe { std::slice::from_raw_parts(input.buf.cast::<u8>(), (headers_size + 1).min(input.pos)) };
             return unsafe { answer(installed, cs, &Failure::Unparsable { header_block: block }) };
         }
         return -1;
