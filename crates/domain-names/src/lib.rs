@@ -1,0 +1,16 @@
+//! Domain names on a node, one rule for every part that handles them:
+//!
+//! * [`normalize_key`]: the form a subscription key reaches the router in. The subscription
+//!   validator (`plugins/unbit_subscriptions`) applies it to every announce before it checks
+//!   ownership, so `domain = Example.ORG`, `domain = bücher.example` and `domain = example.org.`
+//!   reach the pool the control API's stored name (`example.org`, `xn--bcher-kva.example`)
+//!   names. The router plugin normalises a request's `Host` the same way (lowercase, no port,
+//!   no trailing dot); browsers already send IDNA names as ASCII.
+//! * [`socket_file`]: the socket a vassal binds for a domain (`plugins/unbit_vassal`, used by
+//!   the `domain = ...` shortcuts): readable when the name is short, bounded always.
+
+mod key;
+mod socket;
+
+pub use key::{is_canonical, normalize_key, MAX_NAME};
+pub use socket::{socket_file, vassal_id, MAX_SOCKET_FILE, PREFIX_LEN, READABLE_MAX};
