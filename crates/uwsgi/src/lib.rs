@@ -24,6 +24,7 @@
 
 pub mod abi;
 mod alarms;
+pub mod config;
 pub mod corerouter;
 pub mod emperor;
 pub mod gateway;

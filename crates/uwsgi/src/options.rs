@@ -107,6 +107,10 @@ impl OptionDef {
         Self::new(name, help, Arity::Required, parse_into(move |t| setting.push(t)))
     }
 
+    pub(crate) fn action(name: &str, help: &str, apply: Apply) -> Self {
+        Self::new(name, help, Arity::Required, apply)
+    }
+
     pub(crate) fn flag(name: &str, help: &str, setting: &'static Setting<bool>) -> Self {
         Self::new(
             name,

@@ -46,6 +46,19 @@ impl Registry {
         self
     }
 
+    /// `name = value` that runs `apply` when uWSGI applies it, in config order (every
+    /// occurrence); an `Err` stops the instance with a message naming the option. `apply` may
+    /// add options with [`crate::config::add`].
+    pub fn action(
+        &mut self,
+        name: &str,
+        help: &str,
+        apply: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.options.push(OptionDef::action(name, help, Box::new(apply)));
+        self
+    }
+
     /// `hook-<phase> = name:arg`. An `Err` fails the hook (fatal in uWSGI's fatal phases).
     pub fn hook(&mut self, name: &str, run: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> &mut Self {
         hooks::register(name, Box::new(run));
