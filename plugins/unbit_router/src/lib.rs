@@ -5,6 +5,8 @@
 //! by closing the connection. This plugin makes it behave like a production edge; the parts
 //! live in their own modules, listed here.
 
+pub mod dechunk;
+
 struct UnbitRouter;
 
 impl uwsgi::Plugin for UnbitRouter {
