@@ -15,7 +15,7 @@ PACKAGES=(
   # containers: distros, quota backends, loop devices, network
   debootstrap btrfs-progs e2fsprogs util-linux iproute2 procps psmisc crun busybox-static
   # tests and benchmarks
-  curl openssl sqlite3 hyperfine
+  curl openssl sqlite3 hyperfine wrk
   # the quickstart's `host -t TXT` against the local platform's DNS
   bind9-host
   # unbit-api tests: real PostgreSQL, slapd (LDAP bind backend) and a DNS server with TXT
