@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 
 /// Where homes appear inside every container (the jail's view).
 pub const HOMES_INSIDE: &str = "/containers";
-/// Socket paths must fit uWSGI's connect (`sun_path`, 102 bytes used).
+/// uWSGI binds and connects unix sockets of at most 102 bytes (`sun_path`, `core/socket.c`).
+/// The router never connects to an announced path (it gets a pinned name, [`crate::pins`]),
+/// so only the name a vassal binds counts: `/run/<name>` inside its container.
 const MAX_SOCKET_PATH: usize = 102;
+const RUN_INSIDE: &str = "/run/";
 const MAX_DEPTH: usize = 8;
 
 /// A place the router may connect to, owned by one container.
@@ -45,9 +48,11 @@ pub fn endpoint_of(address: &str, uid: u32, host_homes: &Path, own_ip: Ipv4Addr)
         let rel =
             rel.strip_prefix("run/").ok_or_else(|| format!("{address} is not in the container's run/ directory"))?;
         let rel = safe_relative(rel).ok_or_else(|| format!("{address}: not a plain path below run/"))?;
-        let host = host_homes.join(uid.to_string()).join("run").join(&rel);
-        if host.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(format!("{} is longer than a unix socket path can be", host.display()));
+        if RUN_INSIDE.len() + rel.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(format!(
+                "{address}: no vassal can bind a socket name this long in run/ (at most {} bytes)",
+                MAX_SOCKET_PATH - RUN_INSIDE.len()
+            ));
         }
         return Ok(Endpoint::RunSocket(rel));
     }
@@ -86,7 +91,8 @@ fn below_home<'a>(path: &'a str, uid: u32, host_homes: &Path) -> Result<&'a str,
 }
 
 /// A relative path of plain names (`[A-Za-z0-9._:-]`, no `.` or `..`), at most a few levels.
-/// (`:` because `domain = example.org:8080` names its socket `example.org:8080_<id>.socket`.)
+/// The domain shortcuts' names (`domain_names::socket_file`) are all of this kind; `:` stays
+/// for sockets named after `name:port` by hand (or by the shortcuts before they dropped ports).
 fn safe_relative(rel: &str) -> Option<PathBuf> {
     let parts: Vec<&str> = rel.split('/').collect();
     let plain = |p: &&str| {
@@ -141,8 +147,35 @@ mod tests {
             let err = ep(addr).unwrap_err();
             assert!(err.contains(why), "{addr}: {err} (wanted {why:?})");
         }
-        let long = format!("/containers/30001/run/{}.socket", "a".repeat(90));
-        assert!(ep(&long).unwrap_err().contains("longer than a unix socket path"));
+        // What a vassal can bind in run/ is accepted, whatever the node's containers dir.
+        let longest = format!("{}.socket", "a".repeat(90));
+        assert_eq!(ep(&format!("/containers/30001/run/{longest}")), Ok(Endpoint::RunSocket(longest.clone().into())));
+        let long = format!("/containers/30001/run/a{longest}");
+        assert!(ep(&long).unwrap_err().contains("no vassal can bind a socket name this long"));
+        let deep = endpoint_of(
+            &format!("/a/very/long/containers/dir/on/this/node/30001/run/{longest}"),
+            30001,
+            Path::new("/a/very/long/containers/dir/on/this/node"),
+            IP,
+        );
+        assert!(deep.is_ok(), "{deep:?}");
+    }
+
+    #[test]
+    fn every_socket_the_domain_shortcuts_bind_is_accepted() {
+        let label = "a".repeat(63);
+        let longest = [label.as_str(), &label, &label, &"b".repeat(61)].join(".");
+        let names = ["example.org", "Example.ORG:8080", ".example.org", "bücher.example", &longest, "not a domain"];
+        for name in names {
+            let file = domain_names::socket_file(name, "1A2B3C4D").unwrap();
+            let announced = format!("/containers/{}/run/{file}", u32::MAX);
+            let uid = u32::MAX;
+            assert_eq!(
+                endpoint_of(&announced, uid, Path::new("/srv/homes"), IP),
+                Ok(Endpoint::RunSocket(file.into())),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! An announce passes only when all hold:
 //! 1. it is a well-formed subscription packet ([`crate::wire`]);
-//! 2. its key is a domain name that the node's domain table gives an owner (a wildcard's
-//!    owner for names below it, [`crate::domains`]);
+//! 2. its key, in the router's form ([`domain_names::normalize_key`]: lowercase IDNA ASCII, no
+//!    port, no trailing dot), is not the node's hostname (the router routes requests without
+//!    a `Host` by it) nor a wildcard over it, and the node's domain table gives it an owner (a
+//!    wildcard's owner for names below it, [`crate::domains`]);
 //! 3. the sender uid (from `SCM_CREDENTIALS`, not from the packet) is one of that owner's
 //!    containers;
 //! 4. the address is the sender's own: a socket in its `run/` directory, reached without a
@@ -16,13 +18,13 @@
 //! 6. its timestamp is inside the window and newer than the node's last accepted one; the
 //!    same signature is never accepted twice or with the other command ([`crate::replay`]).
 //!
-//! The router receives a rebuilt, unsigned packet whose address is the pinned socket's name,
-//! never reused ([`crate::pins`]). A pin is let go only after every node the router has at it
+//! The router receives a rebuilt, unsigned packet with the normalised key, whose address is
+//! the pinned socket's name, never reused ([`crate::pins`]). A pin is let go only after every node the router has at it
 //! was taken back: when the vassal re-binds the name, unsubscribes, or the node expires or is
 //! revoked.
 
 use crate::address::{endpoint_of, home_file_of, Endpoint};
-use crate::domains::{is_subscription_key, DomainTable};
+use crate::domains::DomainTable;
 use crate::held::HeldAnnounces;
 use crate::homes::{describe, HomeFiles, Pinned};
 use crate::own_ip::IpOwnership;
@@ -122,6 +124,8 @@ pub struct Validator {
     node_ttl: i64,
     /// Subscribes for domains not in the table yet, checked again when the table changes.
     held: HeldAnnounces,
+    /// The node's hostname in the router's form: the key of every request without a `Host`.
+    hostname: Option<String>,
 }
 
 /// The fallback notify socket when an announce names none (or names a bad one).
@@ -129,7 +133,7 @@ const CONTAINER_NOTIFY: &str = "notify.socket";
 
 impl Validator {
     pub fn new(node: NodeFacts, window_secs: i64, node_ttl_secs: i64) -> Self {
-        Validator {
+        let mut v = Validator {
             table: Arc::new(DomainTable::default()),
             homes: node.homes,
             host_homes: node.host_homes,
@@ -139,7 +143,20 @@ impl Validator {
             live: HashMap::new(),
             node_ttl: node_ttl_secs,
             held: HeldAnnounces::default(),
+            hostname: None,
+        };
+        // This process is forked from the router instance: its hostname is the router's.
+        if let Ok(name) = nix::unistd::gethostname() {
+            v.set_node_hostname(&name.to_string_lossy());
         }
+        v
+    }
+
+    /// Sets the name the router looks requests without a `Host` up by (the router
+    /// instance's hostname, which uWSGI reads at start).
+    pub fn set_node_hostname(&mut self, hostname: &str) {
+        let name = hostname.trim_end_matches('.').to_ascii_lowercase();
+        self.hostname = (!name.is_empty()).then_some(name);
     }
 
     /// Installs a new domain table and takes back every node it no longer allows: a domain
@@ -197,23 +214,38 @@ impl Validator {
         if packet.len() > wire::MAX_PACKET {
             return Outcome::Reject(self.oversized(sender, packet.len()));
         }
-        let announce = match wire::parse(packet) {
+        let mut announce = match wire::parse(packet) {
             Ok(a) => a,
             Err(g) => return reject(None, format!("garbled packet: {g}"), self.container_notify(sender.uid)),
         };
         let notify = self.announce_notify(sender.uid, &announce);
+        // From here on the key is the router's; the customer's spelling is kept for messages.
+        let written = match domain_names::normalize_key(&announce.key) {
+            Ok(key) => std::mem::replace(&mut announce.key, key),
+            Err(why) => {
+                let reason = format!("{:?} cannot be a domain: {why}", announce.key);
+                return reject(Some(&announce.key), reason, notify);
+            }
+        };
         let key = announce.key.as_str();
-        match self.decide(sender, &announce, packet, now) {
+        match self.decide(sender, &announce, &written, packet, now) {
             Ok(Some(forward)) => forward_with(forward, notify),
             Ok(None) => Outcome::Drop,
             Err(reason) => {
-                let unknown_domain = is_subscription_key(key) && self.table.owner_of(key).is_none();
+                let unknown_domain = self.table.owner_of(key).is_none() && !self.is_hostname(key);
                 if unknown_domain && announce.command == Command::Subscribe {
                     self.held.hold(sender, key, packet, now);
                 }
                 reject(Some(key), reason, notify)
             }
         }
+    }
+
+    /// Whether the router could send requests without a `Host` to `key`: the node's hostname,
+    /// or a wildcard above it (the router's dotsplit walk tries those too).
+    fn is_hostname(&self, key: &str) -> bool {
+        let Some(host) = &self.hostname else { return false };
+        key == host || (key.starts_with('.') && host.ends_with(key))
     }
 
     /// After a new table: checks again, in full, the held subscribes whose domain it now
@@ -243,9 +275,20 @@ impl Validator {
         }
     }
 
-    fn decide(&mut self, sender: Sender, a: &Announce, packet: &[u8], now: i64) -> Result<Option<Accepted>, String> {
-        if !is_subscription_key(&a.key) {
-            return Err(format!("key {:?} is not a domain name", a.key));
+    /// `a.key` is normalised; `written` is the key as the packet has it.
+    fn decide(
+        &mut self,
+        sender: Sender,
+        a: &Announce,
+        written: &str,
+        packet: &[u8],
+        now: i64,
+    ) -> Result<Option<Accepted>, String> {
+        if self.is_hostname(&a.key) {
+            return Err(format!(
+                "{} is this node's hostname or covers it: the router sends requests without a Host header there, so no container may announce it",
+                a.key
+            ));
         }
         let table = Arc::clone(&self.table);
         let domain = table
@@ -318,14 +361,15 @@ impl Validator {
                         self.pins.release(old, now);
                     }
                 }
+                let spelled = if written == a.key { String::new() } else { format!(" (announced as {written})") };
                 match previous {
                     Some(p) if p.router_address == router_address => (None, None),
                     _ => (
                         Some(format!(
-                            "accepted {} => {shown} (container {}, router address {router_address})",
+                            "accepted {}{spelled} => {shown} (container {}, router address {router_address})",
                             a.key, sender.uid
                         )),
-                        Some(format!("[subscription validator] {} => {shown} accepted", a.key)),
+                        Some(format!("[subscription validator] {}{spelled} => {shown} accepted", a.key)),
                     ),
                 }
             }

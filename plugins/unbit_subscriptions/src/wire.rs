@@ -5,7 +5,9 @@
 //!
 //! Parsing is strict where stock uWSGI is lax, because every ambiguity is a way around the
 //! policy: a packet must be exactly as long as its header says, no variable may appear twice,
-//! `sign` must be the last one, and text fields are printable ASCII.
+//! `sign` must be the last one, and text fields are printable ASCII; except the key, which may
+//! be a Unicode domain name (`domain = bücher.example`): printable UTF-8, no blank but the
+//! space. The validator turns it into its IDNA form before anything else looks at it.
 
 use std::fmt;
 
@@ -46,7 +48,8 @@ impl fmt::Display for Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announce {
     pub command: Command,
-    /// The pool: a domain (`example.org`), a wildcard (`.example.org`), optionally `:port`.
+    /// The pool: a domain (`example.org`), a wildcard (`.example.org`), optionally `:port`,
+    /// as the vassal sent it (the validator normalises it).
     pub key: String,
     pub address: String,
     pub modifier1: u8,
@@ -140,7 +143,7 @@ pub fn parse(packet: &[u8]) -> Result<Announce, Garbled> {
             return garbled("sign is not the last variable");
         }
         match name {
-            b"key" => a.key = text(name, value)?,
+            b"key" => a.key = unicode_text(name, value)?,
             b"address" => a.address = text(name, value)?,
             b"modifier1" => a.modifier1 = number(name, value, u8::MAX as u64)? as u8,
             b"modifier2" => a.modifier2 = number(name, value, u8::MAX as u64)? as u8,
@@ -198,6 +201,21 @@ fn text(name: &[u8], value: &[u8]) -> Result<String, Garbled> {
         return garbled(format!("{name} holds bytes outside printable ASCII"));
     }
     Ok(String::from_utf8(value.to_vec()).expect("printable ASCII is UTF-8"))
+}
+
+/// Printable UTF-8 with no blank but the space, of at most [`MAX_TEXT`] bytes.
+fn unicode_text(name: &[u8], value: &[u8]) -> Result<String, Garbled> {
+    let name = String::from_utf8_lossy(name);
+    if value.len() > MAX_TEXT {
+        return garbled(format!("{name} is longer than {MAX_TEXT} bytes"));
+    }
+    match std::str::from_utf8(value) {
+        // A space reaches the validator's name rules, which say what is wrong with it; a line
+        // break or another blank could forge a line of the logs the key is written to.
+        Ok(v) if !v.chars().any(|c| c.is_control() || (c.is_whitespace() && c != ' ')) => Ok(v.to_string()),
+        Ok(_) => garbled(format!("{name} holds control or blank characters")),
+        Err(_) => garbled(format!("{name} is not UTF-8")),
+    }
 }
 
 fn number(name: &[u8], value: &[u8], max: u64) -> Result<u64, Garbled> {
@@ -393,7 +411,15 @@ mod tests {
             ),
             (
                 PacketBuilder::new().var("key", "a.org\n").var("address", "x").finish(Command::Subscribe),
-                "printable ASCII",
+                "key holds control or blank characters",
+            ),
+            (
+                PacketBuilder::new().var("key", b"a\xff.org").var("address", "x").finish(Command::Subscribe),
+                "key is not UTF-8",
+            ),
+            (
+                PacketBuilder::new().var("key", "a.org").var("address", "/run/bücher").finish(Command::Subscribe),
+                "address holds bytes outside printable ASCII",
             ),
             (
                 PacketBuilder::new()
@@ -424,6 +450,12 @@ mod tests {
         let size = (truncated.len() - 4) as u16;
         truncated[1..3].copy_from_slice(&size.to_le_bytes());
         assert!(parse(&truncated).unwrap_err().0.contains("runs past the end"));
+    }
+
+    #[test]
+    fn a_unicode_key_is_read_as_written() {
+        let p = PacketBuilder::new().var("key", "Bücher.example").var("address", "/x").finish(Command::Subscribe);
+        assert_eq!(parse(&p).unwrap().key, "Bücher.example");
     }
 
     #[test]

@@ -246,8 +246,76 @@ fn a_container_of_another_customer_cannot_take_the_domain() {
     // Unknown domains, and keys that are no domain names.
     let p = announce(BOB, "nobody.net", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
     assert!(rejected(w.v.check(sender(BOB), &p, NOW)).reason.contains("nobody.net is not a domain of any customer"));
-    let p = announce(BOB, "Bob.org", "bob.org_A.socket").signed(Command::Subscribe, &w.bob);
-    assert!(rejected(w.v.check(sender(BOB), &p, NOW)).reason.contains("is not a domain name"));
+}
+
+#[test]
+fn keys_reach_the_router_in_the_apis_form_and_the_customer_reads_how() {
+    let (alice, homes) = (key(), FakeHomes::default().socket(ALICE_1, "a.socket", ALICE_1, 11));
+    let homes = homes.socket(ALICE_1, "notify_A.socket", ALICE_1, 12);
+    let mut v = validator(homes, FakeNames::default(), FakeIps(vec![]));
+    v.set_table(table(&[("example.org", &[ALICE_1], &alice), ("xn--bcher-kva.example", &[ALICE_1], &alice)]), NOW);
+    for (i, (written, key)) in [
+        ("Example.ORG", "example.org"),
+        ("example.org.", "example.org"),
+        ("example.org:8080", "example.org"),
+        ("Bücher.example", "xn--bcher-kva.example"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = NOW + 10 * i as i64;
+        let mut on = announce(ALICE_1, written, "a.socket");
+        on.now = t;
+        let Outcome::Forward { packets, log, message } =
+            v.check(sender(ALICE_1), &on.signed(Command::Subscribe, &alice), t)
+        else {
+            panic!("{written} not forwarded")
+        };
+        assert_eq!(wire::parse(&packets[0]).unwrap().key, key, "{written}");
+        let shown = format!("{key} (announced as {written}) => /containers/30001/run/a.socket");
+        assert!(log.unwrap().contains(&format!("accepted {shown}")), "{written}");
+        assert_eq!(message.unwrap().0, format!("[subscription validator] {shown} accepted"));
+        // Taken back under the same key, however it was written.
+        let mut off = on.clone();
+        off.now = t + 3;
+        let unsub = forwarded(v.check(sender(ALICE_1), &off.signed(Command::Unsubscribe, &alice), t + 3));
+        assert_eq!((unsub[0].command, unsub[0].key.as_str()), (Command::Unsubscribe, key));
+        assert_eq!(v.live_nodes(), 0, "{written}");
+    }
+}
+
+#[test]
+fn a_key_that_cannot_be_a_domain_is_refused_with_the_reason_in_the_vassals_log() {
+    let mut w = world();
+    for (written, why) in [
+        ("bob_org.example", "\"bob_org\": labels are letters, digits and '-'"),
+        ("localhost", "a domain has at least two labels"),
+        ("example.org:http", "':' may only separate a port"),
+        ("bü cher.example", "IDNA"),
+    ] {
+        let p = announce(ALICE_1, written, "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+        let r = rejected(w.v.check(sender(ALICE_1), &p, NOW));
+        assert_eq!(r.reason.split(": ").next(), Some(format!("{written:?} cannot be a domain").as_str()));
+        assert!(r.reason.contains(why), "{written}: {}", r.reason);
+        // Told to the vassal that sent it (its own notify socket), not only to the operator.
+        assert_eq!(r.notify.as_ref().unwrap().path, PathBuf::from("/local/30001/notify_A.socket"));
+        assert!(r.message().starts_with(&format!("[subscription validator] announce for {written} rejected: ")));
+    }
+}
+
+#[test]
+fn the_nodes_hostname_and_wildcards_over_it_cannot_be_announced() {
+    let mut w = world();
+    w.v.set_node_hostname("Node1.Example.ORG.");
+    for key in ["node1.example.org", "NODE1.example.org:80", ".example.org"] {
+        let p = announce(ALICE_1, key, "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+        let r = rejected(w.v.check(sender(ALICE_1), &p, NOW));
+        assert!(r.reason.contains("is this node's hostname or covers it"), "{key}: {}", r.reason);
+    }
+    assert_eq!(w.v.live_nodes(), 0);
+    // Other names below the same wildcard are the owner's as before.
+    let p = announce(ALICE_1, "shop.example.org", "example.org_A.socket").signed(Command::Subscribe, &w.alice);
+    assert_eq!(forwarded(w.v.check(sender(ALICE_1), &p, NOW))[0].key, "shop.example.org");
 }
 
 #[test]
