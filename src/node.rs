@@ -51,10 +51,17 @@ impl TestNode {
         Self::start_with_platform_files(extra, &[])
     }
 
-    /// Starts the node Emperor with the platform's `shortcuts/shortcuts.ini` in the platform
-    /// dir, so every customer vassal gets `domain = ...` and the other shortcuts.
+    /// Starts the node Emperor with the platform's `shortcuts/shortcuts.ini` and the plugin it
+    /// loads into vassals (`unbit_vassal`) in the platform dir, so every customer vassal gets
+    /// `domain = ...` and the other shortcuts.
     pub fn start_with_shortcuts(extra: &[&str]) -> TestNode {
-        Self::start_with_platform_files(extra, &[("shortcuts.ini", project_root().join("shortcuts/shortcuts.ini"))])
+        Self::start_with_platform_files(
+            extra,
+            &[
+                ("shortcuts.ini", project_root().join("shortcuts/shortcuts.ini")),
+                ("plugins/unbit_vassal_plugin.so", plugin_path("unbit_vassal")),
+            ],
+        )
     }
 
     /// Starts the node Emperor with these variables added to its environment (what an operator
