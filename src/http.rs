@@ -22,6 +22,60 @@ pub fn get(addr: &str, host: &str, path: &str) -> std::io::Result<Response> {
     parse(&raw)
 }
 
+/// Sends `request` as it is (any bytes: no Host, huge headers) and reads the answer until the
+/// server closes. A connection closed without a byte is an error saying so.
+pub fn raw(addr: &str, request: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    if raw.is_empty() {
+        return Err(std::io::Error::other("the connection was closed without a response"));
+    }
+    parse(&raw)
+}
+
+/// One HTTP/1.1 connection, kept alive across requests.
+pub struct KeepAlive {
+    stream: TcpStream,
+}
+
+impl KeepAlive {
+    pub fn open(addr: &str) -> std::io::Result<KeepAlive> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(KeepAlive { stream })
+    }
+
+    /// `GET path` with `Host: host` on this connection; the answer must say its length.
+    pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
+        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            if self.stream.read(&mut byte)? == 0 {
+                return Err(std::io::Error::other(format!(
+                    "the connection was closed after {:?}",
+                    String::from_utf8_lossy(&raw)
+                )));
+            }
+            raw.push(byte[0]);
+        }
+        let head = parse(&raw)?;
+        let length: usize = head
+            .headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no Content-Length in {head:?}")))?;
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body)?;
+        raw.extend_from_slice(&body);
+        parse(&raw)
+    }
+}
+
 fn parse(raw: &[u8]) -> std::io::Result<Response> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));

@@ -13,7 +13,15 @@
 //!   uwsgi-protocol unix socket, with the status in a uwsgi variable;
 //! * the read hook catches what the stock parser gives up on: a backend whose unix socket
 //!   refuses the connection (the node is marked dead and the request mapped again), a header
-//!   block over the router's 64 KB buffer, a request it cannot parse.
+//!   block over the router's 64 KB buffer, a request it cannot parse;
+//! * the backend's read hook catches a backend that closes (or resets) the connection before
+//!   its first byte: the stock router then closes the client's connection without a word, or
+//!   with keep-alive leaves the client waiting for an answer that never comes.
+//!
+//! What the router answers itself it writes through its own write hook, then closes the
+//! connection the way HTTP servers must when the client may still be sending: it half-closes
+//! and reads (and drops) what still comes for a while, so the client reads the answer instead
+//! of a reset.
 //!
 //! The router's structures come from its own headers through `uwsgi-sys`. Its functions live
 //! in `http_plugin.so` and `corerouter_plugin.so`, which a plugin cannot link against (it would
@@ -75,6 +83,10 @@ pub enum Failure<'a> {
     Unparsable { header_block: &'a [u8] },
     /// The error backend could not be reached; `status` is what it was to answer.
     ErrorBackendDown { status: u16 },
+    /// The request's backend closed or reset the connection before the first byte of an
+    /// answer (an app that died, or refused the request: a vassal whose `buffer-size` is
+    /// smaller than the request).
+    BackendClosed,
 }
 
 /// The plugin's policy, installed once in the master with [`HttpRouter::install`].
@@ -145,8 +157,17 @@ struct Installed {
     alloc_session: AllocSession,
     hr_read: Hook,
     hr_write: Hook,
+    hr_instance_read: Hook,
     set_hooks: SetHooks,
 }
+
+/// How much a closing connection may still send after the router's own answer before it is
+/// closed anyway.
+const LINGER_MAX: usize = 256 * 1024;
+
+/// A backend peer's `sid` (a SPDY stream id, unused by plain-HTTP sessions) while the backend
+/// has not sent a byte of its answer.
+const SID_NOT_ANSWERED: u32 = 0x756e_6274;
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
@@ -193,17 +214,20 @@ impl HttpRouter {
         let function = |name: &CStr| lookup(name).ok_or_else(|| format!("the http plugin has no {name:?}"));
         let hr_read = function(c"hr_read")?;
         let hr_write = function(c"hr_write")?;
+        let hr_instance_read = function(c"hr_instance_read")?;
         let set_hooks = function(c"uwsgi_cr_set_hooks")?;
         // SAFETY: as in `http_router`; `alloc_session` was set by `http_init`, which ran before
         // any `post_init`.
         let alloc_session = unsafe { (*self.raw).cr.alloc_session }.ok_or("the http router has no alloc_session")?;
-        // SAFETY: the three symbols are the http and corerouter plugins' functions with the
-        // prototypes of their headers (`hr_read`/`hr_write` are `ssize_t (*)(struct
-        // corerouter_peer *)` hooks; `uwsgi_cr_set_hooks` is checked against the header above).
-        let (hr_read, hr_write, set_hooks) = unsafe {
+        // SAFETY: the symbols are the http and corerouter plugins' functions with the
+        // prototypes of their headers (`hr_read`, `hr_write`, `hr_instance_read` are `ssize_t
+        // (*)(struct corerouter_peer *)` hooks; `uwsgi_cr_set_hooks` is checked against the
+        // header above).
+        let (hr_read, hr_write, hr_instance_read, set_hooks) = unsafe {
             (
                 std::mem::transmute::<*mut c_void, Hook>(hr_read),
                 std::mem::transmute::<*mut c_void, Hook>(hr_write),
+                std::mem::transmute::<*mut c_void, Hook>(hr_instance_read),
                 std::mem::transmute::<*mut c_void, SetHooks>(set_hooks),
             )
         };
@@ -213,6 +237,7 @@ impl HttpRouter {
             alloc_session,
             hr_read,
             hr_write,
+            hr_instance_read,
             set_hooks,
         };
         INSTALLED.set(installed).map_err(|_| "the http router is already wrapped".to_string())?;
@@ -260,7 +285,7 @@ unsafe extern "C" fn alloc_session_wrapper(
         // (`hr_read`) is wrapped; HTTPS sessions switch their hooks inside the TLS layer.
         unsafe {
             let main_peer = (*cs).main_peer;
-            if (*main_peer).last_hook_read.map(|f| f as usize) == Some(installed.hr_read as usize)
+            if same_fn((*main_peer).last_hook_read, installed.hr_read)
                 && (installed.set_hooks)(main_peer, Some(read_wrapper), None) != 0
             {
                 return -1;
@@ -276,6 +301,7 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
         // SAFETY: the router calls its mapper with a backend peer of a live session, from its
         // single-threaded loop; nothing else uses the peer during the call.
         let peer = unsafe { &mut *peer };
+        watch_first_byte(installed, peer);
         let mut key = Key { peer };
         let route = (installed.front.route)(&mut key);
         let peer = key.peer;
@@ -294,6 +320,21 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
             }
         }
     })
+}
+
+fn same_fn(a: Option<Hook>, b: Hook) -> bool {
+    a.map(|f| f as usize) == Some(b as usize)
+}
+
+/// In a plain-HTTP session (its client hook is ours), the backend's read hook is wrapped until
+/// the backend's first byte, so a backend that closes without answering gets a status.
+fn watch_first_byte(installed: &Installed, peer: &mut corerouter_peer) {
+    // SAFETY: a backend peer's session and main peer are live while the peer is.
+    let plain = unsafe { same_fn((*(*peer.session).main_peer).last_hook_read, read_wrapper) };
+    if plain && same_fn(peer.last_hook_read, installed.hr_instance_read) {
+        peer.last_hook_read = Some(instance_read_wrapper);
+        peer.sid = SID_NOT_ANSWERED;
+    }
 }
 
 /// Points the peer at the error backend and adds the status variable to its uwsgi packet.
@@ -547,9 +588,78 @@ unsafe fn mark_failed(ucr: *mut uwsgi_corerouter, peer: &mut corerouter_peer) {
     }
 }
 
+/// A backend's read hook until its first byte (see [`watch_first_byte`]).
+unsafe extern "C" fn instance_read_wrapper(peer: *mut corerouter_peer) -> isize {
+    guard("http router backend read", -1, || {
+        let Some(installed) = INSTALLED.get() else { return -1 };
+        // SAFETY: the router's own backend hook, called as the router would.
+        let ret = unsafe { (installed.hr_instance_read)(peer) };
+        // SAFETY: the hook is called with a live backend peer, from the router's loop.
+        let peer = unsafe { &mut *peer };
+        if ret > 0 {
+            peer.sid = 0;
+            peer.last_hook_read = Some(installed.hr_instance_read);
+            return ret;
+        }
+        if peer.sid != SID_NOT_ANSWERED || (ret < 0 && errno() == libc::EINPROGRESS) {
+            return ret;
+        }
+        peer.sid = 0;
+        // SAFETY: the peer's session is a live plain-HTTP session (checked when wrapped).
+        unsafe { answer(installed, peer.session, &Failure::BackendClosed) }
+    })
+}
+
+/// The client's write hook for the router's own answer: the router's, then a half-close and
+/// [`linger_read`] once the last byte is out.
+unsafe extern "C" fn linger_write(main_peer: *mut corerouter_peer) -> isize {
+    guard("http router answer", -1, || {
+        let Some(installed) = INSTALLED.get() else { return -1 };
+        // SAFETY: the router's own write hook on its main peer; it returns 0 once the answer
+        // is written (`wait_full_write`).
+        let ret = unsafe { (installed.hr_write)(main_peer) };
+        if ret != 0 {
+            return ret;
+        }
+        // SAFETY: the main peer and its socket are live until this hook returns 0; out_pos
+        // counts what is dropped from now on (the answer is written, its buffer unused).
+        unsafe {
+            libc::shutdown((*main_peer).fd, libc::SHUT_WR);
+            (*main_peer).out_pos = 0;
+            if (installed.set_hooks)(main_peer, Some(linger_read), None) != 0 {
+                return -1;
+            }
+        }
+        1
+    })
+}
+
+/// Reads and drops what the client still sends, until it closes, [`LINGER_MAX`] bytes, or the
+/// router's timeout for the connection.
+unsafe extern "C" fn linger_read(main_peer: *mut corerouter_peer) -> isize {
+    guard("http router linger", -1, || {
+        let mut buf = [0u8; 16 * 1024];
+        // SAFETY: reading into a local buffer from the main peer's live socket.
+        let n = unsafe { libc::read((*main_peer).fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return if errno() == libc::EAGAIN { 1 } else { 0 };
+        }
+        // SAFETY: as above; only this hook uses out_pos now.
+        let dropped = unsafe {
+            (*main_peer).out_pos += n as usize;
+            (*main_peer).out_pos
+        };
+        if n == 0 || dropped > LINGER_MAX {
+            0
+        } else {
+            1
+        }
+    })
+}
+
 /// Writes the plugin's response for `failure` to the client, then the session closes: the
 /// response goes through the router's own write hook, `wait_full_write` ends the session after
-/// the last byte (as the router's 413 does).
+/// the last byte (as the router's 413 does), and [`linger_write`] closes it gracefully.
 ///
 /// # Safety
 /// `cs` is a live plain-HTTP session in the router's loop.
@@ -579,7 +689,7 @@ unsafe fn answer(installed: &Installed, cs: *mut corerouter_session, failure: &F
             }
             peer = (*peer).next;
         }
-        if (installed.set_hooks)(main_peer, None, Some(installed.hr_write)) != 0 {
+        if (installed.set_hooks)(main_peer, None, Some(linger_write)) != 0 {
             return -1;
         }
     }

@@ -4,13 +4,140 @@
 //! Stock uWSGI's http router matches the Host header byte for byte and answers every failure
 //! by closing the connection. This plugin makes it behave like a production edge; the parts
 //! live in their own modules, listed here.
+//!
+//! * [`host`]: the routing key as clients mean it (case, port, trailing dot), for exact and
+//!   wildcard names alike; run in the router processes by the wrapped mapper
+//!   (`uwsgi::corerouter`) on every request;
+//! * [`error_backend`], [`statuses`]: real statuses instead of a closed connection. A request
+//!   the router cannot place goes to a gateway of this plugin (400 no Host, 404 unknown name,
+//!   503 a known name whose app is down, 502 a dead socket); what the router must answer
+//!   itself (431 headers over 64 KB, 400 unparsable) it writes before closing;
+//! * [`dechunk`]: the de-chunking proxy for chunked request bodies.
+//!
+//! ```ini
+//! plugins = http,unbit_subscriptions,unbit_router
+//! unbit-router-errors-socket = /run/unbit-http/errors.sock
+//! unbit-router-404-page = /etc/unbit/404.html
+//! ```
 
 pub mod dechunk;
+pub mod error_backend;
+pub mod host;
+pub mod statuses;
+
+use error_backend::{Backend, KnownDomains, STATUS_VAR};
+use statuses::{Connection, Page};
+use std::path::PathBuf;
+use std::sync::Arc;
+use uwsgi::corerouter::{Failure, FrontDoor, Key, Miss, Route};
+use uwsgi::{Registry, Setting};
+
+static ERRORS_SOCKET: Setting<PathBuf> = Setting::new();
+static NOT_FOUND_PAGE: Setting<PathBuf> = Setting::new();
+
+/// Where the error backend listens unless `unbit-router-errors-socket` says otherwise: beside
+/// the router's private subscription socket (vassals-examples/services/http.ini).
+const DEFAULT_ERRORS_SOCKET: &str = "/run/unbit-http/errors.sock";
 
 struct UnbitRouter;
 
 impl uwsgi::Plugin for UnbitRouter {
     const NAME: &'static std::ffi::CStr = c"unbit_router";
+
+    fn on_load(reg: &mut Registry) {
+        reg.option(
+            "unbit-router-errors-socket",
+            "the error backend's unix socket, in a directory of root's that others cannot enter \
+             (default /run/unbit-http/errors.sock)",
+            &ERRORS_SOCKET,
+        )
+        .option(
+            "unbit-router-404-page",
+            "the body answered for an unknown domain (HTML when the name ends in .html; default a line of text)",
+            &NOT_FOUND_PAGE,
+        );
+    }
+
+    /// After the http plugin's `init` (which set up the router) and before the master forks
+    /// the router processes.
+    fn post_init() {
+        if let Err(e) = start() {
+            uwsgi::log!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn start() -> Result<(), String> {
+    let Some(router) = uwsgi::corerouter::http_router()? else {
+        uwsgi::log!("no http socket in this instance: the front door has nothing to do");
+        return Ok(());
+    };
+    if !uwsgi::server::has_master() {
+        return Err("the front door needs master = true (its error backend is a gateway process)".into());
+    }
+    let socket = ERRORS_SOCKET.get_or(DEFAULT_ERRORS_SOCKET.into());
+    let not_found = match NOT_FOUND_PAGE.get() {
+        Some(path) => Page::from_file(&path)?,
+        None => statuses::default_page(404),
+    };
+    // The validator's file: both must agree on which names exist.
+    let domains =
+        uwsgi::config::value("unbit-subscriptions-domains").unwrap_or_else(|| domain_table::DEFAULT_PATH.into());
+    let listener = Arc::new(error_backend::bind(&socket, router.uid(), router.gid())?);
+    let backend = Arc::new(Backend { not_found, domains: KnownDomains::new(domains.into(), uwsgi::log::line) });
+    router.install(FrontDoor {
+        route,
+        no_backend,
+        answer,
+        error_backend: socket.to_string_lossy().into_owned(),
+        status_var: STATUS_VAR,
+    })?;
+    uwsgi::gateway::register("unbit-router-errors", move || {
+        error_backend::serve(Arc::clone(&listener), Arc::clone(&backend))
+    })?;
+    uwsgi::log!("front door: Host matching normalised, errors answered by {}", socket.display());
+    Ok(())
+}
+
+/// Every request, in the router processes: no Host, 400; otherwise the normalised key is
+/// looked up.
+fn route(key: &mut Key<'_>) -> Route {
+    if !key.from_host_header() {
+        return Route::Answer(400);
+    }
+    let len = host::normalise(key.bytes_mut());
+    key.truncate(len);
+    if len == 0 {
+        Route::Answer(400)
+    } else {
+        Route::Lookup
+    }
+}
+
+/// 404 for a name nothing serves (the error backend makes it 503 for a known one), 502 when
+/// the request's backend failed and none is left.
+fn no_backend(miss: Miss) -> u16 {
+    match miss {
+        Miss::NotServed => 404,
+        Miss::BackendFailed => 502,
+    }
+}
+
+/// What the router writes itself before closing.
+fn answer(failure: &Failure<'_>) -> Vec<u8> {
+    let (status, page) = match failure {
+        Failure::HeadersTooLarge => (431, statuses::default_page(431)),
+        Failure::Unparsable { header_block } if host::exceeds_packet(header_block) => {
+            (431, statuses::default_page(431))
+        }
+        Failure::Unparsable { .. } => (400, Page::text("400 Bad Request: the request could not be parsed.\n")),
+        Failure::ErrorBackendDown { status } => (*status, statuses::default_page(*status)),
+        Failure::BackendClosed => {
+            (502, Page::text("502 Bad Gateway: the site's application closed the connection without answering.\n"))
+        }
+    };
+    statuses::response(status, &page, false, Connection::Close)
 }
 
 uwsgi::plugin!(unbit_router_plugin: UnbitRouter);
