@@ -50,7 +50,13 @@ impl KeepAlive {
 
     /// `GET path` with `Host: host` on this connection; the answer must say its length.
     pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Response> {
-        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+        self.get_with(host, path, &[])
+    }
+
+    /// [`KeepAlive::get`] with more request headers (`("Cookie", "...")`).
+    pub fn get_with(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+        let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n")?;
         let mut raw = Vec::new();
         let mut byte = [0u8; 1];
         while !raw.ends_with(b"\r\n\r\n") {

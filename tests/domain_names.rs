@@ -12,10 +12,9 @@
 mod domains_kit;
 
 use domains_kit::{domain_entry, eventually, start_router, write_domains, Router, RouterSetup};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use uwsgi_it::http::KeepAlive;
 use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
 
 const T: Duration = Duration::from_secs(90);
@@ -46,44 +45,10 @@ fn deploy(home: &Path, name: &str, domains: &[&str]) {
     );
 }
 
-/// One HTTP/1.1 exchange on an open connection: `(status, body)`.
-fn exchange(conn: &mut BufReader<TcpStream>, host: &str, cookie: &str) -> Result<(u16, String), String> {
-    let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: keep-alive\r\n\r\n");
-    conn.get_mut().write_all(request.as_bytes()).map_err(|e| format!("sending: {e}"))?;
-    let mut status_line = String::new();
-    conn.read_line(&mut status_line).map_err(|e| format!("reading: {e}"))?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no HTTP answer (the connection gave {status_line:?})"))?;
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        conn.read_line(&mut line).map_err(|e| format!("reading headers: {e}"))?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse::<usize>().ok();
-            }
-        }
-    }
-    let mut body = vec![0u8; length.ok_or("the answer has no Content-Length")?];
-    conn.read_exact(&mut body).map_err(|e| format!("reading the body: {e}"))?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn connect(router: &Router) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(&router.http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    BufReader::new(s)
-}
-
+/// `GET /` on a new connection: `(status, body)`.
 fn get(router: &Router, host: &str) -> Result<(u16, String), String> {
-    exchange(&mut connect(router), host, "")
+    let r = KeepAlive::open(&router.http).and_then(|mut c| c.get(host, "/")).map_err(|e| e.to_string())?;
+    Ok((r.status, r.body))
 }
 
 /// Waits until the customer's log holds `needle`.
@@ -178,10 +143,10 @@ fn large_cookies_reach_the_app_on_a_keep_alive_connection() {
 
     // A JWT-sized session cookie and a 32 KB one, on one connection.
     let cookie = |kb: usize| format!("session={}", "x".repeat(kb * 1024 - "session=".len()));
-    let mut conn = connect(&router);
+    let mut conn = KeepAlive::open(&router.http).unwrap();
     for kb in [10, 32] {
-        let answer = exchange(&mut conn, "cookies.example", &cookie(kb));
-        assert_eq!(answer, Ok((200, format!("jar {}", kb * 1024))), "{kb} KB cookie");
+        let answer = conn.get_with("cookies.example", "/", &[("Cookie", &cookie(kb))]).map(|r| (r.status, r.body));
+        assert_eq!(answer.map_err(|e| e.to_string()), Ok((200, format!("jar {}", kb * 1024))), "{kb} KB cookie");
     }
     assert!(!node.customer_log(uid).contains("invalid request block size"), "{}", node.customer_log(uid));
 }
