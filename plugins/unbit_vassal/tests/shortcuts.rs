@@ -156,3 +156,14 @@ fn a_shortcut_missing_a_value_stops_the_vassal_with_the_reason() {
     assert_eq!(r.code, Some(1), "{}", r.output);
     assert!(r.output.contains("option --unbit-vassal-domain: the shortcut is missing a value"), "{}", r.output);
 }
+
+#[test]
+fn a_node_without_the_plugin_stops_the_vassal_with_the_reason() {
+    let v = Vassal::new();
+    std::fs::remove_file(v.dir.path().join("opt/plugins/unbit_vassal_plugin.so")).unwrap();
+    let r = v.run("domain = example.org");
+    assert_eq!(r.code, Some(1), "{}", r.output);
+    assert!(r.output.contains("the domain shortcuts need "), "{}", r.output);
+    assert!(r.output.contains("plugins/unbit_vassal_plugin.so, which this node lacks"), "{}", r.output);
+    assert!(r.lines("socket").is_empty());
+}
