@@ -246,12 +246,21 @@ fn a_dead_socket_gets_502_and_the_app_comes_back() {
     let f = fixture();
     // The vassal dies at once (SIGKILL): no unsubscribe, the router still lists its socket,
     // which now refuses connections.
-    let vassal: Vec<i32> =
-        uwsgi_it::host::processes().into_iter().filter(|p| p.cmdline.contains("dead.ini")).map(|p| p.pid).collect();
+    let vassal: Vec<i32> = uwsgi_it::host::processes()
+        .into_iter()
+        .filter(|p| p.uid == Some(UID) && p.cmdline.contains("dead.ini"))
+        .map(|p| p.pid)
+        .collect();
     assert!(!vassal.is_empty(), "the dead.test vassal is running");
     for pid in &vassal {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
     }
+    // Gone (or a zombie): nothing listens on the socket the router knows any more.
+    let dead = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    };
+    eventually(T, || if vassal.iter().all(dead) { Ok(()) } else { Err("the vassal is still alive".into()) }).unwrap();
     let first = f.get("dead.test");
     assert_eq!(first.status, 502, "{first:?}");
     assert!(first.body.contains("502 Bad Gateway"), "{first:?}");
