@@ -481,72 +481,65 @@ unsafe fn recover(installed: &Installed, main_peer: *mut corerouter_peer) -> isi
         (cs, (*cs).corerouter)
     };
     let hr = cs.cast::<http_session>();
+    let answer_now = |failure: &Failure<'_>| {
+        // SAFETY: `cs` is the live plain-HTTP session whose client hook this is.
+        unsafe { answer(installed, cs, failure) }
+    };
     loop {
-        // SAFETY: `peers` is the session's backend list (NULL or live peers).
-        let peer = unsafe { (*cs).peers };
-        // SAFETY: dereferenced only when non-NULL; a live peer of this session.
-        let failed_connect =
-            !peer.is_null() && unsafe { (*peer).failed != 0 && (*peer).fd == -1 && (*peer).instance_address_len > 0 };
-        if failed_connect {
-            // SAFETY: a live, non-NULL peer (checked above).
-            let peer = unsafe { &mut *peer };
-            if peer.instance_address.cast_const() == installed.error_backend.as_ptr() {
-                let status = packet_var(peer, installed.front.status_var.as_bytes())
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                    .unwrap_or(502);
-                crate::log::line(&format!(
-                    "error backend {} unreachable ({}); answering {status} from the router",
-                    installed.front.error_backend,
-                    std::io::Error::from_raw_os_error(peer.soopt)
-                ));
-                // SAFETY: as above.
-                return unsafe { answer(installed, cs, &Failure::ErrorBackendDown { status }) };
+        // SAFETY: the session's first backend peer, NULL or live; nothing else touches it while
+        // the hook runs (the router's loop is single-threaded). `hr` is the session
+        // (http_session starts with corerouter_session), `in_` the client's live input buffer.
+        let (peer, rnrn, headers_size, input) =
+            unsafe { ((*cs).peers.as_mut(), (*hr).rnrn, (*hr).headers_size, &*(*main_peer).in_) };
+        match peer {
+            Some(peer) if peer.failed != 0 && peer.fd == -1 && peer.instance_address_len > 0 => {
+                if peer.instance_address.cast_const() == installed.error_backend.as_ptr() {
+                    let status = packet_var(peer, installed.front.status_var.as_bytes())
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                        .unwrap_or(502);
+                    crate::log::line(&format!(
+                        "error backend {} unreachable ({}); answering {status} from the router",
+                        installed.front.error_backend,
+                        std::io::Error::from_raw_os_error(peer.soopt)
+                    ));
+                    return answer_now(&Failure::ErrorBackendDown { status });
+                }
+                // The connect() to a unix socket failed at once (`cr_connect`): stock uWSGI
+                // closes the session and keeps routing to the dead node.
+                // SAFETY: `ucr` is the session's router, `peer.un` a node of its table or NULL.
+                unsafe { mark_failed(ucr, peer) };
+                peer.failed = 0;
+                peer.soopt = 0;
+                peer.instance_address = std::ptr::null_mut();
+                peer.instance_address_len = 0;
+                peer.retries = peer.retries.saturating_add(1);
+                // SAFETY: a plain field of the session's router.
+                let max_retries = unsafe { (*ucr).max_retries };
+                if i32::from(peer.retries) > max_retries
+                    && to_error_backend(installed, peer, (installed.front.no_backend)(Miss::BackendFailed)) != 0
+                {
+                    return answer_now(&Failure::ErrorBackendDown { status: 502 });
+                }
+                // SAFETY: the session's retry hook (`hr_retry`), called as the router's own
+                // retry calls it: it maps the peer when it has no address, then connects it.
+                let connecting = unsafe { (*cs).retry.is_some_and(|retry| retry(peer) == 0) };
+                if connecting {
+                    return 1;
+                }
             }
-            // The connect() to a unix socket failed at once (`cr_connect`): stock uWSGI closes
-            // the session and keeps routing to the dead node.
-            // SAFETY: `ucr` is the session's router.
-            unsafe { mark_failed(ucr, peer) };
-            peer.failed = 0;
-            peer.soopt = 0;
-            peer.instance_address = std::ptr::null_mut();
-            peer.instance_address_len = 0;
-            peer.retries = peer.retries.saturating_add(1);
-            // SAFETY: a field of the session's router.
-            let max_retries = unsafe { (*ucr).max_retries };
-            if i32::from(peer.retries) > max_retries
-                && to_error_backend(installed, peer, (installed.front.no_backend)(Miss::BackendFailed)) != 0
-            {
-                // SAFETY: as above.
-                return unsafe { answer(installed, cs, &Failure::ErrorBackendDown { status: 502 }) };
+            None if rnrn != 4 && buffer_full(input) => return answer_now(&Failure::HeadersTooLarge),
+            Some(peer) if rnrn == 4 && peer.fd == -1 && peer.failed == 0 => {
+                if peer.retries > 0 {
+                    return answer_now(&Failure::ErrorBackendDown { status: 502 });
+                }
+                // SAFETY: `headers_size` is the offset of the block's last byte, inside the
+                // buffer's `pos` initialised bytes (http_parse found it there).
+                let block =
+                    unsafe { std::slice::from_raw_parts(input.buf.cast::<u8>(), (headers_size + 1).min(input.pos)) };
+                return answer_now(&Failure::Unparsable { header_block: block });
             }
-            // SAFETY: the session's retry hook (`hr_retry`): maps the peer when it has no
-            // address, then connects it (`cr_connect`), exactly as the router's own retry.
-            let Some(retry) = (unsafe { (*cs).retry }) else { return -1 };
-            if unsafe { retry(peer) } == 0 {
-                return 1;
-            }
-            continue;
+            _ => return -1,
         }
-        // SAFETY: `hr` is the session (http_session starts with corerouter_session); `in_` is
-        // the main peer's live input buffer.
-        let (rnrn, headers_size, input) = unsafe { ((*hr).rnrn, (*hr).headers_size, &*(*main_peer).in_) };
-        if peer.is_null() && rnrn != 4 && buffer_full(input) {
-            // SAFETY: as above.
-            return unsafe { answer(installed, cs, &Failure::HeadersTooLarge) };
-        }
-        // SAFETY: dereferenced only when non-NULL.
-        if !peer.is_null() && rnrn == 4 && unsafe { (*peer).fd == -1 && (*peer).failed == 0 } {
-            // SAFETY: as above.
-            if unsafe { (*peer).retries } > 0 {
-                return unsafe { answer(installed, cs, &Failure::ErrorBackendDown { status: 502 }) };
-            }
-            // SAFETY: `headers_size` is the offset of the block's last byte, inside the
-            // buffer's `pos` bytes (http_parse found it there).
-            let block =
-                unsafe { std::slice::from_raw_parts(input.buf.cast::<u8>(), (headers_size + 1).min(input.pos)) };
-            return unsafe { answer(installed, cs, &Failure::Unparsable { header_block: block }) };
-        }
-        return -1;
     }
 }
 
