@@ -61,6 +61,8 @@ fn text_body_op(summary: &str, params: Vec<Value>) -> Value {
 
 pub fn document() -> Value {
     let strs = || json!({"type": "array", "items": {"type": "string"}});
+    // Automatic certificates: `auto` is refused (422) on wildcard domains.
+    let tls = || json!({"type": "string", "enum": ["off", "auto"]});
     let tags_q = str_param("tags", "query", false);
     let page = || vec![int_param("limit", "query", false), int_param("offset", "query", false)];
     let container_update = object(&[
@@ -142,12 +144,12 @@ pub fn document() -> Value {
         },
         "/domains/": {
             "get": op("List domains", [vec![tags_q.clone()], page()].concat(), None, "200"),
-            "post": op("Add a domain (DNS TXT proof)", vec![], Some(object(&[("name", s("string")), ("note", s("string"))])), "201"),
+            "post": op("Add a domain (DNS TXT proof); tls auto: the nodes get its HTTPS certificate through ACME", vec![], Some(object(&[("name", s("string")), ("note", s("string")), ("tls", tls())])), "201"),
             "delete": op("Remove a domain by name", vec![], Some(object(&[("name", s("string"))])), "200"),
         },
         "/domains/{id}": {
             "get": op("A domain", vec![id()], None, "200"),
-            "post": op("Update a domain", vec![id()], Some(object(&[("note", s("string")), ("tags", strs())])), "200"),
+            "post": op("Update a domain", vec![id()], Some(object(&[("note", s("string")), ("tags", strs()), ("tls", tls())])), "200"),
             "delete": op("Remove a domain", vec![id()], None, "200"),
         },
         "/tags/": {

@@ -21,7 +21,27 @@ fn domain_json(row: &AnyRow, tags: Vec<String>) -> Value {
         "uuid": row.str("uuid"),
         "note": row.str("note"),
         "tags": tags,
+        "tls": row.str("tls"),
     })
+}
+
+/// `tls`: how the domain gets its HTTPS certificate. `auto` asks the nodes to obtain one
+/// through ACME (HTTP-01), which cannot prove a wildcard.
+fn tls_mode(f: &mut Fields, name: &str) -> ApiResult<Option<&'static str>> {
+    let mode = match f.string("tls")? {
+        Patch::Absent => return Ok(None),
+        Patch::Set(m) if m == "off" => "off",
+        Patch::Set(m) if m == "auto" => "auto",
+        _ => return Err(ApiError::invalid("tls", "must be \"off\" or \"auto\"")),
+    };
+    if mode == "auto" && name.starts_with('.') {
+        return Err(ApiError::invalid(
+            "tls",
+            "automatic certificates are not available for wildcard domains (they need a DNS-01 challenge); \
+             use ssl-domain with your own certificate, or add each name",
+        ));
+    }
+    Ok(Some(mode))
 }
 
 async fn owned_domain(conn: &mut AnyConnection, customer_id: i64, id: i64) -> ApiResult<Value> {
@@ -67,6 +87,7 @@ pub async fn create(State(state): State<AppState>, customer: Customer, RawBody(b
         }
         _ => String::new(),
     };
+    let tls = tls_mode(&mut f, &name)?.unwrap_or("off");
     f.finish()?;
     let taken = sqlx::query("SELECT id FROM domains WHERE name = $1")
         .bind(&name)
@@ -88,13 +109,15 @@ pub async fn create(State(state): State<AppState>, customer: Customer, RawBody(b
     let mut tx = state.db.write().await?;
     let t = now();
     let id = sqlx::query(
-        "INSERT INTO domains (name, customer_id, note, uuid, ctime, mtime) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        "INSERT INTO domains (name, customer_id, note, uuid, ctime, mtime, tls) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id",
     )
     .bind(&name)
     .bind(customer.id)
     .bind(&note)
     .bind(new_uuid())
     .bind(t)
+    .bind(tls)
     .fetch_one(&mut **tx)
     .await?
     .i64("id");
@@ -154,9 +177,21 @@ pub async fn update(
     let mut f = Fields::parse(&body)?;
     let note = f.text("note", true, validate::note)?;
     let tags = f.string_list("tags", 100)?;
-    f.finish()?;
+    let tls_field = f.has("tls");
     let mut tx = state.db.write().await?;
-    owned_domain(&mut tx, customer.id, id).await?;
+    let current = owned_domain(&mut tx, customer.id, id).await?;
+    let tls = if tls_field { tls_mode(&mut f, current["name"].as_str().unwrap_or_default())? } else { None };
+    f.finish()?;
+    if let Some(tls) = tls.filter(|t| current["tls"] != *t) {
+        sqlx::query("UPDATE domains SET tls = $1, mtime = $2 WHERE id = $3")
+            .bind(tls)
+            .bind(now())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        // The nodes serving this customer read `tls` from their domains endpoint.
+        bump_servers_of_customer(&mut tx, customer.id).await?;
+    }
     if let Some(note) = note {
         sqlx::query("UPDATE domains SET note = $1, mtime = $2 WHERE id = $3")
             .bind(note)

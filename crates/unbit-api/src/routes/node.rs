@@ -98,7 +98,7 @@ pub async fn domains(State(state): State<AppState>, node: Node) -> ApiResult<Res
         owners.entry(r.i64("customer_id")).or_default().push(uid_of(r.i64("id")));
     }
     let rows = sqlx::query(
-        "SELECT d.name, d.customer_id, cu.rsa_public_pem FROM domains d \
+        "SELECT d.name, d.customer_id, d.tls, cu.rsa_public_pem FROM domains d \
          JOIN customers cu ON cu.id = d.customer_id \
          WHERE d.customer_id IN (SELECT customer_id FROM containers WHERE server_id = $1) ORDER BY d.name",
     )
@@ -112,6 +112,7 @@ pub async fn domains(State(state): State<AppState>, node: Node) -> ApiResult<Res
                 "name": r.str("name"),
                 "owner_uids": owners.get(&r.i64("customer_id")).cloned().unwrap_or_default(),
                 "public_key_pem": r.str("rsa_public_pem"),
+                "tls": r.str("tls"),
             })
         })
         .collect();

@@ -6,7 +6,7 @@
 use super::{Backend, Db};
 use crate::crypto::anyhow_free::Result;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 const V1: &str = r#"
 CREATE TABLE customers (
@@ -193,6 +193,12 @@ CREATE TABLE portmaps (
     private_port BIGINT NOT NULL,
     UNIQUE (server_id, proto, public_port)
 );
+"#;
+
+/// Automatic certificates (issue 12): `off` (the default, HTTPS only with the customer's own
+/// `ssl-domain` files) or `auto` (the node's issuer gets one through ACME).
+const V2: &str = r#"
+ALTER TABLE domains ADD COLUMN tls TEXT NOT NULL DEFAULT 'off'
 "#;
 
 fn render(sql: &str, backend: Backend) -> String {

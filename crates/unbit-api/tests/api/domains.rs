@@ -69,6 +69,52 @@ both! {
         assert_eq!(api.get(&f.kratos, "/domains/").expect(200), json!([]));
     }
 
+    fn automatic_tls_is_asked_per_domain_and_reaches_the_node(api) {
+        let (f, _dns) = with_dns(&mut api);
+        let rev = |api: &Api| api.get(&f.node, "/node/v1/containers").expect(200)["revision"].as_i64().unwrap();
+        let node_tls = |api: &Api, name: &str| {
+            let list = api.get(&f.node, "/node/v1/domains").expect(200);
+            list.as_array().unwrap().iter().find(|d| d["name"] == name).map(|d| d["tls"].clone())
+        };
+        // Off unless asked; asked at creation or later, shown in every answer.
+        let plain = api.post_json(&f.kratos, "/domains/", json!({"name": "mynewdomain.org"})).expect(201);
+        assert_eq!(plain["tls"], "off");
+        let shop = api.post_json(&f.kratos, "/domains/", json!({"name": "shop.example.org", "tls": "auto"})).expect(201);
+        assert_eq!(shop["tls"], "auto");
+        assert_eq!(node_tls(&api, "shop.example.org"), Some(json!("auto")));
+        assert_eq!(node_tls(&api, "mynewdomain.org"), Some(json!("off")));
+        let path = format!("/domains/{}", plain["id"]);
+        let before = rev(&api);
+        assert_eq!(api.post_json(&f.kratos, &path, json!({"tls": "auto"})).expect(200)["tls"], "auto");
+        assert_eq!(api.get(&f.kratos, &path).expect(200)["tls"], "auto");
+        let listed = api.get(&f.kratos, "/domains/").expect(200);
+        assert!(listed.as_array().unwrap().iter().all(|d| d["tls"] == "auto"), "{listed}");
+        assert_eq!(node_tls(&api, "mynewdomain.org"), Some(json!("auto")));
+        // The node's long poll sees the change; the same value again changes nothing.
+        let after = rev(&api);
+        assert!(after > before);
+        api.post_json(&f.kratos, &path, json!({"tls": "auto", "note": "shop"})).expect(200);
+        assert_eq!(rev(&api), after);
+        assert_eq!(api.post_json(&f.kratos, &path, json!({"tls": "off"})).expect(200)["tls"], "off");
+        assert_eq!(node_tls(&api, "mynewdomain.org"), Some(json!("off")));
+
+        // HTTP-01 cannot prove a wildcard: refused with the reason, nothing created or changed.
+        let e = api.post_json(&f.kratos, "/domains/", json!({"name": ".example.org", "tls": "auto"})).expect_error(422, Some("tls"));
+        assert!(e["reason"].as_str().unwrap().contains("wildcard"), "{e}");
+        assert_eq!(api.get(&f.kratos, "/domains/").expect(200).as_array().unwrap().len(), 2);
+        let wild = api.post_json(&f.kratos, "/domains/", json!({"name": ".example.org"})).expect(201);
+        api.post_json(&f.kratos, &format!("/domains/{}", wild["id"]), json!({"tls": "auto"})).expect_error(422, Some("tls"));
+        assert_eq!(node_tls(&api, ".example.org"), Some(json!("off")));
+        // Only the two modes; bad values change nothing; another customer's domain is a 404.
+        for bad in [json!("on"), json!("AUTO"), json!(null), json!(true), json!(1)] {
+            api.post_json(&f.kratos, &path, json!({"tls": bad})).expect_error(422, Some("tls"));
+            api.post_json(&f.kratos, "/domains/", json!({"name": "www.example.org", "tls": bad})).expect_error(422, Some("tls"));
+        }
+        assert_eq!(api.get(&f.kratos, &path).expect(200)["tls"], "off");
+        api.post_json(&f.zeus, &format!("/domains/{}", shop["id"]), json!({"tls": "off"})).expect_error(404, None);
+        assert_eq!(node_tls(&api, "shop.example.org"), Some(json!("auto")));
+    }
+
     fn the_supplier_maps_domains_without_proof(api) {
         let f = crate::fixture(&mut api);
         let id = api.admin(&["domain", "map", "--customer", "zeus", "--name", "Olympus.gr"]);
