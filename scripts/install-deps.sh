@@ -21,6 +21,8 @@ PACKAGES=(
   # unbit-api tests: real PostgreSQL, slapd (LDAP bind backend) and a DNS server with TXT
   # records (dnsmasq-base: the binary without a system service on port 53)
   postgresql slapd ldap-utils dnsmasq-base
+  # unbit-acme tests: Let's Encrypt's test CA, run on loopback by the tests (never a public CA)
+  pebble
 )
 
 missing=()

@@ -101,6 +101,13 @@ api = http://127.0.0.1:$API_PORT
 token-file = $run/node.token
 CONF
       ;;
+    unbit/acme.conf)
+      cat <<CONF
+# Local only (make run), in place of vassals-examples/acme.conf: no ACME CA runs under make
+# run, so unbit-acme orders nothing; it still answers challenges and writes its index.
+directory = off
+CONF
+      ;;
     local/dns.ini)
       local zone=$run/dns/zone.conf
       cat <<INI

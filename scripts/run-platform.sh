@@ -31,9 +31,9 @@ case "${1:-}" in
 esac
 [[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
 
-echo "== building (plugins, unbit-api, unbit-node-sync)"
+echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme)"
 make -s plugins >/dev/null
-cargo build -q --release -p unbit-api -p node-sync
+cargo build -q --release -p unbit-api -p node-sync -p acme
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 
