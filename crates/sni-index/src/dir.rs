@@ -4,7 +4,7 @@ use crate::bundle::ClientCa;
 use crate::{names, CLIENT_CA_LIST, TMP_PREFIX};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The index directory, as the validator (root) keeps it.
@@ -35,8 +35,7 @@ impl IndexDir {
             }
             Err(e) => return Err(format!("creating the certificate index {shown}: {e}")),
         }
-        let me = unsafe_free_euid();
-        std::os::unix::fs::chown(path, Some(me), gid).map_err(|e| format!("chown {shown}: {e}"))?;
+        std::os::unix::fs::chown(path, None, gid).map_err(|e| format!("chown {shown}: {e}"))?;
         let mode = if gid.is_some() { 0o710 } else { 0o700 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {shown}: {e}"))?;
@@ -103,11 +102,6 @@ impl IndexDir {
     }
 }
 
-fn unsafe_free_euid() -> u32 {
-    // The owner of a directory this process just made is its effective uid.
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
-}
-
 /// The client-CA list: one `name policy` line per name whose requests the front door checks
 /// (`.example.org required`; an exact name below such a wildcard that has its own entry is
 /// listed too, with its own policy, often `none`).
@@ -134,7 +128,7 @@ mod tests {
         index.put(".example.org", b"wild").unwrap();
         index.put("example.org", b"two").unwrap();
         assert_eq!(std::fs::read(dir.join("example.org")).unwrap(), b"two");
-        let mode = std::fs::metadata(dir.join("example.org")).unwrap().mode() & 0o777;
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(dir.join("example.org")).unwrap()) & 0o777;
         assert_eq!(mode, 0o400);
         assert!(index.put("../evil", b"x").is_err() && index.put("@client-ca", b"x").is_err());
         let mut list = BTreeMap::new();

@@ -32,12 +32,38 @@ impl Pinned {
     }
 }
 
+/// What a file was when it was checked: a changed file (rewritten in place, or a new one
+/// renamed over it) has another stamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl FileStamp {
+    fn of(md: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        }
+    }
+}
+
 /// What the validator needs to know about the files of a container's home.
 pub trait HomeFiles {
     /// `<uid>/run/<rel>`: must be a socket owned by `uid`, reached without any symlink.
     fn open_socket(&self, uid: u32, rel: &Path) -> Result<Pinned, String>;
     /// `<uid>/<rel>`: must be a regular file owned by `uid`, reached without any symlink.
-    fn check_file(&self, uid: u32, rel: &Path) -> Result<(), String>;
+    fn check_file(&self, uid: u32, rel: &Path) -> Result<FileStamp, String>;
+    /// The content of the file [`HomeFiles::check_file`] accepts, at most `max` bytes, with the
+    /// stamp of what was read.
+    fn read_file(&self, uid: u32, rel: &Path, max: u64) -> Result<(FileStamp, Vec<u8>), String>;
     /// The path this process sends to, to reach a pinned socket.
     fn local_path(&self, uid: u32, rel: &Path, pinned: &Pinned) -> PathBuf;
     /// The host path of `<uid>/<rel>` (for files the router reads itself).
@@ -86,6 +112,23 @@ impl NodeHomes {
         })?;
         Ok(File::from(fd))
     }
+
+    /// `<uid>/<rel>` opened `O_PATH`: a regular file owned by `uid` (a hard link to another
+    /// user's file is that user's inode, so it fails here too).
+    fn checked_file(&self, uid: u32, rel: &Path) -> Result<(File, FileStamp), String> {
+        let file = self.open_below(&Path::new(&uid.to_string()).join(rel))?;
+        let md = file.metadata().map_err(|e| e.to_string())?;
+        if md.file_type().is_symlink() {
+            return Err("a symlink is in the way".into());
+        }
+        if !md.is_file() {
+            return Err("it is not a regular file".into());
+        }
+        if md.uid() != uid {
+            return Err(format!("it belongs to uid {}, not to the container", md.uid()));
+        }
+        Ok((file, FileStamp::of(&md)))
+    }
 }
 
 impl HomeFiles for NodeHomes {
@@ -104,19 +147,25 @@ impl HomeFiles for NodeHomes {
         Ok(Pinned { dev: md.dev(), ino: md.ino(), fd: Some(file.into()) })
     }
 
-    fn check_file(&self, uid: u32, rel: &Path) -> Result<(), String> {
-        let file = self.open_below(&Path::new(&uid.to_string()).join(rel))?;
-        let md = file.metadata().map_err(|e| e.to_string())?;
-        if md.file_type().is_symlink() {
-            return Err("a symlink is in the way".into());
+    fn check_file(&self, uid: u32, rel: &Path) -> Result<FileStamp, String> {
+        self.checked_file(uid, rel).map(|(_, stamp)| stamp)
+    }
+
+    fn read_file(&self, uid: u32, rel: &Path, max: u64) -> Result<(FileStamp, Vec<u8>), String> {
+        let (path_fd, stamp) = self.checked_file(uid, rel)?;
+        if stamp.size > max {
+            return Err(format!("it is larger than {max} bytes"));
         }
-        if !md.is_file() {
-            return Err("it is not a regular file".into());
+        // The O_PATH handle is the inode just checked; opening it again through /proc reads
+        // that very inode, whatever the customer does to the name meanwhile. Nothing is opened
+        // for reading before its type is known (a FIFO would block, a device could act).
+        let file = File::open(format!("/proc/self/fd/{}", path_fd.as_raw_fd())).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::with_capacity(stamp.size as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, max + 1), &mut bytes).map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > max {
+            return Err(format!("it is larger than {max} bytes"));
         }
-        if md.uid() != uid {
-            return Err(format!("it belongs to uid {}, not to the container", md.uid()));
-        }
-        Ok(())
+        Ok((stamp, bytes))
     }
 
     fn local_path(&self, uid: u32, rel: &Path, pinned: &Pinned) -> PathBuf {

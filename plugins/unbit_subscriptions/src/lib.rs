@@ -21,6 +21,8 @@
 //! * [`own_ip`]: when a container may announce an IP address;
 //! * [`replay`]: freshness, replays and the command-byte flip;
 //! * [`held`]: announces that arrived just before their domain did, checked again;
+//! * [`sni`]: the router's certificate index, from the SNI files of accepted announces, and
+//!   [`platform_certs`], the platform's own (automatic HTTPS);
 //! * [`limits`]: per-container budgets against floods;
 //! * [`validator`]: the policy; [`service`]: the sockets around it.
 
@@ -32,9 +34,11 @@ pub mod homes;
 pub mod limits;
 pub mod own_ip;
 pub mod pins;
+pub mod platform_certs;
 pub mod replay;
 pub mod service;
 mod settings;
+pub mod sni;
 pub mod stock;
 pub mod validator;
 pub mod watch;

@@ -39,6 +39,10 @@ pub struct Config {
     /// When the router's http processes drop root (`http-uid`): the user a holder process
     /// keeps the pinned sockets as ([`crate::holder`]). `None`: the validator holds them.
     pub router_user: Option<RouterUser>,
+    /// The router's certificate index ([`crate::sni`]).
+    pub sni_dir: PathBuf,
+    /// The platform's certificates (`unbit-acme`'s `index.json`), if the node issues any.
+    pub platform_certs: Option<PathBuf>,
 }
 
 /// How often housekeeping runs (and so how soon a domains change applies), at most.
@@ -67,6 +71,7 @@ pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> 
         (Some(end), Some(user)) => Box::new(HolderLink::create(end, &pins, user)?),
         _ => Box::new(LinkDir::create(&pins)?),
     };
+    let certs = sni_index::IndexDir::create(&config.sni_dir, config.router_user.map(|u| u.gid))?;
     let socket = bind_public(&config.socket)?;
     let router = RouterLink::new(&config.router);
     let notifier = UnixDatagram::unbound().map_err(|e| format!("socket: {e}"))?;
@@ -77,9 +82,11 @@ pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> 
         host_homes: config.homes.clone(),
         publisher,
         ips: Box::new(NodeNetwork::new()),
+        certs: Box::new(certs),
     };
     let mut validator = Validator::new(node, config.window_secs, config.node_ttl_secs);
     let watcher = DomainsWatcher::start(config.domains.clone())?;
+    let mut platform_certs = config.platform_certs.clone().map(crate::platform_certs::Watcher::new);
     if let Some(first) = watcher.initial() {
         validator.set_table(first, unix_now());
     }
@@ -98,11 +105,12 @@ pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> 
         last_report: Instant::now(),
     };
     uwsgi::log!(
-        "validating announces on {} for the router at {} (domains {}, homes {}, window {}s, {}/s per container)",
+        "validating announces on {} for the router at {} (domains {}, homes {}, certificates {}, window {}s, {}/s per container)",
         config.socket.display(),
         config.router.display(),
         config.domains.display(),
         config.homes.display(),
+        config.sni_dir.display(),
         config.window_secs,
         config.rate
     );
@@ -119,6 +127,11 @@ pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> 
             last_tick = Instant::now();
             if let Some(table) = watcher.latest() {
                 service.install(table);
+            }
+            if let Some(certs) = platform_certs.as_mut().and_then(|w| w.changed()) {
+                for line in service.validator.set_platform_certs(certs) {
+                    uwsgi::log!("{line}");
+                }
             }
             service.housekeeping();
         }
@@ -228,14 +241,15 @@ impl Service {
     fn housekeeping(&mut self) {
         if self.last_report.elapsed() >= Duration::from_secs(self.config.report_secs) && self.checked > 0 {
             uwsgi::log!(
-                "{} announces checked in the last {}s ({} forwarded, {} rejected in total), {:.1} us per check, {} nodes live, {} sockets pinned",
+                "{} announces checked in the last {}s ({} forwarded, {} rejected in total), {:.1} us per check, {} nodes live, {} sockets pinned, {} certificates",
                 self.checked,
                 self.last_report.elapsed().as_secs(),
                 self.forwarded,
                 self.rejected,
                 self.check_time.as_secs_f64() * 1e6 / self.checked as f64,
                 self.validator.live_nodes(),
-                self.validator.pinned_sockets()
+                self.validator.pinned_sockets(),
+                self.validator.certificates()
             );
             self.checked = 0;
             self.check_time = Duration::ZERO;

@@ -16,6 +16,8 @@ static RATE: Setting<u32> = Setting::new();
 static BURST: Setting<u32> = Setting::new();
 static REPORT: Setting<u32> = Setting::new();
 static ROUTER_USER: Setting<String> = Setting::new();
+static SNI_DIR: Setting<PathBuf> = Setting::new();
+static PLATFORM_CERTS: Setting<PathBuf> = Setting::new();
 
 pub fn declare(reg: &mut Registry) {
     reg.option(
@@ -47,6 +49,17 @@ pub fn declare(reg: &mut Registry) {
         "unbit-subscriptions-router-user",
         "the user the router's http processes run as (http-uid); pinned sockets are held by a process of that user",
         &ROUTER_USER,
+    )
+    .option(
+        "unbit-subscriptions-sni-dir",
+        "the router's certificate index, written from the SNI files of accepted announces \
+         (default: sni/ beside unbit-subscriptions-router)",
+        &SNI_DIR,
+    )
+    .option(
+        "unbit-subscriptions-platform-certs",
+        "the platform's certificates to serve (unbit-acme's index.json, e.g. /var/lib/unbit/acme/index.json; default none)",
+        &PLATFORM_CERTS,
     );
 }
 
@@ -56,7 +69,7 @@ pub fn config() -> Result<Option<Config>, String> {
     let router = ROUTER.get().ok_or("unbit-subscriptions-socket needs unbit-subscriptions-router")?;
     Ok(Some(Config {
         socket,
-        router,
+        router: router.clone(),
         domains: DOMAINS.get_or("/var/lib/unbit/domains.json".into()),
         homes: HOMES.get_or("/containers".into()),
         window_secs: i64::from(WINDOW.get_or(60).max(2)),
@@ -65,5 +78,7 @@ pub fn config() -> Result<Option<Config>, String> {
         burst: BURST.get_or(200),
         report_secs: u64::from(REPORT.get_or(60).max(1)),
         router_user: ROUTER_USER.get().map(|name| RouterUser::lookup(&name)).transpose()?,
+        sni_dir: SNI_DIR.get().unwrap_or_else(|| sni_index::default_dir(&router)),
+        platform_certs: PLATFORM_CERTS.get(),
     }))
 }

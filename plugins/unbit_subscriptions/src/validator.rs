@@ -13,7 +13,8 @@
 //! 4. the address is the sender's own: a socket in its `run/` directory, reached without a
 //!    symlink and owned by it ([`crate::address`], [`crate::homes`]), or an IP address the
 //!    node routes to the sender's own interface and the sender's namespace holds
-//!    ([`crate::own_ip`]); SNI files are regular files in its home;
+//!    ([`crate::own_ip`]); SNI files are its own regular files in its home, reached without a
+//!    symlink;
 //! 5. it is signed (RSA, SHA-256) with the owner's key;
 //! 6. its timestamp is inside the window and newer than the node's last accepted one; the
 //!    same signature is never accepted twice or with the other command ([`crate::replay`]).
@@ -21,7 +22,8 @@
 //! The router receives a rebuilt, unsigned packet with the normalised key, whose address is
 //! the pinned socket's name, never reused ([`crate::pins`]). A pin is let go only after every node the router has at it
 //! was taken back: when the vassal re-binds the name, unsubscribes, or the node expires or is
-//! revoked.
+//! revoked. The SNI files never reach the router: the validator reads them and keeps the
+//! router's certificate index ([`crate::sni`]) for as long as a node announcing them lives.
 
 use crate::address::{endpoint_of, home_file_of, Endpoint};
 use crate::domains::DomainTable;
@@ -30,9 +32,11 @@ use crate::homes::{describe, HomeFiles, Pinned};
 use crate::own_ip::IpOwnership;
 use crate::pins::{PinBoard, PinId, Publish};
 use crate::replay::{NodeId, ReplayGuard, ReplayVerdict};
-use crate::wire::{self, Announce, Command, ForwardedSni};
+use crate::sni::{CertIndex, PlatformCert, SniBook, SniClaim, SniFiles};
+use crate::wire::{self, Announce, Command};
 use openssl::hash::{hash, MessageDigest};
 use openssl::sign::Verifier;
+use sni_index::ClientCa;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,6 +103,8 @@ struct LiveNode {
     last_seen: i64,
     /// The pin the router reaches it through (none for an IP address).
     pin: Option<PinId>,
+    /// It announced SNI files ([`crate::sni`] counts it as a user of its name's entry).
+    sni: bool,
 }
 
 /// What the validator needs from the node: the homes' files, where router names go, and who
@@ -109,6 +115,8 @@ pub struct NodeFacts {
     pub host_homes: PathBuf,
     pub publisher: Box<dyn Publish + Send>,
     pub ips: Box<dyn IpOwnership + Send>,
+    /// The router's certificate index.
+    pub certs: Box<dyn CertIndex + Send>,
 }
 
 pub struct Validator {
@@ -126,6 +134,7 @@ pub struct Validator {
     held: HeldAnnounces,
     /// The node's hostname in the router's form: the key of every request without a `Host`.
     hostname: Option<String>,
+    sni: SniBook,
 }
 
 /// The fallback notify socket when an announce names none (or names a bad one).
@@ -144,6 +153,7 @@ impl Validator {
             node_ttl: node_ttl_secs,
             held: HeldAnnounces::default(),
             hostname: None,
+            sni: SniBook::new(node.certs),
         };
         // This process is forked from the router instance: its hostname is the router's.
         if let Ok(name) = nix::unistd::gethostname() {
@@ -166,6 +176,7 @@ impl Validator {
         self.table = table;
         let mut revoked = Vec::new();
         let mut released = Vec::new();
+        let mut sni_gone = Vec::new();
         let table = Arc::clone(&self.table);
         self.live.retain(|node, live| {
             let why = match table.owner_of(&node.key) {
@@ -181,6 +192,9 @@ impl Validator {
             match why {
                 Some(why) => {
                     released.extend(live.pin);
+                    if live.sni {
+                        sni_gone.push(node.clone());
+                    }
                     let packet = unsubscribe_packet(&node.key, &live.router_address);
                     revoked.push((
                         packet,
@@ -198,6 +212,9 @@ impl Validator {
         });
         for pin in released {
             self.pins.release(pin, now);
+        }
+        for node in sni_gone {
+            self.sni.release(&node);
         }
         revoked
     }
@@ -306,7 +323,8 @@ impl Validator {
         if let Endpoint::OwnIp(addr) = &endpoint {
             self.ips.check(sender.uid, sender.pid, *addr.ip()).map_err(|e| format!("address {addr} refused: {e}"))?;
         }
-        let sni = self.sni_files(sender.uid, a)?;
+        // An unsubscribe takes the node (and its files' entry) away whatever its files are now.
+        let sni = if a.command == Command::Subscribe { self.sni_claim(sender.uid, a)? } else { None };
         if !verify(&domain.key, a.signed_bytes(packet), signature) {
             return Err(format!(
                 "signature does not verify with the key of the owner of {} (RSA, SHA-256; another key, a SHA1 signature or altered bytes)",
@@ -338,19 +356,20 @@ impl Validator {
                 None => return Ok(None),
             },
         };
-        packets.push(wire::router_packet(a, &router_address, &sni));
+        packets.push(wire::router_packet(a, &router_address));
         self.replay.accept(node.clone(), a.command, unix, digest, now);
 
         let shown = describe(&endpoint, sender.uid);
         let (log, message) = match a.command {
             Command::Subscribe => {
                 let previous = self.live.insert(
-                    node,
+                    node.clone(),
                     LiveNode {
                         router_address: router_address.clone(),
                         key_fingerprint: domain.key_fingerprint,
                         last_seen: now,
                         pin,
+                        sni: sni.is_some(),
                     },
                 );
                 if previous.as_ref().map(|p| p.pin) != Some(pin) {
@@ -362,7 +381,7 @@ impl Validator {
                     }
                 }
                 let spelled = if written == a.key { String::new() } else { format!(" (announced as {written})") };
-                match previous {
+                let (log, message) = match &previous {
                     Some(p) if p.router_address == router_address => (None, None),
                     _ => (
                         Some(format!(
@@ -371,11 +390,35 @@ impl Validator {
                         )),
                         Some(format!("[subscription validator] {}{spelled} => {shown} accepted", a.key)),
                     ),
+                };
+                let news = match sni {
+                    Some(claim) => self.sni.claim(&node, claim, self.homes.as_ref()),
+                    None => {
+                        if previous.is_some_and(|p| p.sni) {
+                            self.sni.release(&node);
+                        }
+                        None
+                    }
+                };
+                match news {
+                    None => (log, message),
+                    Some(news) => (
+                        Some(log.map_or(news.log.clone(), |l| format!("{l}; {}", news.log))),
+                        Some(match message {
+                            Some(m) => format!("{m}; {}", news.customer),
+                            None => format!("[subscription validator] {}", news.customer),
+                        }),
+                    ),
                 }
             }
             Command::Unsubscribe => {
-                if let Some(id) = self.live.remove(&node).and_then(|l| l.pin) {
-                    self.pins.release(id, now);
+                if let Some(gone) = self.live.remove(&node) {
+                    if let Some(id) = gone.pin {
+                        self.pins.release(id, now);
+                    }
+                    if gone.sni {
+                        self.sni.release(&node);
+                    }
                 }
                 (
                     Some(format!("unsubscribed {} => {shown} (container {})", a.key, sender.uid)),
@@ -408,29 +451,48 @@ impl Validator {
                 if let Some(l) = self.live.remove(&node) {
                     packets.push(unsubscribe_packet(&node.key, &l.router_address));
                     self.pins.release(old, now);
+                    if l.sni {
+                        self.sni.release(&node);
+                    }
                 }
             }
         }
         Ok(result.id)
     }
 
-    fn sni_files(&self, uid: u32, a: &Announce) -> Result<ForwardedSni, String> {
-        let check = |what: &str, value: &Option<String>| -> Result<Option<String>, String> {
-            let Some(v) = value else { return Ok(None) };
-            // `sni_ca = !path`: client certificates required.
-            let (bang, path) = match v.strip_prefix('!') {
-                Some(p) => ("!", p),
-                None => ("", v.as_str()),
-            };
+    /// The SNI files of an announce, checked: `sni_key` and `sni_crt` together, `sni_ca`
+    /// (`!path`: client certificates required) only with them; each one the sender's own
+    /// regular file in its home, reached without a symlink.
+    fn sni_claim(&self, uid: u32, a: &Announce) -> Result<Option<SniClaim>, String> {
+        let file = |what: &str, path: &str| -> Result<PathBuf, String> {
             let rel = home_file_of(path, uid, &self.host_homes).map_err(|e| format!("{what} refused: {e}"))?;
             self.homes.check_file(uid, &rel).map_err(|e| format!("{what} refused: {path}: {e}"))?;
-            Ok(Some(format!("{bang}{}", self.homes.host_path(uid, &rel).display())))
+            Ok(rel)
         };
-        Ok(ForwardedSni {
-            key: check("sni_key", &a.sni_key)?,
-            crt: check("sni_crt", &a.sni_crt)?,
-            ca: check("sni_ca", &a.sni_ca)?,
-        })
+        let (key, crt) = match (&a.sni_key, &a.sni_crt, &a.sni_ca) {
+            (None, None, None) => return Ok(None),
+            (Some(key), Some(crt), _) => (file("sni_key", key)?, file("sni_crt", crt)?),
+            _ => {
+                return Err("sni_key and sni_crt go together (ssl-domain = NAME KEY CRT), sni_ca only with them".into())
+            }
+        };
+        let ca = match &a.sni_ca {
+            None => None,
+            Some(v) => match v.strip_prefix('!') {
+                Some(path) => Some((file("sni_ca", path)?, ClientCa::Required)),
+                None => Some((file("sni_ca", v)?, ClientCa::Optional)),
+            },
+        };
+        let files = SniFiles { key, crt, ca };
+        let stamps =
+            crate::sni::stamps(self.homes.as_ref(), uid, &files).map_err(|e| format!("SNI files refused: {e}"))?;
+        Ok(Some(SniClaim { uid, files, stamps }))
+    }
+
+    /// The platform's certificates (automatic HTTPS): served for names without a customer's
+    /// own. Returns log lines.
+    pub fn set_platform_certs(&mut self, certs: Vec<PlatformCert>) -> Vec<String> {
+        self.sni.set_platform(certs)
     }
 
     /// The vassal's own notify socket, if the announce names a good one; else the
@@ -468,6 +530,9 @@ impl Validator {
                 if let Some(id) = l.pin {
                     self.pins.release(id, now);
                 }
+                if l.sni {
+                    self.sni.release(&node);
+                }
             }
         }
         self.pins.expire(now);
@@ -476,7 +541,14 @@ impl Validator {
 
     /// Problems with the router's names since the last call, for the operator's log.
     pub fn take_problems(&mut self) -> Vec<String> {
-        self.pins.take_problems()
+        let mut problems = self.pins.take_problems();
+        problems.extend(self.sni.take_problems());
+        problems
+    }
+
+    /// Names the router has a certificate for.
+    pub fn certificates(&self) -> usize {
+        self.sni.len()
     }
 
     /// Sockets pinned for the router.

@@ -277,36 +277,21 @@ impl PacketBuilder {
 }
 
 /// The announce the router gets from the validator: unsigned (the private socket is the
-/// proof), the address already mapped to the host path, only the variables the router uses.
-/// `notify` is left out on purpose: the router would follow a customer-planted symlink when
-/// sending to it; the validator tells the container itself.
-pub fn router_packet(a: &Announce, host_address: &str, sni: &ForwardedSni) -> Vec<u8> {
-    let mut b = PacketBuilder::new()
+/// proof), the address already mapped to the router's name for it, only the variables the
+/// router uses. `notify` is left out on purpose: the router would follow a customer-planted
+/// symlink when sending to it; the validator tells the container itself. So are the SNI files:
+/// the stock router would load them in every process at once and never again (the validator
+/// keeps the router's certificate index instead, `crate::sni`).
+pub fn router_packet(a: &Announce, host_address: &str) -> Vec<u8> {
+    PacketBuilder::new()
         .var("key", &a.key)
         .var("address", host_address)
         .var("modifier1", a.modifier1.to_string())
         .var("modifier2", a.modifier2.to_string())
         .var("cores", a.cores.to_string())
         .var("load", a.load.to_string())
-        .var("weight", a.weight.to_string());
-    if let Some(k) = &sni.key {
-        b = b.var("sni_key", k);
-    }
-    if let Some(c) = &sni.crt {
-        b = b.var("sni_crt", c);
-    }
-    if let Some(ca) = &sni.ca {
-        b = b.var("sni_ca", ca);
-    }
-    b.finish(a.command)
-}
-
-/// SNI file paths as the router must read them (host paths).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ForwardedSni {
-    pub key: Option<String>,
-    pub crt: Option<String>,
-    pub ca: Option<String>,
+        .var("weight", a.weight.to_string())
+        .finish(a.command)
 }
 
 #[cfg(test)]
@@ -464,12 +449,14 @@ mod tests {
             .var("key", "example.org")
             .var("address", "/containers/30001/run/a.socket")
             .var("vassal", "x")
+            .var("sni_key", "/containers/30001/a.key")
+            .var("sni_crt", "/containers/30001/a.crt")
             .finish(Command::Subscribe);
         let a = parse(&p).unwrap();
-        let out = router_packet(&a, "/srv/containers/30001/run/a.socket", &ForwardedSni::default());
+        let out = router_packet(&a, "/srv/containers/30001/run/a.socket");
         let fwd = parse(&out).unwrap();
         assert_eq!(fwd.address, "/srv/containers/30001/run/a.socket");
-        assert!(!out.windows(6).any(|w| w == b"vassal"));
+        assert!(!out.windows(6).any(|w| w == b"vassal") && !out.windows(4).any(|w| w == b"sni_"));
         assert!(fwd.signature.is_none() && fwd.notify.is_none());
     }
 }

@@ -14,10 +14,14 @@ const BOB: u32 = 30002;
 /// (owner uid, inode) of a socket or file, or why it cannot be used.
 type FakeFile = Result<(u32, u64), String>;
 
-/// Homes as a table: `(uid, path below the home)` → what is there.
+/// `(uid, path below the home)` → what is there.
+type Table<T> = Arc<Mutex<HashMap<(u32, PathBuf), T>>>;
+
+/// Homes as a table.
 #[derive(Clone, Default)]
 struct FakeHomes {
-    files: Arc<Mutex<HashMap<(u32, PathBuf), FakeFile>>>,
+    files: Table<FakeFile>,
+    contents: Table<Vec<u8>>,
 }
 
 impl FakeHomes {
@@ -25,6 +29,14 @@ impl FakeHomes {
     fn socket(self, uid: u32, rel: &str, owner: u32, ino: u64) -> Self {
         self.files.lock().unwrap().insert((uid, Path::new("run").join(rel)), Ok((owner, ino)));
         self
+    }
+    /// Writes `~/<rel>` of `uid` (a new inode each time, as an editor's save-and-rename).
+    fn write(&self, uid: u32, rel: &str, owner: u32, bytes: &[u8]) {
+        static INO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+        let ino = INO.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut files = self.files.lock().unwrap();
+        files.insert((uid, PathBuf::from(rel)), Ok((owner, ino)));
+        self.contents.lock().unwrap().insert((uid, PathBuf::from(rel)), bytes.to_vec());
     }
     fn broken(self, uid: u32, rel: &str, why: &str) -> Self {
         self.files.lock().unwrap().insert((uid, PathBuf::from(rel)), Err(why.into()));
@@ -43,8 +55,18 @@ impl HomeFiles for FakeHomes {
         }
         Ok(Pinned { fd: None, dev: 1, ino })
     }
-    fn check_file(&self, uid: u32, rel: &Path) -> Result<(), String> {
-        self.lookup(uid, rel).map(drop)
+    fn check_file(&self, uid: u32, rel: &Path) -> Result<crate::homes::FileStamp, String> {
+        let (owner, ino) = self.lookup(uid, rel)?;
+        if owner != uid {
+            return Err(format!("it belongs to uid {owner}, not to the container"));
+        }
+        let size = self.contents.lock().unwrap().get(&(uid, rel.to_path_buf())).map_or(0, |c| c.len() as u64);
+        Ok(crate::homes::FileStamp { dev: 1, ino, size, ..Default::default() })
+    }
+    fn read_file(&self, uid: u32, rel: &Path, _max: u64) -> Result<(crate::homes::FileStamp, Vec<u8>), String> {
+        let stamp = self.check_file(uid, rel)?;
+        let bytes = self.contents.lock().unwrap().get(&(uid, rel.to_path_buf())).cloned().unwrap_or_default();
+        Ok((stamp, bytes))
     }
     fn local_path(&self, uid: u32, rel: &Path, _: &Pinned) -> PathBuf {
         PathBuf::from(format!("/local/{uid}/{}", rel.display()))
@@ -86,12 +108,49 @@ impl IpOwnership for FakeIps {
     }
 }
 
+/// The router's certificate index as a map (name → entry file), and the client-CA list.
+#[derive(Clone, Default)]
+struct FakeIndex {
+    entries: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    ca_list: Arc<Mutex<std::collections::BTreeMap<String, ClientCa>>>,
+}
+
+impl CertIndex for FakeIndex {
+    fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.entries.lock().unwrap().insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+    fn remove(&mut self, name: &str) -> Result<(), String> {
+        self.entries.lock().unwrap().remove(name);
+        Ok(())
+    }
+    fn put_ca_list(&mut self, list: &std::collections::BTreeMap<String, ClientCa>) -> Result<(), String> {
+        *self.ca_list.lock().unwrap() = list.clone();
+        Ok(())
+    }
+}
+
+impl FakeIndex {
+    /// The certificate the router would serve for `name`'s entry: its CN, and its policy.
+    fn served(&self, name: &str) -> Option<(String, ClientCa)> {
+        let bytes = self.entries.lock().unwrap().get(name).cloned()?;
+        let entry = sni_index::Entry::decode(&bytes).unwrap();
+        let cn = entry.bundle.chain[0].subject_name().entries().next().unwrap().data().to_string().unwrap();
+        Some((cn, entry.bundle.client_ca))
+    }
+}
+
 fn validator(homes: FakeHomes, names: FakeNames, ips: FakeIps) -> Validator {
+    validator_with_index(homes, names, ips, FakeIndex::default())
+}
+
+fn validator_with_index(homes: FakeHomes, names: FakeNames, ips: FakeIps, index: FakeIndex) -> Validator {
     let node = NodeFacts {
         homes: Box::new(homes),
         host_homes: PathBuf::from("/srv/homes"),
         publisher: Box::new(names),
         ips: Box::new(ips),
+        certs: Box::new(index),
     };
     Validator::new(node, 60, 120)
 }
@@ -587,4 +646,198 @@ fn a_held_announce_too_old_is_not_checked_again() {
     rejected(w.v.check(sender(BOB), &early, NOW));
     w.v.set_table(table(&[("new.net", &[BOB], &w.bob)]), NOW);
     assert!(w.v.recheck_held(NOW + crate::held::HOLD_SECS + 1).is_empty());
+}
+
+/// A world whose index the test reads, and Alice's `ssl-domain` files in her first container.
+struct TlsWorld {
+    w: World,
+    index: FakeIndex,
+}
+
+fn tls_world() -> TlsWorld {
+    let index = FakeIndex::default();
+    let mut base = world();
+    base.homes = base.homes.clone().socket(ALICE_2, "notify_A.socket", ALICE_2, 22);
+    let names = FakeNames::default();
+    let mut v = validator_with_index(
+        base.homes.clone(),
+        names.clone(),
+        FakeIps(vec![(ALICE_1, "10.0.0.3".parse().unwrap())]),
+        index.clone(),
+    );
+    v.set_table(
+        table(&[
+            ("example.org", &[ALICE_1, ALICE_2], &base.alice),
+            (".example.org", &[ALICE_1, ALICE_2], &base.alice),
+            ("bob.org", &[BOB], &base.bob),
+        ]),
+        NOW,
+    );
+    TlsWorld { w: World { v, names, ..base }, index }
+}
+
+impl TlsWorld {
+    /// Writes a new self-signed pair for `cn` as `~/tls/<file>.{key,crt}` of `uid`.
+    fn pair(&self, uid: u32, file: &str, cn: &str) {
+        let p = sni_index::testing::server(&[cn], sni_index::testing::KeyKind::P256, None, 1);
+        self.w.homes.write(uid, &format!("tls/{file}.key"), uid, &p.key_pem());
+        self.w.homes.write(uid, &format!("tls/{file}.crt"), uid, &p.cert_pem());
+    }
+
+    /// Alice's first container announces `ssl-domain = <key> ~/tls/<file>.key ~/tls/<file>.crt [ca]`
+    /// at `at`; returns what her log is told.
+    fn announce(&mut self, key: &str, file: &str, ca: Option<&str>, at: i64) -> Option<String> {
+        let mut a = announce(ALICE_1, key, "example.org_A.socket");
+        a.now = at;
+        let home = format!("/containers/{ALICE_1}/tls");
+        a.sni = Some((format!("{home}/{file}.key"), format!("{home}/{file}.crt"), ca.map(str::to_string)));
+        match self.w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &self.w.alice), at) {
+            Outcome::Forward { packets, message, .. } => {
+                let fwd = wire::parse(&packets[0]).unwrap();
+                assert!(
+                    fwd.sni_key.is_none() && fwd.sni_crt.is_none() && fwd.sni_ca.is_none(),
+                    "no SNI path reaches the router"
+                );
+                message.map(|(m, _)| m)
+            }
+            Outcome::Reject(r) => panic!("rejected: {}", r.reason),
+            Outcome::Drop => panic!("dropped"),
+        }
+    }
+}
+
+#[test]
+fn ssl_domain_files_are_read_by_the_validator_and_indexed_not_given_to_the_router() {
+    let mut t = tls_world();
+    t.pair(ALICE_1, "a", "example.org");
+    let told = t.announce("example.org", "a", None, NOW).unwrap();
+    assert!(told.contains("accepted; HTTPS for example.org: serving ~/tls/a.crt (CN=example.org"), "{told}");
+    assert_eq!(t.index.served("example.org"), Some(("example.org".into(), ClientCa::None)));
+    // A refresh with the same files: nothing read, nothing said.
+    assert_eq!(t.announce("example.org", "a", None, NOW + 10), None);
+    // The wildcard gets its own entry.
+    t.pair(ALICE_1, "w", "*.example.org");
+    t.announce(".example.org", "w", None, NOW + 11);
+    assert_eq!(t.index.served(".example.org").unwrap().0, "*.example.org");
+    assert!(t.index.ca_list.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_renewed_pair_is_served_and_a_broken_one_keeps_the_old_with_the_reason() {
+    let mut t = tls_world();
+    t.pair(ALICE_1, "a", "old.example.org");
+    t.announce("example.org", "a", None, NOW);
+    t.pair(ALICE_1, "a", "new.example.org");
+    let told = t.announce("example.org", "a", None, NOW + 10).unwrap();
+    assert!(told.contains("HTTPS for example.org: new certificate ~/tls/a.crt (CN=new.example.org"), "{told}");
+    assert!(told.contains("warning: the certificate does not name example.org"), "{told}");
+    assert_eq!(t.index.served("example.org").unwrap().0, "new.example.org");
+    // Half a renewal: the new certificate is in place, the key is still the old one.
+    let p = sni_index::testing::server(&["broken.example.org"], sni_index::testing::KeyKind::P256, None, 2);
+    t.w.homes.write(ALICE_1, "tls/a.crt", ALICE_1, &p.cert_pem());
+    let told = t.announce("example.org", "a", None, NOW + 20).unwrap();
+    assert!(told.contains("~/tls/a.crt not loaded: the key does not belong to the certificate"), "{told}");
+    assert!(told.contains("still serving the previous certificate (CN=new.example.org"), "{told}");
+    assert_eq!(t.index.served("example.org").unwrap().0, "new.example.org");
+    // Said once per change of the files.
+    assert_eq!(t.announce("example.org", "a", None, NOW + 30), None);
+    t.w.homes.write(ALICE_1, "tls/a.key", ALICE_1, &p.key_pem());
+    assert!(t.announce("example.org", "a", None, NOW + 40).unwrap().contains("new certificate"));
+    assert_eq!(t.index.served("example.org").unwrap().0, "broken.example.org");
+}
+
+#[test]
+fn a_name_loses_its_certificate_with_its_last_node() {
+    let mut t = tls_world();
+    t.pair(ALICE_1, "a", "example.org");
+    t.announce("example.org", "a", None, NOW);
+    let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    a.now = NOW + 1;
+    forwarded(t.w.v.check(sender(ALICE_1), &a.signed(Command::Unsubscribe, &t.w.alice), NOW + 1));
+    assert_eq!(t.index.served("example.org"), None);
+    // Expired or revoked nodes take theirs too.
+    t.announce("example.org", "a", None, NOW + 10);
+    assert!(t.index.served("example.org").is_some());
+    t.w.v.expire(NOW + 10 + 121);
+    assert_eq!(t.index.served("example.org"), None);
+    t.announce("example.org", "a", None, NOW + 200);
+    t.w.v.set_table(table(&[("bob.org", &[BOB], &t.w.bob)]), NOW + 201);
+    assert_eq!(t.index.served("example.org"), None);
+}
+
+#[test]
+fn client_ca_names_are_listed_for_the_front_door() {
+    let mut t = tls_world();
+    let ca = sni_index::testing::ca("Alice CA");
+    t.w.homes.write(ALICE_1, "tls/ca.crt", ALICE_1, &ca.cert_pem());
+    t.pair(ALICE_1, "w", "*.example.org");
+    let told = t.announce(".example.org", "w", Some("!/containers/30001/tls/ca.crt"), NOW).unwrap();
+    assert!(told.contains("client certificates required from CN=Alice CA"), "{told}");
+    assert_eq!(t.index.served(".example.org").unwrap().1, ClientCa::Required);
+    let list = t.index.ca_list.lock().unwrap().clone();
+    assert_eq!(list.into_iter().collect::<Vec<_>>(), [(".example.org".to_string(), ClientCa::Required)]);
+    // example.org is not below the wildcard (one label): not listed. An exact name below it
+    // with an entry of its own answers for itself, without a CA.
+    t.pair(ALICE_1, "a", "example.org");
+    t.announce("example.org", "a", None, NOW + 1);
+    assert_eq!(t.index.ca_list.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn another_containers_or_the_hosts_files_never_reach_the_index() {
+    let mut t = tls_world();
+    t.pair(BOB, "b", "bob.org");
+    t.pair(ALICE_1, "a", "example.org");
+    // A hard link or a file chowned to her: another uid's inode.
+    t.w.homes.write(ALICE_1, "tls/stolen.key", BOB, b"bob's key");
+    t.w.homes = t.w.homes.clone().broken(ALICE_1, "tls/link.key", "a symlink is in the way");
+    let cases = [
+        ("/containers/30002/tls/b.key", "is in another container's home"),
+        ("/etc/ssl/private/node.key", "is outside the container's home"),
+        ("/containers/30001/../30002/tls/b.key", "not a plain path"),
+        ("/containers/30001/tls/stolen.key", "belongs to uid 30002"),
+        ("/containers/30001/tls/link.key", "a symlink is in the way"),
+    ];
+    for (key, why) in cases {
+        let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
+        a.sni = Some((key.into(), "/containers/30001/tls/a.crt".into(), None));
+        let r = rejected(t.w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &t.w.alice), NOW));
+        assert!(r.reason.starts_with("sni_key refused") && r.reason.contains(why), "{key}: {}", r.reason);
+    }
+    let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    a.sni = Some((
+        "/containers/30001/tls/a.key".into(),
+        "/containers/30001/tls/a.crt".into(),
+        Some("!/containers/30002/tls/b.crt".into()),
+    ));
+    let r = rejected(t.w.v.check(sender(ALICE_1), &a.signed(Command::Subscribe, &t.w.alice), NOW));
+    assert!(r.reason.starts_with("sni_ca refused"), "{}", r.reason);
+    assert!(t.index.entries.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_second_vassals_other_files_wait_for_the_first_ones_to_go() {
+    let mut t = tls_world();
+    t.pair(ALICE_1, "a", "first");
+    t.pair(ALICE_2, "b", "second");
+    t.announce("example.org", "a", None, NOW);
+    let mut b = announce(ALICE_2, "example.org", "example.org_B.socket");
+    b.sni = Some(("/containers/30004/tls/b.key".into(), "/containers/30004/tls/b.crt".into(), None));
+    let Outcome::Forward { message, .. } = t.w.v.check(sender(ALICE_2), &b.signed(Command::Subscribe, &t.w.alice), NOW)
+    else {
+        panic!("not forwarded")
+    };
+    assert!(message
+        .unwrap()
+        .0
+        .contains("~/tls/b.crt is not used: the certificate ~/tls/a.crt announced by container 30001"));
+    assert_eq!(t.index.served("example.org").unwrap().0, "first");
+    // The first one goes: the next announce of the second serves its files.
+    let mut a = announce(ALICE_1, "example.org", "example.org_A.socket");
+    a.now = NOW + 1;
+    forwarded(t.w.v.check(sender(ALICE_1), &a.signed(Command::Unsubscribe, &t.w.alice), NOW + 1));
+    assert_eq!(t.index.served("example.org"), None);
+    b.now = NOW + 10;
+    forwarded(t.w.v.check(sender(ALICE_2), &b.signed(Command::Subscribe, &t.w.alice), NOW + 10));
+    assert_eq!(t.index.served("example.org").unwrap().0, "second");
 }
