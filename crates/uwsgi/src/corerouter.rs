@@ -10,7 +10,8 @@
 //!
 //! * the mapper runs the plugin's [`FrontDoor::route`] on the key (the Host header) before the
 //!   router's own lookup, and sends a request the lookup cannot place to an error backend, a
-//!   uwsgi-protocol unix socket, with the status in a uwsgi variable;
+//!   uwsgi-protocol unix socket, with the status in a uwsgi variable; a request the plugin's
+//!   [`Detour`] wants goes to that backend instead of its node, with the node in a variable;
 //! * the read hook catches what the stock parser gives up on: a backend whose unix socket
 //!   refuses the connection (the node is marked dead and the request mapped again), a header
 //!   block over the router's 64 KB buffer, a request it cannot parse;
@@ -102,6 +103,22 @@ pub struct FrontDoor {
     pub error_backend: String,
     /// The uwsgi variable carrying the status to the error backend.
     pub status_var: &'static str,
+    /// A backend in front of the node the lookup chose, for the requests it wants.
+    pub detour: Option<Detour>,
+}
+
+/// A uwsgi-protocol backend that the requests picked by [`Detour::wanted`] go through on their
+/// way to their node (the de-chunking proxy, for request bodies an app cannot read as they
+/// come): the router sends it the request with `backend_var` naming the node the lookup chose,
+/// and relays its answer like an app's. A request whose detour refuses the connection is
+/// mapped again and then answered 502 by the error backend, never sent to its node directly.
+pub struct Detour {
+    /// Runs after a lookup that found a node; like [`FrontDoor::route`], on the hot path.
+    pub wanted: fn(&Key<'_>) -> bool,
+    /// A unix socket path without `:`.
+    pub socket: String,
+    /// The uwsgi variable naming the node (its address as the router has it).
+    pub backend_var: &'static str,
 }
 
 /// The routing key of one request (the Host header's value, at most 255 bytes), which the
@@ -141,6 +158,12 @@ impl Key<'_> {
         };
         self.bytes() != hostname || packet_var(self.peer, b"HTTP_HOST").is_some()
     }
+
+    /// The value of one of the request's uwsgi variables (`HTTP_TRANSFER_ENCODING`: the first
+    /// header of that name). A walk over the variables: a few hundred bytes.
+    pub fn var(&self, name: &[u8]) -> Option<&[u8]> {
+        packet_var(self.peer, name)
+    }
 }
 
 fn key_of(peer: &corerouter_peer) -> &[u8] {
@@ -154,6 +177,8 @@ struct Installed {
     front: FrontDoor,
     /// `front.error_backend`, NUL-terminated, leaked: peers point at it.
     error_backend: &'static CStr,
+    /// `front.detour`'s socket, the same way.
+    detour_socket: Option<&'static CStr>,
     alloc_session: AllocSession,
     hr_read: Hook,
     hr_write: Hook,
@@ -203,14 +228,24 @@ impl HttpRouter {
         unsafe { (*self.raw).cr.gid }
     }
 
+    /// `http-timeout`: how long the router waits on a connection that says nothing.
+    pub fn timeout(&self) -> std::time::Duration {
+        // SAFETY: as in `http_router`.
+        let seconds = unsafe { (*self.raw).cr.socket_timeout };
+        std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    }
+
     /// Wraps the router's session allocation; call it in the master, in `post_init` (after the
     /// `http` plugin's `init`, before the router processes fork). Once per instance.
     pub fn install(self, front: FrontDoor) -> Result<(), String> {
-        if front.error_backend.contains(':') || front.error_backend.is_empty() {
-            return Err(format!("error backend {:?}: must be a unix socket path without ':'", front.error_backend));
-        }
-        let address = CString::new(front.error_backend.clone())
-            .map_err(|_| format!("error backend {:?} contains a NUL", front.error_backend))?;
+        let address = unix_socket_address("error backend", &front.error_backend)?;
+        let detour_socket = match &front.detour {
+            Some(detour) if detour.socket == front.error_backend => {
+                return Err(format!("the detour and the error backend share the socket {}", detour.socket))
+            }
+            Some(detour) => Some(Box::leak(unix_socket_address("detour", &detour.socket)?.into_boxed_c_str()) as &CStr),
+            None => None,
+        };
         let function = |name: &CStr| lookup(name).ok_or_else(|| format!("the http plugin has no {name:?}"));
         let hr_read = function(c"hr_read")?;
         let hr_write = function(c"hr_write")?;
@@ -234,6 +269,7 @@ impl HttpRouter {
         let installed = Installed {
             front,
             error_backend: Box::leak(address.into_boxed_c_str()),
+            detour_socket,
             alloc_session,
             hr_read,
             hr_write,
@@ -246,6 +282,14 @@ impl HttpRouter {
         unsafe { (*self.raw).cr.alloc_session = Some(alloc_session_wrapper) };
         Ok(())
     }
+}
+
+/// A backend socket as the router's `cr_connect` takes it: a name with `:` would be TCP.
+fn unix_socket_address(what: &str, path: &str) -> Result<CString, String> {
+    if path.contains(':') || path.is_empty() {
+        return Err(format!("{what} {path:?}: must be a unix socket path without ':'"));
+    }
+    CString::new(path).map_err(|_| format!("{what} {path:?} contains a NUL"))
 }
 
 fn lookup(name: &CStr) -> Option<*mut c_void> {
@@ -312,8 +356,16 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
             Route::Lookup => {
                 // SAFETY: the router's own mapper, with its own arguments.
                 let ret = unsafe { router_mapper(ucr, peer) };
-                if ret != 0 || peer.instance_address_len > 0 {
+                if ret != 0 {
                     return ret;
+                }
+                if peer.instance_address_len > 0 {
+                    return match (&installed.front.detour, installed.detour_socket) {
+                        (Some(detour), Some(socket)) if (detour.wanted)(&Key { peer: &mut *peer }) => {
+                            to_detour(installed, peer, detour, socket)
+                        }
+                        _ => 0,
+                    };
                 }
                 let miss = if peer.retries > 0 { Miss::BackendFailed } else { Miss::NotServed };
                 to_error_backend(installed, peer, (installed.front.no_backend)(miss))
@@ -350,6 +402,52 @@ fn to_error_backend(installed: &Installed, peer: &mut corerouter_peer, status: u
         0
     } else {
         -1
+    }
+}
+
+/// Points the peer at the detour, naming its node in the detour's variable. A packet that
+/// already names one was sent to the detour before, which then refused the connection: the
+/// request gets a 502 rather than a second variable or its node directly.
+fn to_detour(installed: &Installed, peer: &mut corerouter_peer, detour: &Detour, socket: &'static CStr) -> c_int {
+    if packet_var(peer, detour.backend_var.as_bytes()).is_some() {
+        crate::log::line(&format!(
+            "{} => detour {} unreachable; answering 502",
+            String::from_utf8_lossy(key_of(peer)),
+            detour.socket
+        ));
+        // SAFETY: the router's lookup just set `un` (a node of its table, or NULL).
+        unsafe { release_node(peer) };
+        return to_error_backend(installed, peer, 502);
+    }
+    // SAFETY: the lookup pointed `instance_address` at its node's name (`un->name`, or a
+    // mapper's own buffer), `instance_address_len` bytes, alive during this call; `add_var`
+    // copies it into the packet before the pointer is replaced.
+    let node =
+        unsafe { std::slice::from_raw_parts(peer.instance_address.cast::<u8>(), peer.instance_address_len as usize) };
+    if !add_var(peer, detour.backend_var.as_bytes(), node) {
+        return -1;
+    }
+    // SAFETY: as above.
+    unsafe { release_node(peer) };
+    peer.instance_address = socket.as_ptr() as *mut c_char;
+    peer.instance_address_len = socket.to_bytes().len() as u64;
+    0
+}
+
+/// Gives back the reference the router's lookup took on the peer's subscription node: the
+/// peer no longer talks to it, so its connection's failures are not the node's, and a node
+/// that dies is removed without waiting for the detour's request.
+///
+/// # Safety
+/// `peer.un` is NULL or a node of the router's subscription table on which the lookup took a
+/// reference.
+unsafe fn release_node(peer: &mut corerouter_peer) {
+    let un = std::mem::replace(&mut peer.un, std::ptr::null_mut());
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if !un.is_null() && (*un).len > 0 {
+            (*un).reference = (*un).reference.saturating_sub(1);
+        }
     }
 }
 

@@ -39,29 +39,31 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of descriptors), so the loop does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// Binds the error backend's socket at `path`, reachable by the router processes (`uid`,
-/// `gid`: `http-uid`/`http-gid`, 0 when they stay root) and nobody else. The directory is
+/// Binds a socket of the router's own backends at `path` (the error backend's, the de-chunking
+/// proxy's), reachable by the router processes (`uid`, `gid`: `http-uid`/`http-gid`, 0 when
+/// they stay root) and nobody else. The directory is
 /// created `root:gid 0710` when missing; an existing one must be root's, with no write access
 /// for group or others and no access at all for others.
 pub fn bind(path: &Path, uid: u32, gid: u32) -> Result<UnixListener, String> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| {
-        format!("unbit-router-errors-socket {}: must be an absolute path in a private directory", path.display())
+        format!("the router's socket {}: must be an absolute path in a private directory", path.display())
     })?;
     if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
             .mode(0o710)
             .create(dir)
-            .map_err(|e| format!("cannot create the error backend's directory {}: {e}", dir.display()))?;
+            .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
         std::os::unix::fs::chown(dir, Some(0), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
     }
     let md = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mode = md.permissions().mode() & 0o7777;
     if !md.is_dir() || md.uid() != 0 || mode & 0o022 != 0 || mode & 0o007 != 0 {
         return Err(format!(
-            "the error backend's directory {} must be a directory of root's that only root writes to and others \
-             cannot enter (it is {}, uid {}, mode {mode:o}): whoever can replace the socket answers for every \
-             unknown domain",
+            "the directory {} of the router's socket {} must be a directory of root's that only root writes to and \
+             others cannot enter (it is {}, uid {}, mode {mode:o}): whoever can replace the socket gets the \
+             router's requests",
             dir.display(),
+            path.display(),
             if md.is_dir() { "a directory" } else { "not a directory" },
             md.uid()
         ));

@@ -12,12 +12,16 @@
 //!   the router cannot place goes to a gateway of this plugin (400 no Host, 404 unknown name,
 //!   503 a known name whose app is down, 502 a dead socket); what the router must answer
 //!   itself (431 headers over 64 KB, 400 unparsable) it writes before closing;
-//! * [`dechunk`]: the de-chunking proxy for chunked request bodies.
+//! * [`dechunk`]: the de-chunking proxy for chunked request bodies, a second gateway. Every
+//!   request with a Transfer-Encoding goes through it to the node the lookup chose (a detour
+//!   of `uwsgi::corerouter`), so the app reads the whole body from `wsgi.input`.
 //!
 //! ```ini
 //! plugins = http,unbit_subscriptions,unbit_router
 //! unbit-router-errors-socket = /run/unbit-http/errors.sock
 //! unbit-router-404-page = /etc/unbit/404.html
+//! unbit-router-dechunk-socket = /run/unbit-http/dechunk.sock
+//! unbit-router-max-body = 104857600
 //! ```
 
 pub mod dechunk;
@@ -29,15 +33,20 @@ use error_backend::{Backend, KnownDomains, STATUS_VAR};
 use statuses::{Connection, Page};
 use std::path::PathBuf;
 use std::sync::Arc;
-use uwsgi::corerouter::{Failure, FrontDoor, Key, Miss, Route};
+use uwsgi::corerouter::{Detour, Failure, FrontDoor, HttpRouter, Key, Miss, Route};
 use uwsgi::{Registry, Setting};
 
 static ERRORS_SOCKET: Setting<PathBuf> = Setting::new();
 static NOT_FOUND_PAGE: Setting<PathBuf> = Setting::new();
+static DECHUNK_SOCKET: Setting<PathBuf> = Setting::new();
+static MAX_BODY: Setting<u64> = Setting::new();
+static DECHUNK_SPOOL: Setting<PathBuf> = Setting::new();
 
 /// Where the error backend listens unless `unbit-router-errors-socket` says otherwise: beside
 /// the router's private subscription socket (vassals-examples/services/http.ini).
 const DEFAULT_ERRORS_SOCKET: &str = "/run/unbit-http/errors.sock";
+/// The de-chunking proxy's socket, in the same directory.
+const DEFAULT_DECHUNK_SOCKET: &str = "/run/unbit-http/dechunk.sock";
 
 struct UnbitRouter;
 
@@ -55,6 +64,24 @@ impl uwsgi::Plugin for UnbitRouter {
             "unbit-router-404-page",
             "the body answered for an unknown domain (HTML when the name ends in .html; default a line of text)",
             &NOT_FOUND_PAGE,
+        )
+        .option(
+            "unbit-router-dechunk-socket",
+            "the de-chunking proxy's unix socket, beside the error backend's \
+             (default /run/unbit-http/dechunk.sock)",
+            &DECHUNK_SOCKET,
+        )
+        .option(
+            "unbit-router-max-body",
+            "the largest chunked request body, in bytes, passed to an app (default 104857600, 100 MiB); \
+             larger ones are answered 413",
+            &MAX_BODY,
+        )
+        .option(
+            "unbit-router-dechunk-spool",
+            "where chunked bodies over 256 KiB wait, in unlinked files, until complete (default the temp dir); \
+             the router's user must be able to write there",
+            &DECHUNK_SPOOL,
         );
     }
 
@@ -86,18 +113,72 @@ fn start() -> Result<(), String> {
         uwsgi::config::value("unbit-subscriptions-domains").unwrap_or_else(|| domain_table::DEFAULT_PATH.into());
     let listener = Arc::new(error_backend::bind(&socket, router.uid(), router.gid())?);
     let backend = Arc::new(Backend { not_found, domains: KnownDomains::new(domains.into(), uwsgi::log::line) });
+    let dechunk_socket = DECHUNK_SOCKET.get_or(DEFAULT_DECHUNK_SOCKET.into());
+    let dechunk_gateway = dechunk_gateway(&router, &dechunk_socket)?;
     router.install(FrontDoor {
         route,
         no_backend,
         answer,
         error_backend: socket.to_string_lossy().into_owned(),
         status_var: STATUS_VAR,
+        detour: Some(Detour {
+            wanted: has_transfer_encoding,
+            socket: dechunk_socket.to_string_lossy().into_owned(),
+            backend_var: dechunk::BACKEND_VAR,
+        }),
     })?;
     uwsgi::gateway::register("unbit-router-errors", move || {
         error_backend::serve(Arc::clone(&listener), Arc::clone(&backend))
     })?;
-    uwsgi::log!("front door: Host matching normalised, errors answered by {}", socket.display());
+    uwsgi::gateway::register("unbit-router-dechunk", dechunk_gateway)?;
+    uwsgi::log!(
+        "front door: Host matching normalised, errors answered by {}, chunked bodies de-chunked by {}",
+        socket.display(),
+        dechunk_socket.display()
+    );
     Ok(())
+}
+
+/// Binds the de-chunking proxy's socket (as the error backend's: only the router's processes
+/// may connect, since the proxy connects wherever a request names) and returns the gateway's
+/// body. The gateway runs as the router's user: it parses what clients send, and that user
+/// reaches the pinned sockets of the nodes (`/proc/<pin holder>/fd/N`) like the router does.
+fn dechunk_gateway(
+    router: &HttpRouter,
+    socket: &std::path::Path,
+) -> Result<impl Fn() -> Result<(), String> + Send + Sync + 'static, String> {
+    let listener = error_backend::bind(socket, router.uid(), router.gid())?;
+    let (uid, gid) = (router.uid(), router.gid());
+    let config = dechunk::Config {
+        max_body: MAX_BODY.get_or(dechunk::Config::default().max_body),
+        spool_dir: DECHUNK_SPOOL.get(),
+        // A client that the router waits for this long waits as long for the proxy.
+        timeout: router.timeout(),
+        log: uwsgi::log::line,
+        ..dechunk::Config::default()
+    };
+    if config.timeout.is_zero() {
+        return Err("the de-chunking proxy needs an http-timeout above 0".into());
+    }
+    Ok(move || {
+        if uid != 0 {
+            drop_privileges(uid, gid)?;
+        }
+        let listener = listener.try_clone().map_err(|e| format!("de-chunking proxy: {e}"))?;
+        dechunk::serve(listener, config.clone())
+    })
+}
+
+fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
+    nix::unistd::setgroups(&[]).map_err(|e| format!("de-chunking proxy: setgroups: {e}"))?;
+    nix::unistd::setgid(gid.into()).map_err(|e| format!("de-chunking proxy: setgid({gid}): {e}"))?;
+    nix::unistd::setuid(uid.into()).map_err(|e| format!("de-chunking proxy: setuid({uid}): {e}"))
+}
+
+/// Requests whose body the router pipes as the client framed it (or not at all): any
+/// Transfer-Encoding, which the proxy decodes when it is `chunked` and refuses otherwise.
+fn has_transfer_encoding(key: &Key<'_>) -> bool {
+    key.var(b"HTTP_TRANSFER_ENCODING").is_some()
 }
 
 /// Every request, in the router processes: no Host, 400; otherwise the normalised key is
