@@ -68,6 +68,8 @@ fn main() {
         .allowlist_type("uwsgi_http|http_session|corerouter_(peer|session)|uwsgi_corerouter|uwsgi_buffer|uwsgi_subscribe_(node|slot)")
         .allowlist_function("uwsgi_cr_set_hooks|uwsgi_buffer_(new|destroy|append|append_keyval|insert)|uwsgi_remove_subscribe_node")
         .allowlist_var("ui")
+        // `ugs->mode` of the http router's sockets (crates/uwsgi/src/tls.rs).
+        .allowlist_var("UWSGI_HTTP_(NOSSL|SSL|FORCE_SSL)")
         .allowlist_var("UWSGI_(PLUGIN_API|OPT_.*)")
         .derive_default(false)
         .derive_debug(false)

@@ -164,6 +164,11 @@ impl Key<'_> {
     pub fn var(&self, name: &[u8]) -> Option<&[u8]> {
         packet_var(self.peer, name)
     }
+
+    /// The session the request belongs to (its connection, for `crate::tls`).
+    pub(crate) fn session(&self) -> *mut corerouter_session {
+        self.peer.session
+    }
 }
 
 fn key_of(peer: &corerouter_peer) -> &[u8] {

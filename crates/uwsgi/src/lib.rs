@@ -36,6 +36,7 @@ pub mod plugin;
 pub mod process;
 mod registry;
 pub mod server;
+pub mod tls;
 
 pub use alarms::Alarm;
 pub use emperor::{Emperor, ImperialMonitor, Vassal};

@@ -15,6 +15,9 @@
 //! * [`dechunk`]: the de-chunking proxy for chunked request bodies, a second gateway. Every
 //!   request with a Transfer-Encoding goes through it to the node the lookup chose (a detour
 //!   of `uwsgi::corerouter`), so the app reads the whole body from `wsgi.input`.
+//! * [`sni`]: HTTPS. The certificate for each TLS server name, from the index the subscription
+//!   validator keeps (built on a name's first handshake, cached per process), and the
+//!   client-certificate rule on every request's Host (421, 403).
 //!
 //! ```ini
 //! plugins = http,unbit_subscriptions,unbit_router
@@ -22,11 +25,14 @@
 //! unbit-router-404-page = /etc/unbit/404.html
 //! unbit-router-dechunk-socket = /run/unbit-http/dechunk.sock
 //! unbit-router-max-body = 104857600
+//! https = 0.0.0.0:443,/etc/uwsgi/ssl/node.crt,/etc/uwsgi/ssl/node.key,HIGH:!aNULL:!MD5
+//! unbit-router-sni-cache = 1000
 //! ```
 
 pub mod dechunk;
 pub mod error_backend;
 pub mod host;
+pub mod sni;
 pub mod statuses;
 
 use error_backend::{Backend, KnownDomains, STATUS_VAR};
@@ -41,6 +47,7 @@ static NOT_FOUND_PAGE: Setting<PathBuf> = Setting::new();
 static DECHUNK_SOCKET: Setting<PathBuf> = Setting::new();
 static MAX_BODY: Setting<u64> = Setting::new();
 static DECHUNK_SPOOL: Setting<PathBuf> = Setting::new();
+static SNI_CACHE: Setting<u32> = Setting::new();
 
 /// Where the error backend listens unless `unbit-router-errors-socket` says otherwise: beside
 /// the router's private subscription socket (vassals-examples/services/http.ini).
@@ -82,6 +89,11 @@ impl uwsgi::Plugin for UnbitRouter {
             "where chunked bodies over 256 KiB wait, in unlinked files, until complete (default the temp dir); \
              the router's user must be able to write there",
             &DECHUNK_SPOOL,
+        )
+        .option(
+            "unbit-router-sni-cache",
+            "TLS contexts (one per name in use) each router process keeps, least recently used out first (default 1000)",
+            &SNI_CACHE,
         );
     }
 
@@ -136,6 +148,28 @@ fn start() -> Result<(), String> {
         socket.display(),
         dechunk_socket.display()
     );
+    https()
+}
+
+/// HTTPS ([`sni`]): certificate selection on the https sockets, from the index the validator
+/// keeps, and the client-certificate rule on every request.
+fn https() -> Result<(), String> {
+    let dir = match uwsgi::config::value("unbit-subscriptions-sni-dir") {
+        Some(dir) => PathBuf::from(dir),
+        None => uwsgi::config::value("unbit-subscriptions-router")
+            .map_or_else(|| PathBuf::from(sni::DEFAULT_DIR), |r| sni_index::default_dir(std::path::Path::new(&r))),
+    };
+    let capacity = SNI_CACHE.get_or(sni::DEFAULT_CACHE).max(1) as usize;
+    let sockets = sni::start(dir.clone(), capacity)?;
+    if !sockets.is_empty() {
+        uwsgi::log!(
+            "HTTPS on {}: certificates for SNI names from {} (built on first use, {capacity} per process at most), \
+             groups {}, the sockets' own certificate for other names",
+            sockets.join(", "),
+            dir.display(),
+            sni::GROUPS
+        );
+    }
     Ok(())
 }
 
@@ -181,8 +215,8 @@ fn has_transfer_encoding(key: &Key<'_>) -> bool {
     key.var(b"HTTP_TRANSFER_ENCODING").is_some()
 }
 
-/// Every request, in the router processes: no Host, 400; otherwise the normalised key is
-/// looked up.
+/// Every request, in the router processes: no Host, 400; a Host protected by a client CA its
+/// connection does not satisfy, 421 or 403 ([`sni`]); otherwise the normalised key is looked up.
 fn route(key: &mut Key<'_>) -> Route {
     if !key.from_host_header() {
         return Route::Answer(400);
@@ -191,6 +225,8 @@ fn route(key: &mut Key<'_>) -> Route {
     key.truncate(len);
     if len == 0 {
         Route::Answer(400)
+    } else if let Some(status) = sni::refusal(key) {
+        Route::Answer(status)
     } else {
         Route::Lookup
     }

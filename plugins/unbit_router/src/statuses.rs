@@ -25,7 +25,9 @@ impl Page {
 pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -38,7 +40,9 @@ pub fn reason(status: u16) -> &'static str {
 pub fn default_page(status: u16) -> Page {
     Page::text(match status {
         400 => "400 Bad Request: the request has no usable Host header.\n",
+        403 => "403 Forbidden: this site requires a client certificate its owner issued, over HTTPS.\n",
         404 => "404 Not Found: no site is served under this name here.\n",
+        421 => "421 Misdirected Request: this connection was set up for another site; connect again for this one.\n",
         431 => "431 Request Header Fields Too Large: the request's headers are over 64 KB.\n",
         502 => "502 Bad Gateway: the site's application is not accepting connections.\n",
         503 => "503 Service Unavailable: the site's application is not running.\n",

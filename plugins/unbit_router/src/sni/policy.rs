@@ -1,0 +1,186 @@
+//! The client-certificate rule, on every request: a domain's client CA protects the domain,
+//! not the TLS server name a connection happened to use.
+//!
+//! Stock uWSGI checks client certificates in the handshake, for the SNI name, and then routes by
+//! the Host header: a client connecting with `a.example` (no CA) and sending `Host: c.example`
+//! reaches `c.example`'s app without any certificate, even when `c.example` requires one. And a
+//! certificate from `a.example`'s CA (which its owner controls) would reach `c.example`'s app as
+//! `HTTPS_DN`. So, for the Host of each request:
+//!
+//! | the Host's entry | the connection | answer |
+//! |---|---|---|
+//! | no client CA, and the connection's entry has none either | any | served |
+//! | has a client CA, or the connection's entry has one | set up for another entry (or the default) | 421 Misdirected Request |
+//! | `!` (required) | set up for it, no verified certificate | 403 |
+//! | `!` (required) | plain HTTP | 403 |
+//! | optional | plain HTTP | served, without `HTTPS_DN` |
+//!
+//! The list of names with a client CA is small and read from the index
+//! ([`sni_index::CLIENT_CA_LIST`]) into memory, looked at again at most once a second: a
+//! request costs a hash lookup, no system call.
+
+use super::Selected;
+use openssl::ssl::SslRef;
+use openssl::x509::X509VerifyResult;
+use sni_index::{names, ClientCa};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often the list's file is looked at.
+const RELOAD: Duration = Duration::from_secs(1);
+
+/// The client-CA list as this process last read it.
+pub struct CaList {
+    path: PathBuf,
+    names: HashMap<String, ClientCa>,
+    identity: Option<(u64, u64, i64)>,
+    checked: Option<Instant>,
+}
+
+impl CaList {
+    pub fn new(dir: &Path) -> CaList {
+        CaList { path: dir.join(sni_index::CLIENT_CA_LIST), names: HashMap::new(), identity: None, checked: None }
+    }
+
+    /// Reads the file again when it changed (at most every [`RELOAD`]). A list that cannot be
+    /// read keeps the last one: a glitch never opens a protected name.
+    fn refresh(&mut self, now: Instant) {
+        if self.checked.is_some_and(|t| now.duration_since(t) < RELOAD) {
+            return;
+        }
+        self.checked = Some(now);
+        let Ok(md) = std::fs::metadata(&self.path) else { return };
+        let id = Some((md.ino(), md.size(), md.mtime_nsec() + md.mtime() * 1_000_000_000));
+        if id == self.identity {
+            return;
+        }
+        if let Ok(bytes) = std::fs::read(&self.path) {
+            self.names = sni_index::dir::read_ca_list(&bytes);
+            self.identity = id;
+        }
+    }
+
+    /// The entry answering for `host` and its policy, if the list knows it: the exact name,
+    /// else its wildcard.
+    fn resolve(&self, host: &str) -> Option<(&str, ClientCa)> {
+        if let Some((name, policy)) = self.names.get_key_value(host) {
+            return Some((name.as_str(), *policy));
+        }
+        let wildcard = names::wildcard_of(host)?;
+        self.names.get_key_value(&wildcard).map(|(n, p)| (n.as_str(), *p))
+    }
+}
+
+/// How the connection a request came over was set up.
+pub enum Connection<'a> {
+    Plain,
+    Tls { selected: Option<&'a Selected>, verified_client: bool },
+}
+
+impl<'a> Connection<'a> {
+    pub fn of(ssl: Option<&'a SslRef>) -> Connection<'a> {
+        match ssl {
+            None => Connection::Plain,
+            Some(ssl) => Connection::Tls {
+                selected: super::selection(ssl),
+                verified_client: ssl.peer_certificate().is_some() && ssl.verify_result() == X509VerifyResult::OK,
+            },
+        }
+    }
+}
+
+/// The status refusing a request for `host` (the normalised Host) over `conn`, if refused.
+pub fn refusal(list: &Mutex<CaList>, host: &[u8], conn: Connection<'_>, now: Instant) -> Option<u16> {
+    let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+    list.refresh(now);
+    let conn_ca = match &conn {
+        Connection::Tls { selected: Some(s), .. } => s.client_ca,
+        _ => ClientCa::None,
+    };
+    if list.names.is_empty() && conn_ca == ClientCa::None {
+        return None;
+    }
+    let host = names::server_name(host);
+    let wanted = host.as_deref().and_then(|h| list.resolve(h));
+    let host_ca = wanted.map_or(ClientCa::None, |(_, p)| p);
+    match conn {
+        Connection::Plain => (host_ca == ClientCa::Required).then_some(403),
+        Connection::Tls { selected, verified_client } => {
+            if host_ca == ClientCa::None && conn_ca == ClientCa::None {
+                return None;
+            }
+            let conn_entry = selected.and_then(|s| s.entry.as_deref());
+            if wanted.map(|(name, _)| name) != conn_entry {
+                return Some(421);
+            }
+            (host_ca == ClientCa::Required && !verified_client).then_some(403)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn list(lines: &str) -> Mutex<CaList> {
+        let mut l = CaList::new(Path::new("/nonexistent"));
+        l.names = sni_index::dir::read_ca_list(lines.as_bytes());
+        l.checked = Some(Instant::now());
+        Mutex::new(l)
+    }
+
+    fn tls(entry: Option<&str>, ca: ClientCa, verified: bool) -> (Selected, bool) {
+        (Selected { entry: entry.map(Arc::from), client_ca: ca }, verified)
+    }
+
+    fn ask(l: &Mutex<CaList>, host: &str, conn: Option<&(Selected, bool)>) -> Option<u16> {
+        let c = match conn {
+            None => Connection::Plain,
+            Some((s, v)) => Connection::Tls { selected: Some(s), verified_client: *v },
+        };
+        refusal(l, host.as_bytes(), c, Instant::now())
+    }
+
+    #[test]
+    fn a_protected_host_is_served_only_over_its_own_verified_connection() {
+        let l = list("secure.test required\nopt.test optional\n.wild.test required\nopen.wild.test none\n");
+        let secure_ok = tls(Some("secure.test"), ClientCa::Required, true);
+        let secure_without = tls(Some("secure.test"), ClientCa::Required, false);
+        let other = tls(Some("a.test"), ClientCa::None, false);
+        let default = tls(None, ClientCa::None, false);
+        assert_eq!(ask(&l, "secure.test", Some(&secure_ok)), None);
+        assert_eq!(ask(&l, "secure.test", Some(&secure_without)), Some(403));
+        assert_eq!(ask(&l, "secure.test", Some(&other)), Some(421), "SNI of another name, Host of a protected one");
+        assert_eq!(ask(&l, "secure.test", Some(&default)), Some(421), "no SNI");
+        assert_eq!(ask(&l, "secure.test", None), Some(403), "plain HTTP");
+        // Optional: no certificate is fine, another connection's certificate is not.
+        let opt_none = tls(Some("opt.test"), ClientCa::Optional, false);
+        assert_eq!(ask(&l, "opt.test", Some(&opt_none)), None);
+        assert_eq!(ask(&l, "opt.test", None), None);
+        assert_eq!(ask(&l, "opt.test", Some(&secure_ok)), Some(421));
+        // A certificate of one domain's CA never reaches another domain's app.
+        assert_eq!(ask(&l, "a.test", Some(&secure_ok)), Some(421));
+        assert_eq!(ask(&l, "a.test", Some(&other)), None);
+        assert_eq!(ask(&l, "b.test", Some(&other)), None, "no CA on either side: Host routing as usual");
+        // Wildcards one label deep; an exact entry below answers for itself.
+        let wild = tls(Some(".wild.test"), ClientCa::Required, true);
+        assert_eq!(ask(&l, "shop.wild.test", Some(&wild)), None);
+        assert_eq!(ask(&l, "shop.wild.test", Some(&other)), Some(421));
+        assert_eq!(ask(&l, "shop.wild.test", None), Some(403));
+        let open = tls(Some("open.wild.test"), ClientCa::None, false);
+        assert_eq!(ask(&l, "open.wild.test", Some(&open)), None);
+        assert_eq!(ask(&l, "open.wild.test", None), None);
+        assert_eq!(ask(&l, "open.wild.test", Some(&wild)), Some(421));
+    }
+
+    #[test]
+    fn no_protected_name_costs_nothing() {
+        let l = list("");
+        assert_eq!(ask(&l, "anything.test", None), None);
+        assert_eq!(ask(&l, "anything.test", Some(&tls(None, ClientCa::None, false))), None);
+    }
+}
