@@ -121,22 +121,11 @@ impl DomainTable {
     }
 }
 
-/// The control API's grammar (lowercase `[a-z0-9-]` labels, at least two, an optional leading
-/// `.` for a wildcard), checked again here because the file is input to a root-run service.
+/// Whether `name` is a domain in the form the control API stores (lowercase IDNA ASCII, at
+/// least two labels, an optional leading `.` for a wildcard): `domain_names`' rule, checked
+/// again here because the file is input to a root-run service.
 pub fn is_domain_name(name: &str) -> bool {
-    let rest = name.strip_prefix('.').unwrap_or(name);
-    if rest.is_empty() || rest.len() > 253 {
-        return false;
-    }
-    let labels: Vec<&str> = rest.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+    domain_names::is_canonical(name)
 }
 
 #[cfg(test)]
@@ -190,5 +179,23 @@ mod tests {
         assert!(loaded.skipped[0].contains("not a domain name"));
         assert!(loaded.skipped[1].contains("nokey.org: unreadable public key"));
         assert!(DomainTable::from_json(b"{\"name\": 1}").is_err());
+    }
+
+    /// Only names as the API stores them load: the router and the validator look keys up in
+    /// that form, so a name in any other would never match.
+    #[test]
+    fn names_load_only_in_the_apis_form() {
+        let t = table(&[
+            ("xn--bcher-kva.example", &[1]),
+            (".wild.example", &[1]),
+            ("Upper.example", &[1]),
+            ("dot.example.", &[1]),
+            ("port.example:80", &[1]),
+            ("bücher.example", &[1]),
+            ("1.2.3.4", &[1]),
+            ("xn--zz.example", &[1]),
+        ]);
+        assert_eq!(t.len(), 2);
+        assert!(t.owner_of("xn--bcher-kva.example").is_some() && t.owner_of("a.wild.example").is_some());
     }
 }
