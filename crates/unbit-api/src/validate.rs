@@ -86,42 +86,23 @@ pub fn tag(field: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Normalises a domain to its lowercase ASCII (IDNA) form and checks it: at most 253 bytes,
-/// at least two labels of 1-63 `[a-z0-9-]` not starting or ending with `-`, a non-numeric top
-/// label. One leading `.` is kept: `.example.org` is the wildcard for `*.example.org`.
+/// Normalises a domain to its lowercase ASCII (IDNA) form and checks it with the node's rule
+/// (`domain_names::normalize_key`, which the subscription validator applies to every announce,
+/// so what is stored here is what a customer's `domain =` line reaches): at most 253 bytes, at
+/// least two labels of 1-63 `[a-z0-9-]` not starting or ending with `-`, a non-numeric top
+/// label. One leading `.` is kept: `.example.org` is the wildcard for `*.example.org`. A port
+/// or a final dot, which an announce may carry and loses, is refused here: a name is stored
+/// in one form only.
 pub fn domain(field: &str, value: &str) -> ApiResult<String> {
     line(field, value, 253)?;
-    let (wildcard, rest) = match value.strip_prefix('.') {
-        Some(rest) => (true, rest),
-        None => (false, value),
-    };
     let bad = |why: &str| ApiError::invalid(field, format!("not a valid domain name: {why}"));
-    if rest.is_empty() {
-        return Err(bad("empty"));
+    if value.contains(':') {
+        return Err(bad("a domain has no port"));
     }
-    let ascii = idna::domain_to_ascii_strict(rest).map_err(|_| bad("not IDNA-valid"))?;
-    if ascii.len() > 253 {
-        return Err(bad("longer than 253 bytes"));
+    if value.ends_with('.') {
+        return Err(bad("a domain has no final dot"));
     }
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels.len() < 2 {
-        return Err(bad("at least two labels are needed"));
-    }
-    for label in &labels {
-        if label.is_empty() || label.len() > 63 {
-            return Err(bad("every label must be 1-63 bytes"));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(bad("a label cannot start or end with '-'"));
-        }
-        if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(bad("labels are letters, digits and '-'"));
-        }
-    }
-    if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(bad("the top label cannot be numeric"));
-    }
-    Ok(if wildcard { format!(".{ascii}") } else { ascii })
+    domain_names::normalize_key(value).map_err(|why| bad(&why))
 }
 
 const SSH_KEY_TYPES: &[&str] = &[
@@ -248,6 +229,7 @@ mod tests {
             "a_b.com",
             "ex ample.com",
             "example.com.",
+            "example.com:80",
             "..example.com",
             "x\n.com",
             &format!("{}.com", "a".repeat(64)),
