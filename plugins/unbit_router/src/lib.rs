@@ -183,17 +183,16 @@ fn dechunk_gateway(
 ) -> Result<impl Fn() -> Result<(), String> + Send + Sync + 'static, String> {
     let listener = error_backend::bind(socket, router.uid(), router.gid())?;
     let (uid, gid) = (router.uid(), router.gid());
+    if router.timeout().is_zero() {
+        return Err("the de-chunking proxy needs an http-timeout above 0".into());
+    }
     let config = dechunk::Config {
         max_body: MAX_BODY.get_or(dechunk::Config::default().max_body),
         spool_dir: DECHUNK_SPOOL.get(),
-        // A client that the router waits for this long waits as long for the proxy.
-        timeout: router.timeout(),
+        timeout: proxy_timeout(router.timeout()),
         log: uwsgi::log::line,
         ..dechunk::Config::default()
     };
-    if config.timeout.is_zero() {
-        return Err("the de-chunking proxy needs an http-timeout above 0".into());
-    }
     Ok(move || {
         if uid != 0 {
             drop_privileges(uid, gid)?;
@@ -201,6 +200,15 @@ fn dechunk_gateway(
         let listener = listener.try_clone().map_err(|e| format!("de-chunking proxy: {e}"))?;
         dechunk::serve(listener, config.clone())
     })
+}
+
+/// The proxy's limit on each read, write and connect: a tenth under the router's own
+/// (`http-timeout`), which every event on a session restarts for the client and the proxy's
+/// connection alike. With the same limit the router would often close the session first, and
+/// a client whose body stalled, or whose app stays silent, would get a closed connection
+/// instead of the proxy's 408 or 504.
+fn proxy_timeout(router: std::time::Duration) -> std::time::Duration {
+    (router - router / 10).max(std::time::Duration::from_secs(1))
 }
 
 fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
