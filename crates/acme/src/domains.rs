@@ -44,11 +44,12 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let mut out = Parsed::default();
     let mut by_name: BTreeMap<String, Wanted> = BTreeMap::new();
     for e in entries {
-        match e.tls.as_deref() {
-            None | Some("off") => continue,
-            Some("auto") => {}
-            Some(other) => {
-                out.skipped.push(format!("{}: unknown tls mode {other:?} (known: off, auto)", e.name));
+        match domain_table::Tls::parse(e.tls.as_deref()) {
+            Some(domain_table::Tls::Off) => continue,
+            Some(domain_table::Tls::Auto) => {}
+            None => {
+                let mode = e.tls.unwrap_or_default();
+                out.skipped.push(format!("{}: unknown tls mode {mode:?} (known: off, auto)", e.name));
                 continue;
             }
         }

@@ -2,19 +2,23 @@
 //! written by the node sync as `domains.json`:
 //!
 //! ```json
-//! [{"name": "example.org", "owner_uids": [30001, 30004], "public_key_pem": "-----BEGIN PUBLIC KEY-----..."}]
+//! [{"name": "example.org", "owner_uids": [30001, 30004], "public_key_pem": "-----BEGIN PUBLIC KEY-----...",
+//!   "tls": "auto"}]
 //! ```
 //!
 //! `owner_uids` are the owner's containers on this node; the key is the owner's subscription
-//! key (the public half of every one of its containers' `~/etc/uwsgi.key`).
+//! key (the public half of every one of its containers' `~/etc/uwsgi.key`); `tls` (optional,
+//! `"off"` when absent) is `"auto"` when the node keeps a certificate for the name itself
+//! (`unbit-acme`).
 //!
 //! Read by the subscription validator (who may announce a domain) and by the router's front
-//! door (a domain with no live backend is a known one: 503, not 404), with the same lookup.
+//! door (a domain with no live backend is a known one: 503, not 404; the ACME challenges of a
+//! `tls: auto` name go to the issuer, [`auto_tls_names`]), with the same lookup.
 
 use openssl::hash::{hash, MessageDigest};
 use openssl::pkey::{PKey, Public};
 use serde::Deserialize;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// One domain (or wildcard `.example.org`) and its owner, with the key already parsed.
@@ -24,6 +28,29 @@ pub struct Domain {
     pub key: PKey<Public>,
     /// SHA-256 of the key's DER form: tells a changed key from the same key re-sent.
     pub key_fingerprint: [u8; 32],
+    pub tls: Tls,
+}
+
+/// Whether the node gets a certificate for the name itself (the control API's `tls` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tls {
+    #[default]
+    Off,
+    /// `unbit-acme` keeps a certificate for the name (HTTP-01 through the front door).
+    Auto,
+}
+
+impl Tls {
+    /// The file's `tls` value: absent or `"off"`, `"auto"`; `None` for a mode this build does
+    /// not know (a newer API), which readers take as [`Tls::Off`]: nothing is routed to the
+    /// issuer or ordered for a name on a guess.
+    pub fn parse(value: Option<&str>) -> Option<Tls> {
+        match value {
+            None | Some("off") => Some(Tls::Off),
+            Some("auto") => Some(Tls::Auto),
+            Some(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Domain {
@@ -37,6 +64,8 @@ struct RawDomain {
     name: String,
     owner_uids: Vec<u32>,
     public_key_pem: String,
+    #[serde(default)]
+    tls: Option<String>,
 }
 
 /// The parsed file. Lookups follow the router's own `subscription-dotsplit` walk, so the
@@ -82,8 +111,13 @@ impl DomainTable {
             let digest = hash(MessageDigest::sha256(), &der).map_err(|e| e.to_string())?;
             let mut key_fingerprint = [0u8; 32];
             key_fingerprint.copy_from_slice(&digest);
-            let domain =
-                Domain { name: r.name.clone(), owner_uids: r.owner_uids.into_iter().collect(), key, key_fingerprint };
+            let domain = Domain {
+                name: r.name.clone(),
+                owner_uids: r.owner_uids.into_iter().collect(),
+                key,
+                key_fingerprint,
+                tls: Tls::parse(r.tls.as_deref()).unwrap_or_default(),
+            };
             if by_name.insert(r.name.clone(), Arc::new(domain)).is_some() {
                 skipped.push(format!("{}: listed twice, the last entry wins", r.name));
             }
@@ -119,6 +153,26 @@ impl DomainTable {
         }
         None
     }
+}
+
+/// The exact names of the file whose `tls` is `"auto"` (wildcards never are: HTTP-01 cannot
+/// prove them), read without parsing the owners' keys: the front door's router processes
+/// read the file on a challenge request, in their event loop. A file that is not a list of
+/// entries is an error (the caller keeps its last good set); a bad entry is left out.
+pub fn auto_tls_names(bytes: &[u8]) -> Result<HashSet<String>, String> {
+    #[derive(Deserialize)]
+    struct NameAndTls {
+        name: String,
+        #[serde(default)]
+        tls: Option<String>,
+    }
+    let raw: Vec<NameAndTls> = serde_json::from_slice(bytes).map_err(|e| format!("not a domains list: {e}"))?;
+    Ok(raw
+        .into_iter()
+        .filter(|e| Tls::parse(e.tls.as_deref()) == Some(Tls::Auto))
+        .filter(|e| !e.name.starts_with('.') && is_domain_name(&e.name))
+        .map(|e| e.name)
+        .collect())
 }
 
 /// Whether `name` is a domain in the form the control API stores (lowercase IDNA ASCII, at
@@ -163,6 +217,29 @@ mod tests {
         // The bare name is not covered by its wildcard (the router does not route it there).
         let only_wildcard = table(&[(".example.net", &[2])]);
         assert!(only_wildcard.owner_of("example.net").is_none());
+    }
+
+    #[test]
+    fn the_tls_field_is_read_and_only_exact_auto_names_are_listed() {
+        let pem = public_pem(1024);
+        let json = serde_json::json!([
+            {"name": "auto.org", "owner_uids": [1], "public_key_pem": pem, "tls": "auto"},
+            {"name": "off.org", "owner_uids": [1], "public_key_pem": pem, "tls": "off"},
+            {"name": "plain.org", "owner_uids": [1], "public_key_pem": pem},
+            {"name": "newer.org", "owner_uids": [1], "public_key_pem": pem, "tls": "dns-01"},
+            {"name": ".wild.org", "owner_uids": [1], "public_key_pem": pem, "tls": "auto"},
+            {"name": "Upper.org", "owner_uids": [1], "public_key_pem": pem, "tls": "auto"},
+        ]);
+        let bytes = json.to_string();
+        let t = DomainTable::from_json(bytes.as_bytes()).unwrap().table;
+        let tls = |n: &str| t.owner_of(n).map(|d| d.tls);
+        assert_eq!(tls("auto.org"), Some(Tls::Auto));
+        assert_eq!(tls("off.org"), Some(Tls::Off));
+        assert_eq!(tls("plain.org"), Some(Tls::Off));
+        assert_eq!(tls("newer.org"), Some(Tls::Off), "an unknown mode still serves the name");
+        let names = auto_tls_names(bytes.as_bytes()).unwrap();
+        assert_eq!(names, HashSet::from(["auto.org".to_string()]));
+        assert!(auto_tls_names(b"{}").is_err());
     }
 
     #[test]
