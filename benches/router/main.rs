@@ -5,12 +5,13 @@
 //! make plugins && sudo cargo bench --bench router
 //! ```
 //!
-//! * **stock**: Debian's uWSGI 2.0.21 `http` router (2 processes, `http-uid = unbit-router`,
+//! * **stock**: Debian's uWSGI 2.0.21 `http` router (as many processes as the shipped config,
+//!   `http-uid = unbit-router`,
 //!   subscription server, dotsplit), the backend subscribed to it directly;
-//! * **ours**: the same router with the platform's plugins as `vassals-examples/services/
-//!   http.ini` loads them: the subscription validator (the backend's signed announce goes
-//!   through it, the router reaches the socket through the pin holder) and, once built, the
-//!   front-door plugin `unbit_router` (Host normalisation, error statuses).
+//! * **ours**: the router as `vassals-examples/services/http.ini` runs it (rendered as `make run`
+//!   renders it): the subscription validator (the backend's signed announce goes through it,
+//!   the router reaches the socket through the pin holder) and the front door `unbit_router`
+//!   (Host normalisation, error statuses, the de-chunking detour's check, SNI on https).
 //!
 //! The backend is one stock uWSGI python app (2 processes, `Hello`), running as a container
 //! uid with its socket in a home, announcing itself to both routers. The load is `wrk`
@@ -24,13 +25,13 @@
 #[path = "../../plugins/unbit_subscriptions/tests/kit/mod.rs"]
 mod kit;
 
-use kit::{domain_entry, eventually, start_router, write_domains, RouterSetup};
+use kit::{domain_entry, eventually, write_domains};
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::process::Command;
 use std::time::Duration;
-use uwsgi_it::harness::plugin_path;
+use uwsgi_it::platform::LocalPlatform;
 use uwsgi_it::ports::free_port;
 use uwsgi_it::InstanceBuilder;
 
@@ -116,28 +117,47 @@ fn main() {
     let public = String::from_utf8(key.public_key_to_pem().unwrap()).unwrap();
     write_domains(&domains, &[domain_entry(DOMAIN, &[UID], &public)]);
 
-    // ours: the validator (and the front door, once built), http processes as the router user.
-    let socket = subscribe.join("http");
-    let front_door = plugin_path("unbit_router");
-    let extra: Vec<String> = if front_door.exists() {
-        vec!["--plugin".into(), front_door.display().to_string()]
-    } else {
-        eprintln!("note: {} is not built; 'ours' is the validator alone", front_door.display());
-        vec![]
+    // ours: the router exactly as vassals-examples/services/http.ini runs it (rendered as
+    // `make run` renders it); only this benchmark's folders are given on top.
+    let platform = LocalPlatform::new();
+    platform.render_configs();
+    let run = platform.run_dir.clone();
+    std::fs::create_dir_all(run.join("log")).unwrap();
+    platform.default_certificate();
+    let user = nix::unistd::User::from_name(ROUTER_USER).unwrap().expect("the router user (install-deps.sh)");
+    std::fs::create_dir_all(run.join("stats")).unwrap();
+    chown(run.join("stats"), Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+    std::fs::copy(&domains, run.join("domains.json")).unwrap();
+    let ini = platform.etc().join("uwsgi/services/http.ini");
+    let shipped = std::fs::read_to_string(&ini).unwrap();
+    let setting = |name: &str| {
+        shipped
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim_start().strip_prefix('=')))
+            .unwrap_or_else(|| panic!("the shipped http.ini has no {name}"))
+            .trim()
+            .to_string()
     };
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let ours = start_router(RouterSetup {
-        extra: &extra,
-        router_user: Some(ROUTER_USER),
-        ..RouterSetup::new(&socket, &homes, &domains, 2)
-    });
+    let (ours_http, processes) = (setting("http"), setting("http-processes"));
+    let socket = subscribe.join("http");
+    let ours = InstanceBuilder::new("ours-router")
+        .args(["--ini", &ini.display().to_string()])
+        .args(["--unbit-subscriptions-socket", &socket.display().to_string()])
+        .args(["--unbit-subscriptions-containers-dir", &homes.display().to_string()])
+        .start();
+    let router_log = run.join("log/router.log");
+    eventually(Duration::from_secs(30), || match std::fs::read_to_string(&router_log) {
+        Ok(log) if log.contains("validating announces on") => Ok(()),
+        _ => Err(format!("the router did not start:\n{}", ours.log())),
+    })
+    .unwrap();
 
     // stock: the same router without the platform's plugins; the backend (a container uid)
     // announces to it directly, over UDP on loopback, as stock uWSGI's users do.
     let stock_sub = format!("127.0.0.1:{}", free_port());
     let stock_http = format!("127.0.0.1:{}", free_port());
     let stock = InstanceBuilder::new("stock-router")
-        .args(["--plugin", "http", "--master", "--http", &stock_http, "--http-processes", "2"])
+        .args(["--plugin", "http", "--master", "--http", &stock_http, "--http-processes", &processes])
         .args(["--http-subscription-server", &stock_sub, "--subscription-dotsplit"])
         .args(["--http-uid", ROUTER_USER, "--http-gid", ROUTER_USER, "--http-keepalive=5"])
         .start();
@@ -164,8 +184,7 @@ fn main() {
             ),
         ])
         .start();
-    ours.wait_for_nodes(DOMAIN, 1, Duration::from_secs(30)).unwrap();
-    for (name, address) in [("stock", &stock_http), ("ours", &ours.http)] {
+    for (name, address) in [("stock", &stock_http), ("ours", &ours_http)] {
         eventually(Duration::from_secs(30), || match uwsgi_it::http::get(address, DOMAIN, "/") {
             Ok(r) if r.status == 200 && r.body == "Hello" => Ok(()),
             other => Err(format!("{name} router: {other:?}")),
@@ -174,9 +193,8 @@ fn main() {
     }
 
     println!(
-        "front door: {rounds} rounds x {seconds} s, wrk -t2 -c{connections}, 2 router processes each, \
-         {} loaded in ours",
-        if front_door.exists() { "unbit_subscriptions + unbit_router" } else { "unbit_subscriptions" }
+        "front door: {rounds} rounds x {seconds} s, wrk -t2 -c{connections}, {processes} router processes each; \
+         ours is the shipped http.ini (validator, pin holder, unbit_router)"
     );
     println!("| mode | stock req/s | ours req/s | ours/stock | stock p99 | ours p99 | non-2xx |");
     println!("|---|---|---|---|---|---|---|");
@@ -184,9 +202,9 @@ fn main() {
         let (mut s_rps, mut o_rps, mut s_p99, mut o_p99, mut bad) = (vec![], vec![], vec![], vec![], 0);
         for round in 0..rounds {
             let order: [(&str, &String); 2] = if round % 2 == 0 {
-                [("stock", &stock_http), ("ours", &ours.http)]
+                [("stock", &stock_http), ("ours", &ours_http)]
             } else {
-                [("ours", &ours.http), ("stock", &stock_http)]
+                [("ours", &ours_http), ("stock", &stock_http)]
             };
             for (name, address) in order {
                 let load = wrk(address, seconds, connections, keepalive);
