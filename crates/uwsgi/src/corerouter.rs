@@ -10,8 +10,9 @@
 //!
 //! * the mapper runs the plugin's [`FrontDoor::route`] on the key (the Host header) before the
 //!   router's own lookup, and sends a request the lookup cannot place to an error backend, a
-//!   uwsgi-protocol unix socket, with the status in a uwsgi variable; a request the plugin's
-//!   [`Detour`] wants goes to that backend instead of its node, with the node in a variable;
+//!   uwsgi-protocol unix socket, with the status in a uwsgi variable; a request one of the
+//!   plugin's [`Detour`]s wants goes to that backend instead of its node (in front of the node,
+//!   named in a variable, or instead of the lookup);
 //! * the read hook catches what the stock parser gives up on: a backend whose unix socket
 //!   refuses the connection (the node is marked dead and the request mapped again), a header
 //!   block over the router's 64 KB buffer, a request it cannot parse;
@@ -103,22 +104,34 @@ pub struct FrontDoor {
     pub error_backend: String,
     /// The uwsgi variable carrying the status to the error backend.
     pub status_var: &'static str,
-    /// A backend in front of the node the lookup chose, for the requests it wants.
-    pub detour: Option<Detour>,
+    /// Backends for the requests they want, in their [`Stage`]; the first of a stage that
+    /// wants a request takes it.
+    pub detours: Vec<Detour>,
 }
 
-/// A uwsgi-protocol backend that the requests picked by [`Detour::wanted`] go through on their
-/// way to their node (the de-chunking proxy, for request bodies an app cannot read as they
-/// come): the router sends it the request with `backend_var` naming the node the lookup chose,
-/// and relays its answer like an app's. A request whose detour refuses the connection is
-/// mapped again and then answered 502 by the error backend, never sent to its node directly.
+/// A uwsgi-protocol backend that the requests picked by [`Detour::wanted`] go to instead of
+/// their node: the router relays its answer like an app's. A request whose detour refuses the
+/// connection is mapped again and then answered 502 by the error backend, never sent to its
+/// node directly.
 pub struct Detour {
-    /// Runs after a lookup that found a node; like [`FrontDoor::route`], on the hot path.
+    /// Runs when [`FrontDoor::route`] chose a lookup, at the detour's stage; like `route`, on
+    /// the hot path (what it reads beyond the key and the variables should be rare).
     pub wanted: fn(&Key<'_>) -> bool,
     /// A unix socket path without `:`.
     pub socket: String,
-    /// The uwsgi variable naming the node (its address as the router has it).
-    pub backend_var: &'static str,
+    pub stage: Stage,
+}
+
+/// When a [`Detour`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Instead of the lookup: the request never reaches the key's nodes, whether any runs or
+    /// not (the ACME challenges a platform service answers for a name).
+    BeforeLookup,
+    /// After a lookup that found a node, in front of it: the node's address (as the router has
+    /// it) goes to the detour in `backend_var` (the de-chunking proxy, for request bodies an
+    /// app cannot read as they come).
+    AfterLookup { backend_var: &'static str },
 }
 
 /// The routing key of one request (the Host header's value, at most 255 bytes), which the
@@ -182,8 +195,8 @@ struct Installed {
     front: FrontDoor,
     /// `front.error_backend`, NUL-terminated, leaked: peers point at it.
     error_backend: &'static CStr,
-    /// `front.detour`'s socket, the same way.
-    detour_socket: Option<&'static CStr>,
+    /// `front.detours`' sockets, the same way, in their order.
+    detour_sockets: Vec<&'static CStr>,
     alloc_session: AllocSession,
     hr_read: Hook,
     hr_write: Hook,
@@ -244,13 +257,13 @@ impl HttpRouter {
     /// `http` plugin's `init`, before the router processes fork). Once per instance.
     pub fn install(self, front: FrontDoor) -> Result<(), String> {
         let address = unix_socket_address("error backend", &front.error_backend)?;
-        let detour_socket = match &front.detour {
-            Some(detour) if detour.socket == front.error_backend => {
-                return Err(format!("the detour and the error backend share the socket {}", detour.socket))
+        let mut detour_sockets = Vec::with_capacity(front.detours.len());
+        for detour in &front.detours {
+            if detour.socket == front.error_backend {
+                return Err(format!("a detour and the error backend share the socket {}", detour.socket));
             }
-            Some(detour) => Some(Box::leak(unix_socket_address("detour", &detour.socket)?.into_boxed_c_str()) as &CStr),
-            None => None,
-        };
+            detour_sockets.push(Box::leak(unix_socket_address("detour", &detour.socket)?.into_boxed_c_str()) as &CStr);
+        }
         let function = |name: &CStr| lookup(name).ok_or_else(|| format!("the http plugin has no {name:?}"));
         let hr_read = function(c"hr_read")?;
         let hr_write = function(c"hr_write")?;
@@ -274,7 +287,7 @@ impl HttpRouter {
         let installed = Installed {
             front,
             error_backend: Box::leak(address.into_boxed_c_str()),
-            detour_socket,
+            detour_sockets,
             alloc_session,
             hr_read,
             hr_write,
@@ -359,15 +372,18 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
             // The stock dotsplit mapper reads out of bounds on an empty key.
             Route::Lookup if peer.key_len == 0 => to_error_backend(installed, peer, 400),
             Route::Lookup => {
+                if let Some((detour, socket)) = installed.detour(peer, |s| s == Stage::BeforeLookup) {
+                    return instead_of_lookup(installed, peer, detour, socket);
+                }
                 // SAFETY: the router's own mapper, with its own arguments.
                 let ret = unsafe { router_mapper(ucr, peer) };
                 if ret != 0 {
                     return ret;
                 }
                 if peer.instance_address_len > 0 {
-                    return match (&installed.front.detour, installed.detour_socket) {
-                        (Some(detour), Some(socket)) if (detour.wanted)(&Key { peer: &mut *peer }) => {
-                            to_detour(installed, peer, detour, socket)
+                    return match installed.detour(peer, |s| s != Stage::BeforeLookup) {
+                        Some((detour @ Detour { stage: Stage::AfterLookup { backend_var }, .. }, socket)) => {
+                            to_detour(installed, peer, detour, backend_var, socket)
                         }
                         _ => 0,
                     };
@@ -377,6 +393,19 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
             }
         }
     })
+}
+
+impl Installed {
+    /// The first detour of a stage `at` accepts that wants the peer's request, and its socket.
+    fn detour(&self, peer: &mut corerouter_peer, at: impl Fn(Stage) -> bool) -> Option<(&Detour, &'static CStr)> {
+        let key = Key { peer };
+        self.front
+            .detours
+            .iter()
+            .zip(&self.detour_sockets)
+            .find(|(d, _)| at(d.stage) && (d.wanted)(&key))
+            .map(|(d, socket)| (d, *socket))
+    }
 }
 
 fn same_fn(a: Option<Hook>, b: Hook) -> bool {
@@ -396,11 +425,7 @@ fn watch_first_byte(installed: &Installed, peer: &mut corerouter_peer) {
 
 /// Points the peer at the error backend and adds the status variable to its uwsgi packet.
 fn to_error_backend(installed: &Installed, peer: &mut corerouter_peer, status: u16) -> c_int {
-    peer.un = std::ptr::null_mut();
-    peer.instance_address = installed.error_backend.as_ptr() as *mut c_char;
-    peer.instance_address_len = installed.error_backend.to_bytes().len() as u64;
-    peer.modifier1 = 0;
-    peer.modifier2 = 0;
+    point_at(peer, installed.error_backend);
     let mut digits = [0u8; 5];
     let value = status_digits(status, &mut digits);
     if add_var(peer, installed.front.status_var.as_bytes(), value) {
@@ -410,16 +435,52 @@ fn to_error_backend(installed: &Installed, peer: &mut corerouter_peer, status: u
     }
 }
 
-/// Points the peer at the detour, naming its node in the detour's variable. A packet that
-/// already names one was sent to the detour before, which then refused the connection: the
-/// request gets a 502 rather than a second variable or its node directly.
-fn to_detour(installed: &Installed, peer: &mut corerouter_peer, detour: &Detour, socket: &'static CStr) -> c_int {
-    if packet_var(peer, detour.backend_var.as_bytes()).is_some() {
-        crate::log::line(&format!(
-            "{} => detour {} unreachable; answering 502",
-            String::from_utf8_lossy(key_of(peer)),
-            detour.socket
-        ));
+/// Points the peer at a detour of [`Stage::BeforeLookup`], as the lookup would at a node
+/// (modifiers 0: the detour speaks plain uwsgi). A request mapped again (`retries`) was sent
+/// to the detour before, which then refused the connection: 502, never the key's nodes.
+fn instead_of_lookup(
+    installed: &Installed,
+    peer: &mut corerouter_peer,
+    detour: &Detour,
+    socket: &'static CStr,
+) -> c_int {
+    if peer.retries > 0 {
+        detour_unreachable(peer, detour);
+        return to_error_backend(installed, peer, 502);
+    }
+    point_at(peer, socket);
+    0
+}
+
+/// Points the peer at one of the front door's own sockets (no subscription node, plain uwsgi).
+fn point_at(peer: &mut corerouter_peer, socket: &'static CStr) {
+    peer.un = std::ptr::null_mut();
+    peer.instance_address = socket.as_ptr() as *mut c_char;
+    peer.instance_address_len = socket.to_bytes().len() as u64;
+    peer.modifier1 = 0;
+    peer.modifier2 = 0;
+}
+
+fn detour_unreachable(peer: &corerouter_peer, detour: &Detour) {
+    crate::log::line(&format!(
+        "{} => detour {} unreachable; answering 502",
+        String::from_utf8_lossy(key_of(peer)),
+        detour.socket
+    ));
+}
+
+/// Points the peer at the detour, naming its node in `backend_var`. A packet that already
+/// names one was sent to the detour before, which then refused the connection: the request
+/// gets a 502 rather than a second variable or its node directly.
+fn to_detour(
+    installed: &Installed,
+    peer: &mut corerouter_peer,
+    detour: &Detour,
+    backend_var: &str,
+    socket: &'static CStr,
+) -> c_int {
+    if packet_var(peer, backend_var.as_bytes()).is_some() {
+        detour_unreachable(peer, detour);
         // SAFETY: the router's lookup just set `un` (a node of its table, or NULL).
         unsafe { release_node(peer) };
         return to_error_backend(installed, peer, 502);
@@ -429,7 +490,7 @@ fn to_detour(installed: &Installed, peer: &mut corerouter_peer, detour: &Detour,
     // copies it into the packet before the pointer is replaced.
     let node =
         unsafe { std::slice::from_raw_parts(peer.instance_address.cast::<u8>(), peer.instance_address_len as usize) };
-    if !add_var(peer, detour.backend_var.as_bytes(), node) {
+    if !add_var(peer, backend_var.as_bytes(), node) {
         return -1;
     }
     // SAFETY: as above.

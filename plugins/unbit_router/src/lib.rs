@@ -15,6 +15,9 @@
 //! * [`dechunk`]: the de-chunking proxy for chunked request bodies, a second gateway. Every
 //!   request with a Transfer-Encoding goes through it to the node the lookup chose (a detour
 //!   of `uwsgi::corerouter`), so the app reads the whole body from `wsgi.input`.
+//! * [`acme_challenge`]: the HTTP-01 challenges of names with automatic HTTPS (`"tls": "auto"`
+//!   in the domains file) go to `unbit-acme`'s socket instead of the name's app (a detour
+//!   before the lookup).
 //! * [`sni`]: HTTPS. The certificate for each TLS server name, from the index the subscription
 //!   validator keeps (built on a name's first handshake, cached per process), and the
 //!   client-certificate rule on every request's Host (421, 403).
@@ -25,10 +28,12 @@
 //! unbit-router-404-page = /etc/unbit/404.html
 //! unbit-router-dechunk-socket = /run/unbit-http/dechunk.sock
 //! unbit-router-max-body = 104857600
+//! unbit-router-acme-socket = /run/unbit-acme/http-01.sock
 //! https = 0.0.0.0:443,/etc/uwsgi/ssl/node.crt,/etc/uwsgi/ssl/node.key,HIGH:!aNULL:!MD5
 //! unbit-router-sni-cache = 1000
 //! ```
 
+pub mod acme_challenge;
 pub mod dechunk;
 pub mod error_backend;
 pub mod host;
@@ -39,7 +44,7 @@ use error_backend::{Backend, KnownDomains, STATUS_VAR};
 use statuses::{Connection, Page};
 use std::path::PathBuf;
 use std::sync::Arc;
-use uwsgi::corerouter::{Detour, Failure, FrontDoor, HttpRouter, Key, Miss, Route};
+use uwsgi::corerouter::{Detour, Failure, FrontDoor, HttpRouter, Key, Miss, Route, Stage};
 use uwsgi::{Registry, Setting};
 
 static ERRORS_SOCKET: Setting<PathBuf> = Setting::new();
@@ -48,6 +53,7 @@ static DECHUNK_SOCKET: Setting<PathBuf> = Setting::new();
 static MAX_BODY: Setting<u64> = Setting::new();
 static DECHUNK_SPOOL: Setting<PathBuf> = Setting::new();
 static SNI_CACHE: Setting<u32> = Setting::new();
+static ACME_SOCKET: Setting<PathBuf> = Setting::new();
 
 /// Where the error backend listens unless `unbit-router-errors-socket` says otherwise: beside
 /// the router's private subscription socket (vassals-examples/services/http.ini).
@@ -91,6 +97,12 @@ impl uwsgi::Plugin for UnbitRouter {
             &DECHUNK_SPOOL,
         )
         .option(
+            "unbit-router-acme-socket",
+            "unbit-acme's challenge socket, where /.well-known/acme-challenge/ of names with tls auto goes \
+             (default /run/unbit-acme/http-01.sock)",
+            &ACME_SOCKET,
+        )
+        .option(
             "unbit-router-sni-cache",
             "TLS contexts (one per name in use) each router process keeps, least recently used out first (default 1000)",
             &SNI_CACHE,
@@ -121,10 +133,13 @@ fn start() -> Result<(), String> {
         None => statuses::default_page(404),
     };
     // The validator's file: both must agree on which names exist.
-    let domains =
-        uwsgi::config::value("unbit-subscriptions-domains").unwrap_or_else(|| domain_table::DEFAULT_PATH.into());
+    let domains = PathBuf::from(
+        uwsgi::config::value("unbit-subscriptions-domains").unwrap_or_else(|| domain_table::DEFAULT_PATH.into()),
+    );
     let listener = Arc::new(error_backend::bind(&socket, router.uid(), router.gid())?);
-    let backend = Arc::new(Backend { not_found, domains: KnownDomains::new(domains.into(), uwsgi::log::line) });
+    let backend = Arc::new(Backend { not_found, domains: KnownDomains::new(domains.clone(), uwsgi::log::line) });
+    acme_challenge::init(domains, uwsgi::log::line);
+    let acme_socket = ACME_SOCKET.get_or(acme_challenge::DEFAULT_SOCKET.into());
     let dechunk_socket = DECHUNK_SOCKET.get_or(DEFAULT_DECHUNK_SOCKET.into());
     let dechunk_gateway = dechunk_gateway(&router, &dechunk_socket)?;
     router.install(FrontDoor {
@@ -133,20 +148,29 @@ fn start() -> Result<(), String> {
         answer,
         error_backend: socket.to_string_lossy().into_owned(),
         status_var: STATUS_VAR,
-        detour: Some(Detour {
-            wanted: has_transfer_encoding,
-            socket: dechunk_socket.to_string_lossy().into_owned(),
-            backend_var: dechunk::BACKEND_VAR,
-        }),
+        detours: vec![
+            Detour {
+                wanted: acme_challenge::wanted,
+                socket: acme_socket.to_string_lossy().into_owned(),
+                stage: Stage::BeforeLookup,
+            },
+            Detour {
+                wanted: has_transfer_encoding,
+                socket: dechunk_socket.to_string_lossy().into_owned(),
+                stage: Stage::AfterLookup { backend_var: dechunk::BACKEND_VAR },
+            },
+        ],
     })?;
     uwsgi::gateway::register("unbit-router-errors", move || {
         error_backend::serve(Arc::clone(&listener), Arc::clone(&backend))
     })?;
     uwsgi::gateway::register("unbit-router-dechunk", dechunk_gateway)?;
     uwsgi::log!(
-        "front door: Host matching normalised, errors answered by {}, chunked bodies de-chunked by {}",
+        "front door: Host matching normalised, errors answered by {}, chunked bodies de-chunked by {}, \
+         ACME challenges of tls-auto names answered by {}",
         socket.display(),
-        dechunk_socket.display()
+        dechunk_socket.display(),
+        acme_socket.display()
     );
     https()
 }
