@@ -45,6 +45,20 @@ fn is_address(s: &str) -> bool {
     host_ok && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The value of the first `option = value` line of a rendered ini file (what a test reads its
+/// addresses and paths from); panics naming the option when there is none.
+pub fn option(ini: &str, option: &str) -> String {
+    let prefix = format!("{option} = ");
+    let value = ini.lines().find_map(|l| l.strip_prefix(&prefix));
+    value.unwrap_or_else(|| panic!("the rendered config has no {option}")).trim().to_string()
+}
+
+/// The port of a socket option's value: `127.0.0.1:8443` or `127.0.0.1:8443,<cert>,<key>,...`.
+pub fn port(value: &str) -> u16 {
+    let address = value.split(',').next().unwrap_or_default();
+    address.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {value:?}"))
+}
+
 /// Parses `scripts/local-overrides`; `vars` fills in `$RUN`, `$ROOT`, the ports and the cgroup
 /// name. Also refuses a mapping of anything but a path, an address or a name option: only those
 /// may differ between a node and `make run`.

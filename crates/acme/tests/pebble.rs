@@ -1,79 +1,16 @@
 //! `unbit-acme` against a real ACME CA on loopback: Debian's `pebble`, started and stopped by
-//! each test (by PID), with a TLS certificate the test makes with openssl, its DNS pointed at a
-//! dnsmasq the test starts (the test names resolve to 127.0.0.1) and its HTTP-01 port pointed
-//! at a stock uWSGI http router (`--http-to` the issuer's challenge socket): the same path a
-//! challenge takes on a node, where the front door picks that socket for the challenge path.
-//! Never a public CA.
+//! each test (by PID) with the test kit's `uwsgi_it::acme_ca` (its DNS a dnsmasq resolving the
+//! test names to 127.0.0.1), its HTTP-01 port pointed at a stock uWSGI http router (`--http-to`
+//! the issuer's challenge socket). The node's front door in that place: tests/automatic_https.rs
+//! at the repository's root. Never a public CA.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const HINT: &str = "run scripts/install-deps.sh (as root) to install the test servers";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn require(path: &str, package: &str) -> &'static str {
-    assert!(Path::new(path).exists(), "{path} is missing (Debian package {package}): {HINT}");
-    Box::leak(path.to_string().into_boxed_str())
-}
-
-/// A child stopped by PID when dropped (also while a failed test unwinds), with `signal`
-/// (uWSGI takes SIGTERM as "reload": it gets SIGINT).
-struct Guard {
-    child: Child,
-    signal: nix::sys::signal::Signal,
-}
-
-impl Guard {
-    fn new(child: Child) -> Guard {
-        Guard { child, signal: nix::sys::signal::Signal::SIGKILL }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, self.signal);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    run(Command::new(require("/usr/bin/openssl", "openssl")).current_dir(dir).args(args))
-}
-
-/// `openssl` with its arguments written as one line (none of them has a blank).
-fn openssl_line(dir: &Path, line: &str) -> String {
-    openssl(dir, &line.split_whitespace().collect::<Vec<_>>())
-}
+use uwsgi_it::acme_ca::{openssl, require, run, wait_for_port, Guard, TestCa};
+use uwsgi_it::ports::free_port;
 
 /// Waits for `cond`, failing with `what` and the issuer's log after a minute.
 fn wait_until(what: &str, log: &Path, mut cond: impl FnMut() -> bool) {
@@ -100,9 +37,7 @@ struct Lab {
     dir: tempfile::TempDir,
     names: Vec<String>,
     http_port: u16,
-    mgmt_port: u16,
-    _dns: Guard,
-    _pebble: Guard,
+    ca: TestCa,
     router: Option<Guard>,
     issuer: Option<Guard>,
 }
@@ -115,67 +50,12 @@ impl Lab {
     fn start(names: &[&str]) -> Lab {
         let dir = tempfile::Builder::new().prefix("unbit-acme-test").tempdir().unwrap();
         let d = dir.path();
-        // Pebble's own HTTPS certificate, from a CA the issuer is told to trust (ca-root).
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-        openssl_line(
-            d,
-            &format!("req -x509 {ec} -keyout tls-ca.key -out tls-ca.pem -subj /CN=unbit-acme-test-CA -days 2"),
-        );
-        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-        openssl_line(d, &format!("req {ec} -keyout pebble.key -out pebble.csr -subj /CN=localhost"));
-        openssl_line(
-            d,
-            "x509 -req -in pebble.csr -CA tls-ca.pem -CAkey tls-ca.key -CAcreateserial -out pebble.pem -days 2 -extfile san.ext",
-        );
-
-        // The names resolve to 127.0.0.1 for pebble's validation authority, and nothing else.
-        let dns_port = free_port();
-        let mut dns = Command::new(require("/usr/sbin/dnsmasq", "dnsmasq-base"));
-        dns.args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
-            .args(["--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file="])
-            .arg(format!("--port={dns_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for n in names {
-            dns.arg(format!("--address=/{n}/127.0.0.1"));
-        }
-        let dns = Guard::new(dns.spawn().expect("dnsmasq starts"));
-        wait_for_port(dns_port, "dnsmasq");
-
-        let (acme_port, mgmt_port, http_port, tls_port) = (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{acme_port}"),
-            "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
-            "certificate": d.join("pebble.pem"),
-            "privateKey": d.join("pebble.key"),
-            "httpPort": http_port,
-            "tlsPort": tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }});
-        std::fs::write(d.join("pebble.json"), config.to_string()).unwrap();
-        let pebble = Command::new(require("/usr/bin/pebble", "pebble"))
-            .args(["-config", d.join("pebble.json").to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdout(std::fs::File::create(d.join("pebble.log")).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble starts");
-        let pebble = Guard::new(pebble);
-        wait_for_port(acme_port, "pebble");
-        wait_for_port(mgmt_port, "pebble's management interface");
+        let http_port = free_port();
+        let ca = TestCa::start(names, http_port);
 
         // The issuer's inputs: its settings, the node's domains file, a container home whose
         // log hears about the owner's domains.
-        std::fs::write(
-            d.join("acme.conf"),
-            format!(
-                "directory = https://127.0.0.1:{acme_port}/dir\ncontact = mailto:ops@example.net\nca-root = {}\n",
-                d.join("tls-ca.pem").display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(d.join("acme.conf"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        ca.write_settings(&d.join("acme.conf"));
         let domains: Vec<_> = names
             .iter()
             .map(|n| serde_json::json!({"name": n, "owner_uids": [OWNER], "public_key_pem": "unused", "tls": "auto"}))
@@ -187,16 +67,7 @@ impl Lab {
         for p in [logs.parent().unwrap(), &logs, &logs.join("emperor.log")] {
             std::os::unix::fs::chown(p, Some(OWNER), Some(OWNER)).unwrap();
         }
-        Lab {
-            dir,
-            names: names.iter().map(|n| n.to_string()).collect(),
-            http_port,
-            mgmt_port,
-            _dns: dns,
-            _pebble: pebble,
-            router: None,
-            issuer: None,
-        }
+        Lab { dir, names: names.iter().map(|n| n.to_string()).collect(), http_port, ca, router: None, issuer: None }
     }
 
     fn socket(&self) -> PathBuf {
@@ -268,11 +139,8 @@ impl Lab {
 
     /// Pebble's root (made afresh at each start), from its management interface.
     fn pebble_root(&self) -> PathBuf {
-        let pem = run(Command::new("curl")
-            .args(["-sSf", "--cacert", self.path("tls-ca.pem").to_str().unwrap()])
-            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port)));
         let path = self.path("pebble-root.pem");
-        std::fs::write(&path, pem).unwrap();
+        self.ca.write_root(&path);
         path
     }
 
