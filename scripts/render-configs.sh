@@ -6,14 +6,14 @@
 # The new tree is built aside and renamed into place: never a half-rendered config.
 #
 # run-platform.sh runs it (`run-platform.sh --render-only` runs nothing else); its settings come
-# from the environment: RUN_DIR, API_PORT, ROUTER_PORT, DNS_PORT, CGROUP_NAME.
+# from the environment: RUN_DIR, API_PORT, ROUTER_PORT, ROUTER_HTTPS_PORT, DNS_PORT, CGROUP_NAME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 table=scripts/local-overrides
 fail() { echo "render-configs: $*" >&2; exit 1; }
 
-for var in RUN_DIR API_PORT ROUTER_PORT DNS_PORT CGROUP_NAME; do
+for var in RUN_DIR API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT CGROUP_NAME; do
   [[ -n ${!var:-} ]] || fail "$var is not set (scripts/run-platform.sh sets it)"
 done
 run=$RUN_DIR
@@ -22,7 +22,7 @@ for dir in "$run" "$root"; do
   [[ $dir == /* && $dir != *[[:space:],%\$@\;\#\"\'\\]* ]] ||
     fail "$dir: must be an absolute path without blanks, commas, quotes or % \$ @ ; # \\"
 done
-for var in API_PORT ROUTER_PORT DNS_PORT; do
+for var in API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT; do
   [[ ${!var} =~ ^[0-9]{1,5}$ ]] || fail "$var=${!var} is not a port"
 done
 [[ $CGROUP_NAME =~ ^[A-Za-z0-9_.-]+$ ]] || fail "CGROUP_NAME=$CGROUP_NAME: letters, digits, _ . - only"
@@ -32,6 +32,7 @@ expand() {
   local v=$1
   v=${v//'$RUN'/$run}
   v=${v//'$ROOT'/$root}
+  v=${v//'$ROUTER_HTTPS_PORT'/$ROUTER_HTTPS_PORT}
   v=${v//'$ROUTER_PORT'/$ROUTER_PORT}
   v=${v//'$API_PORT'/$API_PORT}
   v=${v//'$DNS_PORT'/$DNS_PORT}

@@ -9,8 +9,9 @@
 # Prints the addresses and credentials and writes them to run/platform.env. Ctrl-C stops
 # everything and leaves no process, mount, loop device or cgroup behind.
 #
-# Settings (environment): RUN_DIR (./run), API_PORT (8080), ROUTER_PORT (8000), DNS_PORT (8053),
-# CGROUP_NAME (unbit-local). The end-to-end test uses them to run beside a developer's own.
+# Settings (environment): RUN_DIR (./run), API_PORT (8080), ROUTER_PORT (8000), ROUTER_HTTPS_PORT
+# (8443), DNS_PORT (8053), CGROUP_NAME (unbit-local). The end-to-end test uses them to run beside
+# a developer's own.
 # `--render-only` renders run/etc and stops there (tests/platform_configs.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,12 @@ root=$PWD
 run=$(realpath -m "${RUN_DIR:-$root/run}")
 api_port=${API_PORT:-8080}
 router_port=${ROUTER_PORT:-8000}
+router_https_port=${ROUTER_HTTPS_PORT:-8443}
 dns_port=${DNS_PORT:-8053}
 cgroup_name=${CGROUP_NAME:-unbit-local}
 render() {
-  RUN_DIR=$run API_PORT=$api_port ROUTER_PORT=$router_port DNS_PORT=$dns_port CGROUP_NAME=$cgroup_name \
+  RUN_DIR=$run API_PORT=$api_port ROUTER_PORT=$router_port ROUTER_HTTPS_PORT=$router_https_port \
+    DNS_PORT=$dns_port CGROUP_NAME=$cgroup_name \
     bash scripts/render-configs.sh
 }
 case "${1:-}" in
@@ -43,6 +46,10 @@ chmod 0700 "$run/specs"
 # The router's stats socket is bound by its http processes, which run as unbit-router.
 install -d -o unbit-router -g unbit-router -m 0755 "$run/stats"
 [[ -f $run/domains.json ]] || echo '[]' >"$run/domains.json"
+# The node's default certificate (names without a certificate of their own, clients sending no
+# name): made once, self-signed, its key root's alone.
+tls=$run/ssl
+bash scripts/default-certificate.sh "$tls"
 zone=$run/dns/zone.conf
 [[ -f $zone ]] || cat >"$zone" <<'ZONE'
 # The local platform's DNS zone, in dnsmasq's syntax: what a registrar's panel would hold.
@@ -87,10 +94,14 @@ fi
 source "$first_run"
 API=http://127.0.0.1:$api_port/api
 ROUTER=http://127.0.0.1:$router_port
+ROUTER_HTTPS=https://127.0.0.1:$router_https_port
 {
   cat "$first_run"
   echo "API=$API"
   echo "ROUTER=$ROUTER"
+  echo "ROUTER_HTTPS=$ROUTER_HTTPS"
+  echo "ROUTER_HTTPS_PORT=$router_https_port"
+  echo "DEFAULT_CERT=$tls/node.crt"
   echo "CONTAINERS_DIR=$run/containers"
   echo "DNS_PORT=$dns_port"
   echo "DNS_ZONE=$zone"
@@ -145,6 +156,8 @@ cat <<INFO
 uwsgi.it platform running (Ctrl-C stops it; data stays in $run)
   API          $API
   router       $ROUTER (send the domain as the Host header)
+  HTTPS        $ROUTER_HTTPS (SNI: curl --resolve NAME:$router_https_port:127.0.0.1 https://NAME:$router_https_port/)
+               default certificate $tls/node.crt ($(openssl x509 -in "$tls/node.crt" -noout -subject -enddate | tr '\n' ' '| sed 's/ *$//'))
   customer     $CUSTOMER_USER / $CUSTOMER_PASSWORD (as first created)
   container    $CONTAINER_UID (home: $run/containers/$CONTAINER_UID)
   DNS          127.0.0.1 port $dns_port, zone file $zone

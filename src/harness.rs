@@ -33,6 +33,18 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A fixture shared by the tests of a file that run at the same time: the first starts it, the
+/// last one to drop its `Arc` stops it (a later test starts a new one).
+pub fn shared<T>(slot: &std::sync::Mutex<std::sync::Weak<T>>, start: impl FnOnce() -> T) -> std::sync::Arc<T> {
+    let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = held.upgrade() {
+        return f;
+    }
+    let f = std::sync::Arc::new(start());
+    *held = std::sync::Arc::downgrade(&f);
+    f
+}
+
 pub struct InstanceBuilder {
     name: String,
     args: Vec<String>,

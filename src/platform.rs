@@ -47,6 +47,7 @@ impl LocalPlatform {
             ("RUN_DIR".to_string(), run_dir.to_string_lossy().into_owned()),
             ("API_PORT".to_string(), free_port().to_string()),
             ("ROUTER_PORT".to_string(), free_port().to_string()),
+            ("ROUTER_HTTPS_PORT".to_string(), free_port().to_string()),
             ("DNS_PORT".to_string(), free_port().to_string()),
             ("CGROUP_NAME".to_string(), cgroup_name.clone()),
         ];
@@ -104,6 +105,49 @@ impl LocalPlatform {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// What the script prepares before it starts the services, for a test that runs the
+    /// rendered router config itself: the log dir, the default certificate (returned), and the
+    /// stats socket's dir, which the router's user binds in.
+    pub fn prepare_router(&self) -> PathBuf {
+        std::fs::create_dir_all(self.run_dir.join("log")).unwrap();
+        let user = nix::unistd::User::from_name("unbit-router").unwrap().expect("install-deps made unbit-router");
+        let stats = self.run_dir.join("stats");
+        std::fs::create_dir_all(&stats).unwrap();
+        std::os::unix::fs::chown(&stats, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+        self.default_certificate()
+    }
+
+    /// The node's default certificate as the script makes it at the first run
+    /// (`scripts/default-certificate.sh`): `<run>/ssl/node.crt` (returned) and `node.key`, which
+    /// the rendered router config serves on its https socket.
+    pub fn default_certificate(&self) -> PathBuf {
+        let dir = self.run_dir.join("ssl");
+        let out = Command::new("bash")
+            .arg(project_root().join("scripts/default-certificate.sh"))
+            .arg(&dir)
+            .output()
+            .expect("bash runs scripts/default-certificate.sh");
+        assert!(out.status.success(), "default-certificate.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir.join("node.crt")
+    }
+
+    /// The router's log (the shipped config logs to a file, `logto`: `<run>/log/router.log`).
+    pub fn router_log(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join("log/router.log")).unwrap_or_default()
+    }
+
+    /// Waits until the router's log holds `needle`; the error ends with the log.
+    pub fn wait_router_log(&self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !self.router_log().contains(needle) {
+            if Instant::now() > deadline {
+                return Err(format!("no {needle:?} in the router's log after {timeout:?}:\n{}", self.router_log()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
 
     /// The rendered configs' dir, a node's `/etc` (`uwsgi/`, `unbit/`) plus `local/`.

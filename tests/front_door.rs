@@ -100,11 +100,7 @@ impl Fixture {
             .to_string();
 
         // What run-platform.sh prepares before it starts the services.
-        std::fs::create_dir_all(run.join("log")).unwrap();
-        let user = router_user();
-        let stats = run.join("stats");
-        std::fs::create_dir_all(&stats).unwrap();
-        std::os::unix::fs::chown(&stats, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+        platform.prepare_router();
 
         let keys = key_pair();
         let domains = ["example.test", ".wild.test", "down.test", "dead.test", "upload.test", "ws.test"];
@@ -161,17 +157,12 @@ impl Fixture {
 
     /// The router's log (the shipped config logs to a file, `logto`).
     fn log(&self) -> String {
-        std::fs::read_to_string(self.platform.run_dir.join("log/router.log")).unwrap_or_default()
+        self.platform.router_log()
     }
 
     fn wait_log(&self, needle: &str) {
-        if let Err(e) =
-            eventually(
-                T,
-                || if self.log().contains(needle) { Ok(()) } else { Err(format!("no {needle:?} in the log")) },
-            )
-        {
-            panic!("{e}:\n{}\n{}", self.log(), self.router.log());
+        if let Err(e) = self.platform.wait_router_log(needle, T) {
+            panic!("{e}\n{}", self.router.log());
         }
     }
 
@@ -188,13 +179,7 @@ impl Fixture {
 /// The fixture shared by the tests running now; started by the first, stopped with the last.
 fn fixture() -> Arc<Fixture> {
     static SHARED: Mutex<Weak<Fixture>> = Mutex::new(Weak::new());
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(f) = shared.upgrade() {
-        return f;
-    }
-    let f = Arc::new(Fixture::start());
-    *shared = Arc::downgrade(&f);
-    f
+    uwsgi_it::harness::shared(&SHARED, Fixture::start)
 }
 
 fn json(r: &Response) -> serde_json::Value {

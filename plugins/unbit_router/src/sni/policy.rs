@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How often the list's file is looked at.
-const RELOAD: Duration = Duration::from_secs(1);
+/// How often the list's file is looked at (a `stat`): how long a name that just got a client
+/// CA may still be reached without a certificate by a router process that looked just before.
+const RELOAD: Duration = Duration::from_millis(250);
 
 /// The client-CA list as this process last read it.
 pub struct CaList {
@@ -96,6 +97,19 @@ impl<'a> Connection<'a> {
 pub fn refusal(list: &Mutex<CaList>, host: &[u8], conn: Connection<'_>, now: Instant) -> Option<u16> {
     let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
     list.refresh(now);
+    let refused = decide(&list, host, &conn);
+    if refused == Some(421) && list.checked.is_some_and(|t| t != now) {
+        // The connection's entry was read from the index just now; the list may be older than
+        // that (a name whose client CA came with its first announce): look again before saying
+        // the connection is for another site.
+        list.checked = None;
+        list.refresh(now);
+        return decide(&list, host, &conn);
+    }
+    refused
+}
+
+fn decide(list: &CaList, host: &[u8], conn: &Connection<'_>) -> Option<u16> {
     let conn_ca = match &conn {
         Connection::Tls { selected: Some(s), .. } => s.client_ca,
         _ => ClientCa::None,
@@ -106,7 +120,7 @@ pub fn refusal(list: &Mutex<CaList>, host: &[u8], conn: Connection<'_>, now: Ins
     let host = names::server_name(host);
     let wanted = host.as_deref().and_then(|h| list.resolve(h));
     let host_ca = wanted.map_or(ClientCa::None, |(_, p)| p);
-    match conn {
+    match *conn {
         Connection::Plain => (host_ca == ClientCa::Required).then_some(403),
         Connection::Tls { selected, verified_client } => {
             if host_ca == ClientCa::None && conn_ca == ClientCa::None {
@@ -175,6 +189,31 @@ mod tests {
         assert_eq!(ask(&l, "open.wild.test", Some(&open)), None);
         assert_eq!(ask(&l, "open.wild.test", None), None);
         assert_eq!(ask(&l, "open.wild.test", Some(&wild)), Some(421));
+    }
+
+    #[test]
+    fn a_connection_for_a_name_newer_than_the_list_reads_the_list_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join(sni_index::CLIENT_CA_LIST);
+        std::fs::write(&file, "").unwrap();
+        let l = Mutex::new(CaList::new(tmp.path()));
+        let t0 = Instant::now();
+        let open = tls(None, ClientCa::None, false);
+        assert_eq!(
+            refusal(&l, b"new.test", Connection::Tls { selected: Some(&open.0), verified_client: false }, t0),
+            None
+        );
+        // The validator publishes new.test with a client CA; a connection just built for it
+        // comes before the list's next look.
+        std::fs::write(tmp.path().join("tmp"), "new.test required\n").unwrap();
+        std::fs::rename(tmp.path().join("tmp"), &file).unwrap();
+        let fresh = tls(Some("new.test"), ClientCa::Required, true);
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(
+            refusal(&l, b"new.test", Connection::Tls { selected: Some(&fresh.0), verified_client: true }, soon),
+            None
+        );
+        assert_eq!(refusal(&l, b"new.test", Connection::Plain, soon), Some(403));
     }
 
     #[test]
