@@ -549,3 +549,107 @@ fn a_killed_validator_is_respawned_by_the_master() {
     lab.router.instance.wait_for_log_count("validating announces on", 2, T).unwrap();
     lab.alice_subscribed();
 }
+
+/// `ssl-domain` files: the validator reads them as root, so a customer must not be able to make
+/// it read (and hand the router) another container's key or certificate, or a host file: by
+/// naming it, by a symlink (to the file or to a directory on the way), by a hard link (the
+/// inode stays the other owner's), by `..`, or with a FIFO that would block the read. Each is
+/// refused with the reason, and the router's certificate index never gets the name; the
+/// container's own files pass (so the checks are what refuses the others).
+#[test]
+fn sni_files_of_another_container_or_of_the_host_never_reach_the_router() {
+    use sni_index::testing::{server, KeyKind};
+    use std::os::unix::fs::{chown, symlink};
+    let mut lab = lab();
+    let alice_home = lab.alice.run.parent().unwrap().to_path_buf();
+    let bob_home = lab.bob.run.parent().unwrap().to_path_buf();
+    let own = |home: &std::path::Path, uid: u32, rel: &str, bytes: &[u8]| {
+        let path = home.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        chown(path.parent().unwrap(), Some(uid), Some(uid)).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        chown(&path, Some(uid), Some(uid)).unwrap();
+    };
+    let bobs = server(&["bob.example"], KeyKind::P256, None, 1);
+    own(&bob_home, BOB, "tls/bob.key", &bobs.key_pem());
+    own(&bob_home, BOB, "tls/bob.crt", &bobs.cert_pem());
+    let alices = server(&[DOMAIN], KeyKind::P256, None, 2);
+    own(&alice_home, ALICE, "tls/own.key", &alices.key_pem());
+    own(&alice_home, ALICE, "tls/own.crt", &alices.cert_pem());
+    // What a customer can make in their own home: symlinks anywhere, a FIFO. The hard links
+    // are made here as root (the kernel's protected_hardlinks would stop the customer), to show
+    // the validator does not rely on that.
+    symlink(bob_home.join("tls/bob.key"), alice_home.join("tls/link.key")).unwrap();
+    symlink(bob_home.join("tls"), alice_home.join("bobs")).unwrap();
+    std::fs::hard_link(bob_home.join("tls/bob.key"), alice_home.join("tls/hard.key")).unwrap();
+    let host_key = lab._root.path().join("node.key");
+    std::fs::write(&host_key, bobs.key_pem()).unwrap();
+    std::fs::hard_link(&host_key, alice_home.join("tls/host.key")).unwrap();
+    nix::unistd::mkfifo(&alice_home.join("tls/fifo.key"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    chown(alice_home.join("tls/fifo.key"), Some(ALICE), Some(ALICE)).unwrap();
+
+    let address = lab.alice.socket("alice.example_1.socket");
+    let notify = lab.alice.notify_socket("1");
+    let inside = format!("/containers/{ALICE}");
+    let cases = [
+        ("/containers/30403/tls/bob.key".to_string(), "is in another container's home"),
+        (format!("{}/tls/bob.key", bob_home.display()), "is in another container's home"),
+        (format!("{inside}/../30403/tls/bob.key"), "not a plain path in the home"),
+        ("/etc/ssl/private/ssl-cert-snakeoil.key".to_string(), "is outside the container's home"),
+        (host_key.display().to_string(), "is outside the container's home"),
+        (format!("{inside}/tls/link.key"), "a symlink is in the way"),
+        (format!("{inside}/bobs/bob.key"), "a symlink is in the way"),
+        (format!("{inside}/tls/hard.key"), "it belongs to uid 30403, not to the container"),
+        (format!("{inside}/tls/host.key"), "it belongs to uid 0, not to the container"),
+        (format!("{inside}/tls/fifo.key"), "it is not a regular file"),
+    ];
+    for (i, (key, why)) in cases.iter().enumerate() {
+        let mut a = StockAnnounce::new(DOMAIN, &address, now() + i as i64);
+        a.notify = Some(notify.clone());
+        a.sni = Some((key.clone(), format!("{inside}/tls/own.crt"), None));
+        send_as(ALICE, &lab.socket, &[a.signed(Command::Subscribe, &lab.alice_key)]);
+        let line = lab.refused(ALICE, Some(DOMAIN), why);
+        assert!(line.contains("sni_key refused"), "{key}: {line}");
+    }
+    // Bob's certificate as hers, or as her client CA: refused the same way (past ten rejections
+    // in ten seconds the log sums them up, with the last reason).
+    for (i, (crt, ca, why)) in [
+        (
+            format!("{inside}/bobs/bob.crt"),
+            None,
+            "sni_crt refused: /containers/30401/bobs/bob.crt: a symlink is in the way",
+        ),
+        (
+            format!("{inside}/tls/own.crt"),
+            Some("!/containers/30403/tls/bob.crt".to_string()),
+            "sni_ca refused: /containers/30403/tls/bob.crt is in another container's home",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut a = StockAnnounce::new(DOMAIN, &address, now() + 20 + i as i64);
+        a.sni = Some((format!("{inside}/tls/own.key"), crt, ca));
+        send_as(ALICE, &lab.socket, &[a.signed(Command::Subscribe, &lab.alice_key)]);
+        eventually(T, || if lab.router.instance.log().contains(why) { Ok(()) } else { Err(why.to_string()) }).unwrap();
+    }
+    let messages = lab.alice.messages();
+    assert!(messages.iter().any(|m| m.contains("rejected: sni_key refused")), "{messages:?}");
+    let index = lab.router.private.path().join("sni");
+    assert!(!index.join(DOMAIN).exists(), "no entry made from refused files");
+    assert!(lab.router.nodes_of(DOMAIN).is_empty());
+
+    // Her own files: accepted, indexed as hers.
+    let mut a = StockAnnounce::new(DOMAIN, &address, now() + 30);
+    a.notify = Some(notify);
+    a.sni = Some((format!("{inside}/tls/own.key"), format!("{inside}/tls/own.crt"), None));
+    send_as(ALICE, &lab.socket, &[a.signed(Command::Subscribe, &lab.alice_key)]);
+    lab.router.wait_for_nodes(DOMAIN, 1, T).unwrap();
+    let entry = eventually(T, || std::fs::read(index.join(DOMAIN)).map_err(|e| e.to_string())).unwrap();
+    let entry = sni_index::Entry::decode(&entry).unwrap();
+    assert_eq!(entry.owner, ALICE);
+    assert_eq!(entry.bundle.chain[0].to_der().unwrap(), alices.cert.to_der().unwrap());
+    // Only root and the router's group may read it: never the other customers.
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(index.join(DOMAIN)).unwrap());
+    assert_eq!(mode & 0o007, 0, "mode {mode:o}");
+}
