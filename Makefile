@@ -33,7 +33,7 @@ OUT := $(CARGO_TARGET_DIR)/plugins
 # -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\"" -> /usr/lib/uwsgi/plugins
 PLUGIN_DIR ?= $(shell echo '$(TARGET_CFLAGS)' | tr ' ' '\n' | sed -n 's/^-DUWSGI_PLUGIN_DIR=//p' | tr -d '"\\')
 
-.PHONY: all deps plugins install uninstall test check clean run
+.PHONY: all deps plugins binaries install uninstall test check clean run
 
 all: plugins
 
@@ -61,8 +61,12 @@ uninstall:
 deps:
 	@bash scripts/install-deps.sh
 
+# The node's programs, built as a node runs them: the end-to-end tests start these binaries.
+binaries: deps
+	$(CARGO) build --release -p unbit-api -p node-sync -p acme
+
 # The README's test command. Lints first: a warning is a failure.
-test: deps plugins check
+test: deps plugins binaries check
 	$(CARGO) test --workspace --no-fail-fast
 
 check:
