@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use uwsgi_it::host::{pids_of_uid, processes, wait_until};
+use uwsgi_it::host::{pids_of_uid, processes, read_container_log, wait_until};
 use uwsgi_it::platform::LocalPlatform;
 
 const README: &str = include_str!("../README.md");
@@ -139,6 +139,10 @@ fn all_three(out: &str) -> bool {
 const ROUND_ROBIN: &str = "for i in 1 2 3 4 5 6; do curl -s -H 'Host: mynewdomain.org' $ROUTER/; echo; done";
 const PERL_ONLY: &str = "curl -H 'Host: mynewdomain.org' $ROUTER/";
 const WILDCARD: &str = "curl -H 'Host: shop.mynewdomain.org' $ROUTER/";
+const HTTPS: &str = "curl --resolve mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert foobar.crt https://mynewdomain.org:$ROUTER_HTTPS_PORT/";
+const SECURE: &str = "curl --resolve secure.mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert secure.crt https://secure.mynewdomain.org:$ROUTER_HTTPS_PORT/";
+const SECURE_ALICE: &str = "curl --resolve secure.mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert secure.crt --cert alice.crt --key alice.key https://secure.mynewdomain.org:$ROUTER_HTTPS_PORT/";
+const ALICE: &str = "Hello /O=God of War 4 S.p.a./CN=alice";
 
 /// What an operator installs is what runs: the rendered configs are the shipped ones but for
 /// paths, ports and names, and every uWSGI instance was started from them and nothing else.
@@ -164,8 +168,18 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     println!("platform up in {:.1} s", started.elapsed().as_secs_f64());
     assert_runs_the_shipped_configs(&platform);
     let env = platform.env();
-    for var in ["API", "ROUTER", "CUSTOMER_USER", "CUSTOMER_PASSWORD", "CONTAINER_UID", "CONTAINERS_DIR", "UNBIT_ADMIN"]
-    {
+    for var in [
+        "API",
+        "ROUTER",
+        "ROUTER_HTTPS",
+        "ROUTER_HTTPS_PORT",
+        "DEFAULT_CERT",
+        "CUSTOMER_USER",
+        "CUSTOMER_PASSWORD",
+        "CONTAINER_UID",
+        "CONTAINERS_DIR",
+        "UNBIT_ADMIN",
+    ] {
         assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
     }
     let token = &env["NODE_TOKEN"];
@@ -249,7 +263,13 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     }
     // The README's `cd` into the home holds for the blocks that follow.
     term.cwd = Some(home.clone());
-    term.run(&block_with("vassals/perlapp.ini"));
+    // A person typing the steps above takes longer than the node sync's domain poll (2 s);
+    // the test waits for it, so the 503 below is the router's answer for a known domain.
+    let node_domains = platform.run_dir.join("domains.json");
+    wait_until("the node's domains file lists mynewdomain.org", T, || {
+        std::fs::read_to_string(&node_domains).is_ok_and(|d| d.contains("\"mynewdomain.org\""))
+    });
+    term.run(&block_with("tee vassals/perlapp.ini"));
     // Until the app answers, every answer is the router's 503 as the README shows it (the domain
     // is known, no app runs for it), never an empty reply or another status.
     let waiting = Instant::now();
@@ -266,7 +286,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     }
     let perl = waiting.elapsed();
     println!("perl app answering through the router {:.2} s after its vassal file appeared", perl.as_secs_f64());
-    term.run(&block_with("vassals/pythonapp.ini"));
+    term.run(&block_with("tee vassals/pythonapp.ini"));
     let three = term.until(ROUND_ROBIN, T, all_three);
     println!("python and ruby in the round robin {:.2} s after their vassal files appeared", three.as_secs_f64());
     // Round robin: over 30 requests each app answers a fair share.
@@ -286,6 +306,50 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     // Each of the router's processes balances on its own, so six requests spread over them
     // need not meet all three apps every time.
     term.until(ROUND_ROBIN, T, all_three);
+
+    // HTTPS/SNI: the quickstart's certificate, ssl-domain in the three vassals.
+    term.run(&block_with("openssl genrsa -out foobar.key 2048"));
+    let key = std::fs::symlink_metadata(home.join("foobar.key")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&key), uid, "the key is the container's");
+    let https = term.until(HTTPS, T, |out| APPS.contains(&out));
+    println!("HTTPS for mynewdomain.org served {:.1} s after ssl-domain replaced domain", https.as_secs_f64());
+    term.until(ROUND_ROBIN, T, all_three);
+    let default = term.run("curl --cacert $DEFAULT_CERT -H 'Host: mynewdomain.org' $ROUTER_HTTPS/");
+    assert!(APPS.contains(&default.as_str()), "{default}");
+    let subject = term.run(
+        "openssl s_client -connect 127.0.0.1:$ROUTER_HTTPS_PORT -servername mynewdomain.org </dev/null 2>/dev/null | grep '^subject'",
+    );
+    assert_eq!(subject.trim(), "subject=CN = mynewdomain.org");
+    let containers = PathBuf::from(&env["CONTAINERS_DIR"]);
+    wait_until("the container's log says which certificate is served", T, || {
+        read_container_log(&containers, uid)
+            .unwrap_or_default()
+            .contains("HTTPS for mynewdomain.org: serving ~/foobar.crt (CN=mynewdomain.org")
+    });
+
+    // Forcing HTTPS: the redirect recipe.
+    term.run(&block_with("vassals/www.ini"));
+    term.until("curl -si -H 'Host: www.mynewdomain.org' $ROUTER/some/page | grep -i '^location'", T, |out| {
+        out.trim() == "Location: https://www.mynewdomain.org/some/page"
+    });
+    term.until(
+        "curl --resolve www.mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert www.crt https://www.mynewdomain.org:$ROUTER_HTTPS_PORT/",
+        T,
+        |out| out == APPS[1],
+    );
+
+    // Client certificates: required, HTTPS_DN, and the Host of the protected name refused
+    // over plain HTTP and over another name's connection.
+    term.run(&block_with("vassals/secure.ini"));
+    term.until(SECURE_ALICE, T, |out| out == ALICE);
+    let refused = term.try_run(SECURE);
+    assert!(!refused.ok && !refused.stdout.contains("Hello"), "no client certificate, no answer: {}", refused.stdout);
+    let plain = term.run("curl -H 'Host: secure.mynewdomain.org' $ROUTER/");
+    assert!(plain.starts_with("403 Forbidden"), "{plain}");
+    let misdirected = term.run(
+        "curl --resolve mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert foobar.crt -H 'Host: secure.mynewdomain.org' https://mynewdomain.org:$ROUTER_HTTPS_PORT/",
+    );
+    assert!(misdirected.starts_with("421 Misdirected Request"), "{misdirected}");
 
     // Tags: they do not reboot the container.
     let before_tags = pids_of_uid(uid);
@@ -376,6 +440,8 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert_eq!(names.len(), 2, "{names:?}");
     let back = term.until(ROUND_ROBIN, T, all_three);
     term.until(WILDCARD, T, |out| out == WILDCARD_APP);
+    term.until(HTTPS, T, |out| APPS.contains(&out));
+    term.until(SECURE_ALICE, T, |out| out == ALICE);
     println!("after a restart of the platform the apps answered again in {:.1} s", back.as_secs_f64());
     platform.ctrl_c();
     let left = platform.leftovers(&[uid, other]);
