@@ -259,6 +259,9 @@ impl SniBook {
     pub fn release(&mut self, node: &NodeId) {
         self.told.remove(node);
         let name = node.key.as_str();
+        // Forgotten with the node, so a table of names refused once cannot grow for ever (another
+        // live node of the container with the same files is told again at its next announce).
+        self.broken.remove(&(name.to_string(), node.uid));
         let Some(Published { source: Source::Customer { users, .. }, .. }) = self.entries.get_mut(name) else {
             return;
         };

@@ -841,3 +841,35 @@ fn a_second_vassals_other_files_wait_for_the_first_ones_to_go() {
     forwarded(t.w.v.check(sender(ALICE_2), &b.signed(Command::Subscribe, &t.w.alice), NOW + 10));
     assert_eq!(t.index.served("example.org").unwrap().0, "second");
 }
+
+#[test]
+fn the_platforms_certificate_serves_a_name_until_its_customer_announces_files_of_their_own() {
+    let mut t = tls_world();
+    let platform = |cn: &str, version: &str| {
+        let p = sni_index::testing::server(&[cn], sni_index::testing::KeyKind::P256, None, 9);
+        let bundle = sni_index::Bundle::from_pem(&p.cert_pem(), &p.key_pem(), None).unwrap();
+        crate::sni::PlatformCert { name: "example.org".into(), owner: ALICE_1, bundle, version: version.into() }
+    };
+    let lines = t.w.v.set_platform_certs(vec![platform("acme-1", "v1")]);
+    assert!(lines[0].starts_with("sni example.org: serving the platform's certificate"), "{lines:?}");
+    assert_eq!(t.index.served("example.org").unwrap().0, "acme-1");
+    // The same list again: nothing rewritten; a renewal: the new pair.
+    assert!(t.w.v.set_platform_certs(vec![platform("acme-1", "v1")]).is_empty());
+    t.w.v.set_platform_certs(vec![platform("acme-2", "v2")]);
+    assert_eq!(t.index.served("example.org").unwrap().0, "acme-2");
+    // The customer's own files win, and the platform's come back when they go.
+    t.pair(ALICE_1, "a", "own");
+    let told = t.announce("example.org", "a", None, NOW).unwrap();
+    assert!(
+        told.contains("serving ~/tls/a.crt") && told.contains("instead of the platform's automatic certificate"),
+        "{told}"
+    );
+    assert_eq!(t.index.served("example.org").unwrap().0, "own");
+    t.w.v.set_platform_certs(vec![platform("acme-3", "v3")]);
+    assert_eq!(t.index.served("example.org").unwrap().0, "own", "a renewal does not take the name back");
+    t.w.v.expire(NOW + 121);
+    assert_eq!(t.index.served("example.org").unwrap().0, "acme-3");
+    // Out of the issuer's list: out of the index.
+    t.w.v.set_platform_certs(vec![]);
+    assert_eq!(t.index.served("example.org"), None);
+}
