@@ -179,6 +179,7 @@ impl Key<'_> {
     }
 
     /// The session the request belongs to (its connection, for `crate::tls`).
+    #[cfg_attr(not(uwsgi_ssl), allow(dead_code))]
     pub(crate) fn session(&self) -> *mut corerouter_session {
         self.peer.session
     }

@@ -36,6 +36,8 @@ pub mod plugin;
 pub mod process;
 mod registry;
 pub mod server;
+/// Only for a uWSGI built with SSL (`-DUWSGI_SSL`; see `build.rs`).
+#[cfg(uwsgi_ssl)]
 pub mod tls;
 
 pub use alarms::Alarm;
