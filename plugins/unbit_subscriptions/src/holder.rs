@@ -118,11 +118,18 @@ pub struct HolderLink {
     /// Every pin given out: its token, a descriptor of our own (to hand a new holder) and its
     /// name.
     pins: HashMap<String, (u64, OwnedFd)>,
+    /// Names withdrawn (unlinked) whose quarantine is not over: their token, to drop at
+    /// [`Publish::forget`]. A new holder never gets them, and their names are never pointed
+    /// again: a name re-created now would outlive the `DROP` and dangle to a descriptor number
+    /// the holder hands to the next pin, another customer's socket.
+    withdrawn: HashMap<String, u64>,
+    /// Where lines for the operator go (the uWSGI log; tests run without uWSGI).
+    log: fn(&str),
 }
 
 impl HolderLink {
     /// `dir` as for [`crate::pins::LinkDir::create`] (emptied), readable by the router's user.
-    pub fn create(end: UnixDatagram, dir: &Path, user: RouterUser) -> Result<HolderLink, String> {
+    pub fn create(end: UnixDatagram, dir: &Path, user: RouterUser, log: fn(&str)) -> Result<HolderLink, String> {
         let names = crate::pins::LinkDir::create(dir)?;
         // root:<router gid> 0750: the router's processes follow the names, nobody else lists them.
         std::os::unix::fs::chown(dir, Some(0), Some(user.gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
@@ -136,6 +143,8 @@ impl HolderLink {
             next: 0,
             holder: None,
             pins: HashMap::new(),
+            withdrawn: HashMap::new(),
+            log,
         };
         // What a previous validator had the holder keep is named nowhere any more.
         send(&link.end, b"RESET", None)?;
@@ -159,11 +168,11 @@ impl HolderLink {
         let names: Vec<String> = self.pins.keys().cloned().collect();
         for name in names {
             if let Err(e) = self.rehold(&name) {
-                uwsgi::log!("re-pinning {name} in the new pin holder: {e}");
+                (self.log)(&format!("re-pinning {name} in the new pin holder: {e}"));
             }
         }
         if !self.pins.is_empty() {
-            uwsgi::log!("pin holder {pid} started: {} pinned sockets handed to it again", self.pins.len());
+            (self.log)(&format!("pin holder {pid} started: {} pinned sockets handed to it again", self.pins.len()));
         }
     }
 
@@ -220,10 +229,14 @@ impl Publish for HolderLink {
 
     fn withdraw(&mut self, address: &str) -> Result<(), String> {
         match std::fs::remove_file(address) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("could not remove the router's name {address}: {e}")),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("could not remove the router's name {address}: {e}")),
         }
+        if let Some((token, _)) = self.pins.remove(address) {
+            self.withdrawn.insert(address.to_string(), token);
+        }
+        Ok(())
     }
 
     fn tick(&mut self) {
@@ -231,7 +244,8 @@ impl Publish for HolderLink {
     }
 
     fn forget(&mut self, address: &str) {
-        if let Some((token, _)) = self.pins.remove(address) {
+        let token = self.withdrawn.remove(address).or_else(|| self.pins.remove(address).map(|(token, _)| token));
+        if let Some(token) = token {
             let _ = send(&self.end, format!("DROP {token}").as_bytes(), None);
         }
     }
@@ -259,5 +273,63 @@ fn receive(end: &UnixDatagram, timeout: Option<Duration>) -> Result<Option<(Stri
         Ok(Some((n, fd))) => Ok(Some((String::from_utf8_lossy(&buf[..n]).into_owned(), fd))),
         Ok(None) => Ok(None),
         Err(e) => Err(format!("receiving from the pin holder: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    fn pinned() -> Pinned {
+        Pinned { fd: Some(std::fs::File::open("/dev/null").unwrap().into()), dev: 0, ino: 0 }
+    }
+
+    #[test]
+    fn a_new_holder_never_brings_back_a_withdrawn_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = Channel::new().unwrap();
+        let holder_end = channel.holder;
+        let restarted = holder_end.try_clone().unwrap();
+        let pid = Arc::new(AtomicU32::new(4242));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Answers like the holder, without becoming another user.
+        let fake = {
+            let (pid, stop) = (pid.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Some((text, fd))) = receive(&holder_end, Some(Duration::from_millis(50))) else { continue };
+                    if let (Some(token), Some(fd)) = (text.strip_prefix("HOLD "), fd) {
+                        let answer = format!("HELD {token} {} {}", fd.as_raw_fd(), pid.load(Ordering::Relaxed));
+                        send(&holder_end, answer.as_bytes(), None).unwrap();
+                    }
+                }
+            })
+        };
+        let mut link =
+            HolderLink::create(channel.validator, &dir.path().join("pins"), RouterUser { uid: 1, gid: 0 }, |l| {
+                eprintln!("{l}")
+            })
+            .unwrap();
+        let kept = link.publish(&pinned()).unwrap();
+        let gone = link.publish(&pinned()).unwrap();
+        link.withdraw(&gone).unwrap();
+
+        // The holder restarts while the withdrawn name is in quarantine.
+        pid.store(4343, Ordering::Relaxed);
+        send(&restarted, b"HELLO 4343", None).unwrap();
+        link.tick();
+        link.forget(&gone);
+        stop.store(true, Ordering::Relaxed);
+        fake.join().unwrap();
+
+        let target = std::fs::read_link(&kept).unwrap();
+        assert!(target.starts_with("/proc/4343/fd/"), "the live name follows the new holder: {target:?}");
+        assert_eq!(
+            std::fs::symlink_metadata(&gone).map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::NotFound),
+            "a withdrawn name was re-created"
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! and the router's `connect()` would follow it (to another container's socket, or to a host
 //! socket: with `modifier1 = 123` the router even pipes raw HTTP there). Checking the path
 //! once is not enough. So the validator opens the verified socket `O_PATH` and keeps the
-//! descriptor; the router reaches it through `/proc/<validator pid>/fd/<n>` (under a name that
-//! is never reused, [`crate::pins`]), which the kernel resolves to exactly the inode that was
+//! descriptor; the router reaches it through `/proc/<pid>/fd/<n>` of the validator or of the pin
+//! holder it passes the descriptor to (under a name that is never reused, [`crate::pins`]),
+//! which the kernel resolves to exactly the inode that was
 //! checked, whatever the customer does to the name afterwards.
 
 use crate::address::Endpoint;

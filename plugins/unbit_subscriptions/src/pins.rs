@@ -1,9 +1,10 @@
 //! The addresses the router is given for pinned sockets, and when a pin may be let go.
 //!
 //! The validator keeps each verified socket open ([`crate::homes`]) and the router reaches it
-//! through `/proc/<validator>/fd/<n>`. Descriptor numbers are reused by the kernel and pids by
-//! the system, so that path must never be handed to the router directly: if the validator
-//! closed descriptor 14 while the router still held a node at `/proc/<pid>/fd/14`, the next
+//! through `/proc/<pid>/fd/<n>` of the process holding it (the validator, or the pin holder of
+//! [`crate::holder`] when the router runs without root). Descriptor numbers are reused by the
+//! kernel and pids by the system, so that path must never be handed to the router directly: if
+//! the holder closed descriptor 14 while the router still held a node at `/proc/<pid>/fd/14`, the next
 //! socket pinned (another customer's) would get 14 and serve the first customer's domain.
 //!
 //! So every pin gets a name that is never used twice: a symlink `<dir>/<generation>-<n>` to
@@ -39,8 +40,9 @@ pub trait Publish {
     fn tick(&mut self) {}
 }
 
-/// The real names: symlinks to `/proc/<validator pid>/fd/<n>` in a directory of the router's
-/// user (beside the router's private socket).
+/// The names when the router runs as root: symlinks to `/proc/<validator pid>/fd/<n>` in the
+/// router's private directory (beside its private socket). Without root, see
+/// [`crate::holder::HolderLink`].
 pub struct LinkDir {
     dir: PathBuf,
     generation: String,

@@ -59,7 +59,7 @@ const RECV_BUFFER: usize = 65536;
 /// Runs the validator until the process is stopped. `holder` is the validator's end of the
 /// channel to the pin holder, when the router runs without root.
 pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> {
-    // The router's processes open `/proc/<this pid>/fd/<n>` (the pinned sockets). After
+    // A router running as root opens `/proc/<this pid>/fd/<n>` (the pinned sockets). After
     // uWSGI drops privileges the process is not dumpable, which would hide /proc/<pid>/fd
     // from same-uid processes; the router is the same trust domain as the validator.
     nix::sys::prctl::set_dumpable(true).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
@@ -68,7 +68,7 @@ pub fn run(config: &Config, holder: Option<UnixDatagram>) -> Result<(), String> 
     // so a node left in the router by a validator that died reaches nothing.
     let pins = private.join("pins");
     let publisher: Box<dyn Publish + Send> = match (holder, config.router_user) {
-        (Some(end), Some(user)) => Box::new(HolderLink::create(end, &pins, user)?),
+        (Some(end), Some(user)) => Box::new(HolderLink::create(end, &pins, user, |l| uwsgi::log!("{l}"))?),
         _ => Box::new(LinkDir::create(&pins)?),
     };
     let certs = sni_index::IndexDir::create(&config.sni_dir, config.router_user.map(|u| u.gid))?;
