@@ -256,11 +256,13 @@ impl Entry {
             let head = std::str::from_utf8(&rest[..end]).map_err(|_| "item header is not UTF-8")?;
             let (kind, len) = head.split_once(' ').ok_or("bad item header")?;
             let len: usize = len.parse().map_err(|_| "bad item length")?;
-            let body = rest.get(end + 1..end + 1 + len).ok_or("truncated item")?;
-            if rest.get(end + 1 + len) != Some(&b'\n') {
+            // A length near usize::MAX must not overflow (a panic in a debug build).
+            let stop = (end + 1).checked_add(len).ok_or("bad item length")?;
+            let body = rest.get(end + 1..stop).ok_or("truncated item")?;
+            if rest.get(stop) != Some(&b'\n') {
                 return Err("item not terminated".into());
             }
-            rest = &rest[end + 2 + len..];
+            rest = &rest[stop + 1..];
             let bad = |e: ErrorStack| format!("{kind}: {e}");
             match kind {
                 "cert" => chain.push(X509::from_der(body).map_err(bad)?),

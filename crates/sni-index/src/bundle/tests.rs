@@ -24,6 +24,11 @@ fn a_good_pair_round_trips_through_the_entry_file() {
     assert_ne!(other.unwrap().session_context("example.org"), entry.sid);
     // A cut file is refused, not half-read.
     assert!(Entry::decode(&bytes[..bytes.len() - 10]).is_err());
+    // So is an item length that would overflow.
+    let header_end = bytes.windows(5).position(|w| w == b"cert ").unwrap();
+    let mut huge = bytes[..header_end].to_vec();
+    huge.extend_from_slice(format!("cert {}\n", usize::MAX).as_bytes());
+    assert_eq!(Entry::decode(&huge).err().as_deref(), Some("bad item length"));
 }
 
 #[test]
