@@ -4,6 +4,7 @@ use crate::bundle::ClientCa;
 use crate::{names, CLIENT_CA_LIST, TMP_PREFIX};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,10 @@ impl IndexDir {
             }
             Err(e) => return Err(format!("creating the certificate index {shown}: {e}")),
         }
-        std::os::unix::fs::chown(path, None, gid).map_err(|e| format!("chown {shown}: {e}"))?;
+        // Ours, whoever made it before: another owner could swap the entries the router trusts.
+        // (`/proc/self` belongs to this process's effective uid.)
+        let me = std::fs::metadata("/proc/self").map_err(|e| format!("/proc/self: {e}"))?.uid();
+        std::os::unix::fs::chown(path, Some(me), gid).map_err(|e| format!("chown {shown}: {e}"))?;
         let mode = if gid.is_some() { 0o710 } else { 0o700 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {shown}: {e}"))?;
