@@ -33,24 +33,26 @@ pub fn receive(
         }
     }
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    // Room for more than the one descriptor a message carries, so a peer sending extra ones
+    // cannot truncate the control data (which would leave the received ones unowned).
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
         Ok(m) => m,
         Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut received = None;
+    let mut received = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(list) = c {
             for raw in list {
                 // SAFETY: the kernel installed this descriptor in our table for this message;
-                // nothing else refers to it, so it is ours to own (and close, if a second one
-                // came along, which a well-behaved peer never sends).
-                received = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+                // nothing else refers to it, so it is ours to own (and to close: all but the
+                // first are dropped, a well-behaved peer sends one).
+                received.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
     }
-    Ok(Some((msg.bytes, received)))
+    Ok(Some((msg.bytes, received.into_iter().next())))
 }
 
 #[cfg(test)]
