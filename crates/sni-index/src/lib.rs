@@ -24,11 +24,12 @@
 //!   want to hear about mistakes; the entry file's format; the router's `SSL_CTX` for it;
 //! * [`names`]: which entries may serve a name (the exact one, then the wildcard one label up);
 //! * [`dir`]: the writer's side (atomic files, modes, the client-CA list);
-//! * [`testing`]: certificates for tests and benchmarks.
+//! * `testing` (feature `testing`, tests and benchmarks only): certificates for tests.
 
 pub mod bundle;
 pub mod dir;
 pub mod names;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use bundle::{Bundle, ClientCa, Entry};
