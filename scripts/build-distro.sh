@@ -4,7 +4,8 @@
 #   scripts/build-distro.sh <dest-dir> [--minimal]
 #
 # full (default): Debian 12 (bookworm) minbase from the mirror apt already uses, plus stock
-#   uWSGI and the language plugins customers use. Takes 1-3 minutes.
+#   uWSGI, the language plugins customers use and a customer's shell (python3 with venv and pip,
+#   perl, ruby with gem and bundler, git, vi, curl, less, procps, locales, sftp-server).
 # --minimal: a busybox-static rootfs (a few MB, well under a second), used by the tests.
 #
 # Both modes create the mountpoints the jail needs and refuses to invent at run time, because
@@ -12,8 +13,8 @@
 # /containers /opt/unbit, and /etc/{hosts,hostname,resolv.conf} as regular files (the jail
 # bind-mounts the container's own copies over them).
 #
-# Cached: <dest>/.unbit-distro-stamp holds the mode and this script's hash; a second run with
-# the same script and mode does nothing. The new tree is built beside <dest> and renamed into
+# Cached: <dest>/.unbit-distro-stamp holds the mode and this script's hash (so a changed package
+# list rebuilds); a second run with the same script and mode does nothing. The new tree is built beside <dest> and renamed into
 # place, so a half-built distro is never visible. A replaced distro is moved aside, not
 # deleted: running containers may still have it mounted.
 #
@@ -36,10 +37,21 @@ fi
 SUITE=bookworm
 # ruby-rack: the customer quickstart's myapp.ru (`run MyApp.new`) needs the rack gem.
 PACKAGES=(uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ruby3.1 ruby-rack)
+# The customer's shell: what users of a Python/Perl/Ruby host expect to find. python3-venv
+# brings ensurepip's wheels, so `python3 -m venv` gives each venv its own pip; ruby brings
+# gem, ruby-bundler `bundle`; vim-tiny is `vi`; openssh-sftp-server is what an SFTP login runs.
+# ca-certificates: curl, pip, gem and git over HTTPS verify servers against it.
+PACKAGES+=(python3 python3-venv python3-pip perl ruby ruby-bundler git vim-tiny curl ca-certificates
+  less procps locales openssh-sftp-server)
 
 script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)
 stamp_value="$mode $script_hash"
 stamp_file=.unbit-distro-stamp
+# Test suites call this from parallel threads, and a changed script makes every cached tree
+# stale at once: one build at a time per <dest>, the others wait and then find it current.
+mkdir -p "$(dirname "$dest")"
+exec {lock}>"$dest.lock"
+flock "$lock"
 if [[ -f $dest/$stamp_file && $(<"$dest/$stamp_file") == "$stamp_value" ]]; then
   echo "build-distro: $dest is up to date ($mode)"
   exit 0
@@ -47,7 +59,6 @@ fi
 
 need() { command -v "$1" >/dev/null || { echo "build-distro: '$1' not found (scripts/install-deps.sh installs it)" >&2; exit 1; }; }
 
-mkdir -p "$(dirname "$dest")"
 work=$(mktemp -d "$dest.build.XXXXXX")
 cleanup() {
   # debootstrap mounts proc/sys inside the target while it works; never let rm walk into a
@@ -115,6 +126,9 @@ case $mode in
     real=$(basename "$(readlink "$work/etc/alternatives/uwsgi-plugin-python3")")
     [[ -f $plugins/$real ]] || { echo "build-distro: no python3 uWSGI plugin in the distro" >&2; exit 1; }
     ln -sfn "$real" "$plugins/python_plugin.so"
+    # C.UTF-8 is built into Debian's libc; en_US.UTF-8 is the one customers' tools ask for.
+    echo 'en_US.UTF-8 UTF-8' >"$work/etc/locale.gen"
+    chroot "$work" locale-gen >/dev/null || { echo "build-distro: locale-gen failed in $work" >&2; exit 1; }
     ;;
 esac
 

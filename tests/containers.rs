@@ -194,3 +194,67 @@ fn a_restarted_node_brings_its_containers_back_and_rc_local_runs_as_the_containe
     let ran_as = std::fs::read_to_string(home.join("rc-local-ran")).unwrap();
     assert_eq!(ran_as.trim(), uid.to_string(), "rc.local must run as the container uid");
 }
+
+/// The customer's app for the shell test: runs each command as a login shell would (a shell's
+/// PATH, no inherited uWSGI environment) and reports exit code and output.
+const SHELL_APP: &str = r#"
+import json, os, subprocess
+HOME = os.environ['HOME']
+ENV = {'PATH': '/usr/local/bin:/usr/bin:/bin', 'HOME': HOME, 'LANG': 'C.UTF-8'}
+VENV = os.path.join(HOME, 'venv')
+COMMANDS = {
+    'id': 'id -u',
+    'ps': 'ps -o uid=,comm= -p $$',
+    'python3': 'python3 -c "import sys; print(sys.version)"',
+    'venv': 'python3 -m venv ' + VENV + ' && ' + VENV + '/bin/pip --version',
+    'perl': 'perl -v',
+    'ruby': 'ruby -e "puts 6 * 7"',
+    'gem': 'gem --version',
+    'bundle': 'bundle --version',
+    'git': 'git --version && git init -q ' + HOME + '/repo && git -C ' + HOME + '/repo status --short',
+    'curl': 'curl --version',
+    'less': 'less --version',
+    'vi': 'test -x /usr/bin/vi && echo editor',
+    # Present for sshd's SFTP subsystem. Running it needs the uid in the container's passwd
+    # database (it exits with "No user found for uid" otherwise): the SSH work provides that.
+    'sftp': 'test -x /usr/lib/openssh/sftp-server && echo sftp',
+    'locale': 'LC_ALL=en_US.UTF-8 python3 -c "import locale; print(locale.setlocale(locale.LC_ALL, str()))"',
+}
+def application(env, start_response):
+    results = {}
+    for name, cmd in COMMANDS.items():
+        p = subprocess.run(['/bin/sh', '-c', cmd], capture_output=True, env=ENV, cwd=HOME, timeout=25)
+        results[name] = [p.returncode, (p.stdout + p.stderr).decode(errors='replace')]
+    start_response('200 OK', [('Content-Type', 'application/json')])
+    return [json.dumps(results).encode()]
+"#;
+
+#[test]
+fn the_distro_gives_the_customer_a_shell_worth_having() {
+    let node = TestNode::start(&["--unbit-quota", "none"]);
+    let keys = key_pair();
+    let uid = 30141;
+    node.put_spec(uid, &spec_json(uid, "shell", 384, 256, &["ssh-ed25519 AAAA shell"], &keys));
+    let socket = node.deploy_python(uid, "shell", SHELL_APP);
+    let results = json(&wait_unix_ok(&socket, "/", Duration::from_secs(120)).unwrap().body);
+    let ran = |name: &str| -> String {
+        let r = &results[name];
+        assert_eq!(r[0], 0, "{name} failed in the container: {}", r[1]);
+        r[1].as_str().unwrap().to_string()
+    };
+    assert_eq!(ran("id").trim(), uid.to_string(), "the tools must run as the container uid");
+    assert_eq!(ran("ps").split_whitespace().collect::<Vec<_>>(), [uid.to_string().as_str(), "sh"]);
+    assert!(ran("python3").starts_with("3."));
+    assert!(ran("venv").contains(&format!("/containers/{uid}/venv/lib/python3")), "the venv has its own pip");
+    assert!(ran("perl").contains("This is perl 5"));
+    assert_eq!(ran("ruby").trim(), "42");
+    assert!(ran("gem").trim().starts_with('3'));
+    assert!(ran("bundle").contains("Bundler version"));
+    assert!(ran("git").contains("git version"));
+    assert!(node.home(uid).join("repo/.git/HEAD").exists(), "git init wrote the customer's repository");
+    assert!(ran("curl").starts_with("curl "));
+    assert!(ran("less").starts_with("less "));
+    assert_eq!(ran("vi").trim(), "editor");
+    assert_eq!(ran("locale").trim(), "en_US.UTF-8");
+    assert_eq!(ran("sftp").trim(), "sftp");
+}
