@@ -119,6 +119,13 @@ impl LocalPlatform {
         self.default_certificate()
     }
 
+    /// The rendered router config (`services/http.ini`, what `make run` runs): its path and text.
+    pub fn router_config(&self) -> (PathBuf, String) {
+        let ini = self.etc().join("uwsgi/services/http.ini");
+        let text = std::fs::read_to_string(&ini).unwrap_or_else(|e| panic!("{}: {e}", ini.display()));
+        (ini, text)
+    }
+
     /// The node's default certificate as the script makes it at the first run
     /// (`scripts/default-certificate.sh`): `<run>/ssl/node.crt` (returned) and `node.key`, which
     /// the rendered router config serves on its https socket.

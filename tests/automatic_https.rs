@@ -67,8 +67,7 @@ impl Lab {
         platform.render_configs();
         let run = platform.run_dir.clone();
         let etc = platform.etc();
-        let ini = etc.join("uwsgi/services/http.ini");
-        let shipped = std::fs::read_to_string(&ini).unwrap();
+        let (ini, shipped) = platform.router_config();
         let value = |name: &str| configs::option(&shipped, name);
         let http = value("http");
         let https_port = configs::port(&value("https"));

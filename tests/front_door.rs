@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use uwsgi_it::http::{self, KeepAlive, Response};
 use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
-use uwsgi_it::platform::LocalPlatform;
+use uwsgi_it::platform::{configs, LocalPlatform};
 use uwsgi_it::{Instance, InstanceBuilder};
 
 const T: Duration = Duration::from_secs(90);
@@ -89,15 +89,9 @@ impl Fixture {
         let platform = LocalPlatform::new();
         platform.render_configs();
         let run = platform.run_dir.clone();
-        let ini = platform.etc().join("uwsgi/services/http.ini");
-        let shipped = std::fs::read_to_string(&ini).unwrap();
+        let (ini, shipped) = platform.router_config();
         assert!(shipped.contains("unbit_router"), "the shipped router loads the front door:\n{shipped}");
-        let http = shipped
-            .lines()
-            .find_map(|l| l.strip_prefix("http = "))
-            .expect("the rendered http.ini has an http socket")
-            .trim()
-            .to_string();
+        let http = configs::option(&shipped, "http");
 
         // What run-platform.sh prepares before it starts the services.
         platform.prepare_router();

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use uwsgi_it::http;
 use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
-use uwsgi_it::platform::LocalPlatform;
+use uwsgi_it::platform::{configs, LocalPlatform};
 use uwsgi_it::{Instance, InstanceBuilder};
 
 const T: Duration = Duration::from_secs(90);
@@ -122,19 +122,9 @@ impl Fixture {
         let platform = LocalPlatform::new();
         platform.render_configs();
         let run = platform.run_dir.clone();
-        let ini = platform.etc().join("uwsgi/services/http.ini");
-        let shipped = std::fs::read_to_string(&ini).unwrap();
-        let value = |option: &str| {
-            shipped
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{option} = ")))
-                .unwrap_or_else(|| panic!("the rendered http.ini has no {option}"))
-                .trim()
-                .to_string()
-        };
-        let http = value("http");
-        let https = value("https");
-        let https_port: u16 = https.split(',').next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+        let (ini, shipped) = platform.router_config();
+        let http = configs::option(&shipped, "http");
+        let https_port = configs::port(&configs::option(&shipped, "https"));
 
         let default_cert = platform.prepare_router();
 

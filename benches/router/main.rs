@@ -31,7 +31,7 @@ use openssl::rsa::Rsa;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::process::Command;
 use std::time::Duration;
-use uwsgi_it::platform::LocalPlatform;
+use uwsgi_it::platform::{configs, LocalPlatform};
 use uwsgi_it::ports::free_port;
 use uwsgi_it::InstanceBuilder;
 
@@ -122,23 +122,10 @@ fn main() {
     let platform = LocalPlatform::new();
     platform.render_configs();
     let run = platform.run_dir.clone();
-    std::fs::create_dir_all(run.join("log")).unwrap();
-    platform.default_certificate();
-    let user = nix::unistd::User::from_name(ROUTER_USER).unwrap().expect("the router user (install-deps.sh)");
-    std::fs::create_dir_all(run.join("stats")).unwrap();
-    chown(run.join("stats"), Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+    platform.prepare_router();
     std::fs::copy(&domains, run.join("domains.json")).unwrap();
-    let ini = platform.etc().join("uwsgi/services/http.ini");
-    let shipped = std::fs::read_to_string(&ini).unwrap();
-    let setting = |name: &str| {
-        shipped
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim_start().strip_prefix('=')))
-            .unwrap_or_else(|| panic!("the shipped http.ini has no {name}"))
-            .trim()
-            .to_string()
-    };
-    let (ours_http, processes) = (setting("http"), setting("http-processes"));
+    let (ini, shipped) = platform.router_config();
+    let (ours_http, processes) = (configs::option(&shipped, "http"), configs::option(&shipped, "http-processes"));
     let socket = subscribe.join("http");
     let ours = InstanceBuilder::new("ours-router")
         .args(["--ini", &ini.display().to_string()])
