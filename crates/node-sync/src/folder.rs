@@ -49,7 +49,8 @@ pub fn apply(dir: &Path, specs: &[ContainerSpec], keep: &[u32], max_removals: us
             continue;
         }
         let json = serde_json::to_vec_pretty(spec).expect("a spec always serializes");
-        if write_if_changed(&dir.join(format!("{}.json", spec.uid)), &json)? {
+        // A spec holds the container's subscription private key: root's alone.
+        if write_if_changed(&dir.join(format!("{}.json", spec.uid)), &json, SPEC_MODE)? {
             report.written.push(spec.uid);
         }
     }
@@ -69,13 +70,26 @@ pub fn apply(dir: &Path, specs: &[ContainerSpec], keep: &[u32], max_removals: us
     Ok(report)
 }
 
-/// Writes `bytes` to `path` atomically unless the file already holds exactly them.
-pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+/// Mode of a container's spec file: it holds the container's subscription private key.
+pub const SPEC_MODE: u32 = 0o600;
+/// Mode of the domains file: owners' public keys and names, read by the router's processes.
+pub const DOMAINS_MODE: u32 = 0o644;
+
+/// Writes `bytes` to `path` atomically (created with `mode`) unless the file already holds
+/// exactly them; a file that holds them with another mode gets `mode`.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        // Written before modes were set (or changed by hand): the content stays, the mode not.
+        if std::fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
         return Ok(false);
     }
     let tmp = temp_path(path);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    // The umask may have narrowed `mode`; set it exactly.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     let written = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

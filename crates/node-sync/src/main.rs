@@ -130,7 +130,7 @@ fn apply(args: &Args, answer: &Answer) {
 
 fn sync_domains(api: &Api, file: &std::path::Path) {
     match api.domains() {
-        Ok(bytes) => match folder::write_if_changed(file, &bytes) {
+        Ok(bytes) => match folder::write_if_changed(file, &bytes, folder::DOMAINS_MODE) {
             Ok(true) => log(&format!("domains updated in {}", file.display())),
             Ok(false) => {}
             Err(e) => log(&format!("cannot write {}: {e}", file.display())),

@@ -18,6 +18,20 @@ fn an_answer_is_written_as_one_valid_file_per_container() {
 }
 
 #[test]
+fn spec_files_are_root_only_they_hold_private_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    apply(dir.path(), &[spec(30001)], &[], 5).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let file = dir.path().join("30001.json");
+    assert_eq!(mode(&file), 0o600);
+    // A file left readable by an older version is narrowed at the next pass.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    apply(dir.path(), &[spec(30001)], &[], 5).unwrap();
+    assert_eq!(mode(&file), 0o600);
+}
+
+#[test]
 fn an_empty_answer_never_removes_containers() {
     let dir = tempfile::tempdir().unwrap();
     apply(dir.path(), &[spec(30001), spec(30002)], &[], 5).unwrap();
