@@ -242,9 +242,22 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     );
     assert_eq!(got, uuid);
     term.run(r#"echo "txt-record=mynewdomain.org,\"uwsgi:$UUID\"" >> $DNS_ZONE"#);
-    let dns = term.until("host -t TXT -p $DNS_PORT mynewdomain.org 127.0.0.1", T, |out| {
-        out.contains(&format!("descriptive text \"uwsgi:{uuid}\""))
-    });
+    let served = |out: &str| out.contains(&format!("descriptive text \"uwsgi:{uuid}\""));
+    let lookup = "host -t TXT -p $DNS_PORT mynewdomain.org 127.0.0.1";
+    let started = Instant::now();
+    let mut first = term.try_run(lookup);
+    while !(first.ok && served(&first.stdout)) && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+        first = term.try_run(lookup);
+    }
+    if !(first.ok && served(&first.stdout)) {
+        // What the README tells a user to do when the stand-in DNS missed the change; the log
+        // is printed for whoever looks into why it did.
+        println!("WARNING: the local DNS missed the zone change for 15 s; touching the zone again, as the README says");
+        println!("{}", std::fs::read_to_string(platform.run_dir.join("log/dns.log")).unwrap_or_default());
+        term.run("touch $DNS_ZONE");
+    }
+    let dns = started.elapsed() + term.until(lookup, T, served);
     println!("the local DNS served the new TXT record {:.1} s after it was written", dns.as_secs_f64());
     let add = r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"mynewdomain.org"}' $API/domains/"#;
     assert_eq!(term.json(add)["message"], "Created");
