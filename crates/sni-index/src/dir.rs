@@ -21,28 +21,32 @@ impl IndexDir {
     /// and puts back what its containers announce again (every 10 seconds).
     pub fn create(path: &Path, gid: Option<u32>) -> Result<IndexDir, String> {
         let shown = path.display();
-        match std::fs::DirBuilder::new().mode(0o700).create(path) {
-            Ok(()) => {}
+        let existed = match std::fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => false,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let md = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
                 if !md.is_dir() {
                     return Err(format!("the certificate index {shown} exists and is not a directory"));
                 }
-                let entries = std::fs::read_dir(path).map_err(|e| format!("listing {shown}: {e}"))?;
-                for entry in entries.flatten() {
-                    std::fs::remove_file(entry.path())
-                        .map_err(|e| format!("removing the stale {}: {e}", entry.path().display()))?;
-                }
+                true
             }
             Err(e) => return Err(format!("creating the certificate index {shown}: {e}")),
-        }
+        };
         // Ours, whoever made it before: another owner could swap the entries the router trusts.
+        // Taken before it is emptied, so that owner cannot add entries after the cleanup.
         // (`/proc/self` belongs to this process's effective uid.)
         let me = std::fs::metadata("/proc/self").map_err(|e| format!("/proc/self: {e}"))?.uid();
         std::os::unix::fs::chown(path, Some(me), gid).map_err(|e| format!("chown {shown}: {e}"))?;
         let mode = if gid.is_some() { 0o710 } else { 0o700 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {shown}: {e}"))?;
+        if existed {
+            let entries = std::fs::read_dir(path).map_err(|e| format!("listing {shown}: {e}"))?;
+            for entry in entries.flatten() {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| format!("removing the stale {}: {e}", entry.path().display()))?;
+            }
+        }
         Ok(IndexDir { path: path.to_path_buf(), gid, seq: 0 })
     }
 
