@@ -8,9 +8,15 @@ set -euo pipefail
 dir=${1:?usage: default-certificate.sh DIR}
 if [[ ! -f $dir/node.crt || ! -f $dir/node.key ]]; then
   install -d -m 0700 "$dir"
-  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+  # openssl chats on stderr when it works: keep it for when it does not.
+  if ! out=$(umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
     -subj "/CN=uwsgi.it local node" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$dir/node.key.new" -out "$dir/node.crt.new" 2>/dev/null)
+    -keyout "$dir/node.key.new" -out "$dir/node.crt.new" 2>&1); then
+    echo "default-certificate: openssl could not make $dir/node.crt:" >&2
+    echo "$out" >&2
+    rm -f "$dir/node.key.new" "$dir/node.crt.new"
+    exit 1
+  fi
   chmod 0644 "$dir/node.crt.new"
   mv "$dir/node.key.new" "$dir/node.key"
   mv "$dir/node.crt.new" "$dir/node.crt"
