@@ -12,7 +12,6 @@
 //! user. A respawned gateway goes on with the same listening socket: connections made meanwhile
 //! wait in its backlog.
 
-use crate::host;
 use crate::statuses::{self, Connection, Page};
 use domain_table::DomainTable;
 use std::io::{self, Read, Write};
@@ -93,7 +92,7 @@ impl Backend {
     pub fn status(&self, asked: Option<&[u8]>, host: Option<&[u8]>) -> u16 {
         let asked = asked.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok()).unwrap_or(404);
         match (asked, host) {
-            (404, Some(host)) if self.domains.knows(&host::normalised(host)) => 503,
+            (404, Some(host)) if self.domains.knows(&domain_names::host_key(host)) => 503,
             (status, _) => status,
         }
     }

@@ -253,7 +253,7 @@ fn route(key: &mut Key<'_>) -> Route {
     if !key.from_host_header() {
         return Route::Answer(400);
     }
-    let len = host::normalise(key.bytes_mut());
+    let len = domain_names::host_key_in_place(key.bytes_mut());
     key.truncate(len);
     if len == 0 {
         Route::Answer(400)
