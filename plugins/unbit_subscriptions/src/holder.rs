@@ -113,8 +113,6 @@ pub struct HolderLink {
     dir: PathBuf,
     generation: String,
     next: u64,
-    /// The holder's pid, once it said hello.
-    holder: Option<u32>,
     /// Every pin given out: its token, a descriptor of our own (to hand a new holder) and its
     /// name.
     pins: HashMap<String, (u64, OwnedFd)>,
@@ -141,7 +139,6 @@ impl HolderLink {
             dir: dir.to_path_buf(),
             generation: names.generation().to_string(),
             next: 0,
-            holder: None,
             pins: HashMap::new(),
             withdrawn: HashMap::new(),
             log,
@@ -164,7 +161,6 @@ impl HolderLink {
             // A late answer to a request that already timed out.
             return;
         };
-        self.holder = Some(pid);
         let names: Vec<String> = self.pins.keys().cloned().collect();
         for name in names {
             if let Err(e) = self.rehold(&name) {
@@ -196,7 +192,11 @@ impl HolderLink {
             let words: Vec<&str> = text.split(' ').collect();
             match words.as_slice() {
                 ["HELD", t, n, pid] if t.parse() == Ok(token) => {
-                    self.holder = pid.parse().ok();
+                    // Numbers only: the holder's words become the target of a name the router
+                    // follows.
+                    let (Ok(n), Ok(pid)) = (n.parse::<u32>(), pid.parse::<u32>()) else {
+                        return Err(format!("the pin holder answered {text:?}"));
+                    };
                     return Ok(format!("/proc/{pid}/fd/{n}"));
                 }
                 ["HELLO", ..] => {
