@@ -274,7 +274,7 @@ impl SniBook {
             Some(cert) => {
                 let (owner, version) = (cert.owner, cert.version.clone());
                 let bundle = cert.bundle.clone();
-                self.publish_platform(name, owner, version, &bundle);
+                let _ = self.publish_platform(name, owner, version, &bundle);
             }
             None => {
                 if let Err(e) = self.index.remove(name) {
@@ -307,14 +307,17 @@ impl SniBook {
             if served == Some(true) {
                 continue;
             }
-            self.publish_platform(name, cert.owner, cert.version.clone(), &cert.bundle);
-            lines.push(format!("sni {name}: serving the platform's certificate ({})", cert.bundle.summary()));
+            // A failed write is in the problems; no line saying it is served.
+            if self.publish_platform(name, cert.owner, cert.version.clone(), &cert.bundle) {
+                lines.push(format!("sni {name}: serving the platform's certificate ({})", cert.bundle.summary()));
+            }
         }
         self.platform = new;
         lines
     }
 
-    fn publish_platform(&mut self, name: &str, owner: u32, version: String, bundle: &Bundle) {
+    /// Whether the entry was written (else the reason is in the problems).
+    fn publish_platform(&mut self, name: &str, owner: u32, version: String, bundle: &Bundle) -> bool {
         match self.publish(name, owner, "the platform's automatic certificate", bundle) {
             Ok(()) => {
                 self.entries.insert(
@@ -325,8 +328,12 @@ impl SniBook {
                         summary: bundle.summary(),
                     },
                 );
+                true
             }
-            Err(e) => self.problems.push(e),
+            Err(e) => {
+                self.problems.push(e);
+                false
+            }
         }
     }
 
