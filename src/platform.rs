@@ -8,7 +8,7 @@
 //! into `<run>/etc`; [`LocalPlatform::config_divergence`] and
 //! [`LocalPlatform::launch_divergence`] check that this stays so.
 
-use crate::harness::project_root;
+use crate::harness::{project_root, InstanceBuilder};
 use crate::host::{
     cgroup_dirs, mounts_below, print_container_logs, processes, remove_cgroup_tree, unmount_below, Process,
 };
@@ -17,7 +17,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,18 @@ impl LocalPlatform {
         let ini = self.etc().join("uwsgi/services/http.ini");
         let text = std::fs::read_to_string(&ini).unwrap_or_else(|e| panic!("{}: {e}", ini.display()));
         (ini, text)
+    }
+
+    /// The rendered router config (`services/http.ini`) as a test instance: `uwsgi --ini` with
+    /// it, and on top (later options win) only the folders of the test's node, which the
+    /// rendered config names under `<run>` instead: the validator's socket (`<subscribe
+    /// dir>/http`) and the containers' homes. A test adds its own options, then starts it.
+    pub fn router_instance(&self, name: &str, subscribe_socket: &Path, containers_dir: &Path) -> InstanceBuilder {
+        let (ini, _) = self.router_config();
+        InstanceBuilder::new(name)
+            .args(["--ini", &ini.to_string_lossy()])
+            .args(["--unbit-subscriptions-socket", &subscribe_socket.to_string_lossy()])
+            .args(["--unbit-subscriptions-containers-dir", &containers_dir.to_string_lossy()])
     }
 
     /// The node's default certificate as the script makes it at the first run

@@ -23,7 +23,7 @@ use uwsgi_it::host::wait_until;
 use uwsgi_it::http;
 use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
 use uwsgi_it::platform::{configs, LocalPlatform};
-use uwsgi_it::{Instance, InstanceBuilder};
+use uwsgi_it::Instance;
 
 const T: Duration = Duration::from_secs(90);
 const UID: u32 = 30371;
@@ -67,7 +67,7 @@ impl Lab {
         platform.render_configs();
         let run = platform.run_dir.clone();
         let etc = platform.etc();
-        let (ini, shipped) = platform.router_config();
+        let (_, shipped) = platform.router_config();
         let value = |name: &str| configs::option(&shipped, name);
         let http = value("http");
         let https_port = configs::port(&value("https"));
@@ -107,12 +107,8 @@ impl Lab {
             issuer_cmd[0]
         );
 
-        let subscribe = node.subscribe_dir().join("http");
-        let router = InstanceBuilder::new("automatic-https")
-            .arg("--ini")
-            .arg(&ini.to_string_lossy())
-            .args(["--unbit-subscriptions-socket", &subscribe.to_string_lossy()])
-            .args(["--unbit-subscriptions-containers-dir", &node.containers_dir().to_string_lossy()])
+        let router = platform
+            .router_instance("automatic-https", &node.subscribe_dir().join("http"), &node.containers_dir())
             .start();
         let mut lab = Lab { issuer: None, router, node, ca, platform, http, https_port, keys, issuer_cmd };
         let started = lab.platform.wait_router_log("ACME challenges of tls-auto names answered by", T);

@@ -22,7 +22,7 @@ use std::time::Duration;
 use uwsgi_it::http::{self, KeepAlive, Response};
 use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
 use uwsgi_it::platform::{configs, LocalPlatform};
-use uwsgi_it::{Instance, InstanceBuilder};
+use uwsgi_it::Instance;
 
 const T: Duration = Duration::from_secs(90);
 const UID: u32 = 30351;
@@ -89,7 +89,7 @@ impl Fixture {
         let platform = LocalPlatform::new();
         platform.render_configs();
         let run = platform.run_dir.clone();
-        let (ini, shipped) = platform.router_config();
+        let (_, shipped) = platform.router_config();
         assert!(shipped.contains("unbit_router"), "the shipped router loads the front door:\n{shipped}");
         let http = configs::option(&shipped, "http");
 
@@ -105,12 +105,8 @@ impl Fixture {
 
         // The shipped config as it is; only the test node's folders and the operator's page
         // are given on top (later options win).
-        let subscribe = node.subscribe_dir().join("http");
-        let router = InstanceBuilder::new("front-door")
-            .arg("--ini")
-            .arg(&ini.to_string_lossy())
-            .args(["--unbit-subscriptions-socket", &subscribe.to_string_lossy()])
-            .args(["--unbit-subscriptions-containers-dir", &node.containers_dir().to_string_lossy()])
+        let router = platform
+            .router_instance("front-door", &node.subscribe_dir().join("http"), &node.containers_dir())
             .args(["--unbit-router-404-page", &page.to_string_lossy()])
             .start();
         let fixture = Fixture { router, node, platform, http, home: PathBuf::new() };

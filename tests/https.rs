@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use uwsgi_it::http;
 use uwsgi_it::node::{key_pair, spec_json, wait_for_path, TestNode};
 use uwsgi_it::platform::{configs, LocalPlatform};
-use uwsgi_it::{Instance, InstanceBuilder};
+use uwsgi_it::Instance;
 
 const T: Duration = Duration::from_secs(90);
 const UID: u32 = 30361;
@@ -122,7 +122,7 @@ impl Fixture {
         let platform = LocalPlatform::new();
         platform.render_configs();
         let run = platform.run_dir.clone();
-        let (ini, shipped) = platform.router_config();
+        let (_, shipped) = platform.router_config();
         let http = configs::option(&shipped, "http");
         let https_port = configs::port(&configs::option(&shipped, "https"));
 
@@ -136,12 +136,8 @@ impl Fixture {
 
         // The shipped config as it is; only the test node's folders are given on top, and two
         // http processes (later options win).
-        let subscribe = node.subscribe_dir().join("http");
-        let router = InstanceBuilder::new("https")
-            .arg("--ini")
-            .arg(&ini.to_string_lossy())
-            .args(["--unbit-subscriptions-socket", &subscribe.to_string_lossy()])
-            .args(["--unbit-subscriptions-containers-dir", &node.containers_dir().to_string_lossy()])
+        let router = platform
+            .router_instance("https", &node.subscribe_dir().join("http"), &node.containers_dir())
             .args(["--http-processes", "2"])
             .start();
         let client = tempfile::tempdir().unwrap();

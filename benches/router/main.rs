@@ -124,14 +124,10 @@ fn main() {
     let run = platform.run_dir.clone();
     platform.prepare_router();
     std::fs::copy(&domains, run.join("domains.json")).unwrap();
-    let (ini, shipped) = platform.router_config();
+    let (_, shipped) = platform.router_config();
     let (ours_http, processes) = (configs::option(&shipped, "http"), configs::option(&shipped, "http-processes"));
     let socket = subscribe.join("http");
-    let ours = InstanceBuilder::new("ours-router")
-        .args(["--ini", &ini.display().to_string()])
-        .args(["--unbit-subscriptions-socket", &socket.display().to_string()])
-        .args(["--unbit-subscriptions-containers-dir", &homes.display().to_string()])
-        .start();
+    let ours = platform.router_instance("ours-router", &socket, &homes).start();
     let router_log = run.join("log/router.log");
     eventually(Duration::from_secs(30), || match std::fs::read_to_string(&router_log) {
         Ok(log) if log.contains("validating announces on") => Ok(()),
