@@ -228,11 +228,7 @@ impl Publish for HolderLink {
     }
 
     fn withdraw(&mut self, address: &str) -> Result<(), String> {
-        match std::fs::remove_file(address) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("could not remove the router's name {address}: {e}")),
-        }
+        crate::pins::unlink_name(address)?;
         if let Some((token, _)) = self.pins.remove(address) {
             self.withdrawn.insert(address.to_string(), token);
         }

@@ -93,11 +93,17 @@ impl Publish for LinkDir {
     }
 
     fn withdraw(&mut self, address: &str) -> Result<(), String> {
-        match std::fs::remove_file(address) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("could not remove the router's name {address}: {e}")),
-        }
+        unlink_name(address)
+    }
+}
+
+/// Removes the router's name `address` (already gone is fine): [`Publish::withdraw`]'s part
+/// every publisher shares.
+pub fn unlink_name(address: &str) -> Result<(), String> {
+    match std::fs::remove_file(address) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("could not remove the router's name {address}: {e}")),
     }
 }
 
