@@ -8,9 +8,9 @@
 //! file changed since (a `stat` per challenge request, which are rare; other requests cost a
 //! walk over the packet's variables for `PATH_INFO`).
 
+use crate::reload::Reloaded;
 use domain_table::auto_tls_names;
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use uwsgi::corerouter::Key;
@@ -38,32 +38,18 @@ pub fn wanted(key: &Key<'_>) -> bool {
 }
 
 /// The domains file's `tls: auto` names as this process last read them.
-pub struct AutoTlsNames {
-    path: PathBuf,
-    /// (inode, size, mtime) of the file last read.
-    identity: Option<(u64, u64, i64, i64)>,
-    names: HashSet<String>,
-    log: fn(&str),
-}
+pub struct AutoTlsNames(Reloaded<HashSet<String>>);
 
 impl AutoTlsNames {
     pub fn new(path: PathBuf, log: fn(&str)) -> AutoTlsNames {
-        AutoTlsNames { path, identity: None, names: HashSet::new(), log }
+        AutoTlsNames(Reloaded::new(path, "acme challenges: domains file", auto_tls_names, log))
     }
 
     /// Whether `host` (a normalised Host) is an exact name with `tls: auto`, the file read
-    /// again when it changed. A file that cannot be read or parsed keeps the last names (the
-    /// node sync replaces it whole; the validator reports what is wrong with it).
+    /// again when it changed. A file that cannot be read or parsed keeps the last names.
     pub fn contains(&mut self, host: &[u8]) -> bool {
-        let identity = std::fs::metadata(&self.path).ok().map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        if identity.is_some() && identity != self.identity {
-            self.identity = identity;
-            match std::fs::read(&self.path).map_err(|e| e.to_string()).and_then(|b| auto_tls_names(&b)) {
-                Ok(names) => self.names = names,
-                Err(e) => (self.log)(&format!("acme challenges: domains file {}: {e}", self.path.display())),
-            }
-        }
-        std::str::from_utf8(host).is_ok_and(|h| self.names.contains(h))
+        let Ok(host) = std::str::from_utf8(host) else { return false };
+        self.0.get().is_some_and(|names| names.contains(host))
     }
 }
 

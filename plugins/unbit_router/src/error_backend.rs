@@ -12,6 +12,7 @@
 //! user. A respawned gateway goes on with the same listening socket: connections made meanwhile
 //! wait in its backlog.
 
+use crate::reload::Reloaded;
 use crate::statuses::{self, Connection, Page};
 use domain_table::DomainTable;
 use std::io::{self, Read, Write};
@@ -182,44 +183,21 @@ fn linger(stream: &mut UnixStream) {
 
 /// The node's domains file, read again when it changes (the node sync replaces it by rename):
 /// a name in it with no live backend is a site that is down, not an unknown one.
-pub struct KnownDomains {
-    path: PathBuf,
-    cache: Mutex<Cached>,
-    /// Where a file that does not load is reported (`uwsgi::log::line` in the gateway).
-    log: fn(&str),
-}
-
-#[derive(Default)]
-struct Cached {
-    /// (inode, size, mtime) of the file last read, `None` when it could not be read.
-    identity: Option<(u64, u64, i64, i64)>,
-    table: Option<Arc<DomainTable>>,
-}
+pub struct KnownDomains(Mutex<Reloaded<Arc<DomainTable>>>);
 
 impl KnownDomains {
+    /// `log`: where a file that does not load is reported (`uwsgi::log::line` in the gateway).
     pub fn new(path: PathBuf, log: fn(&str)) -> KnownDomains {
-        KnownDomains { path, cache: Mutex::new(Cached::default()), log }
+        let parse = |b: &[u8]| DomainTable::from_json(b).map(|loaded| Arc::new(loaded.table));
+        KnownDomains(Mutex::new(Reloaded::new(path, "error backend: domains file", parse, log)))
     }
 
     /// Whether `key` (a normalised Host) is served on this node: the name itself or a wildcard
     /// above it, looked up as the router and the validator do.
     pub fn knows(&self, key: &[u8]) -> bool {
         let Ok(name) = std::str::from_utf8(key) else { return false };
-        self.table().is_some_and(|t| t.owner_of(name).is_some())
-    }
-
-    fn table(&self) -> Option<Arc<DomainTable>> {
-        let identity = std::fs::metadata(&self.path).ok().map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if identity.is_some() && identity != cache.identity {
-            cache.identity = identity;
-            match std::fs::read(&self.path).map_err(|e| e.to_string()).and_then(|b| DomainTable::from_json(&b)) {
-                Ok(loaded) => cache.table = Some(Arc::new(loaded.table)),
-                // The validator logs the file's problems; the last good table stays.
-                Err(e) => (self.log)(&format!("error backend: domains file {}: {e}", self.path.display())),
-            }
-        }
-        cache.table.clone()
+        let table = self.0.lock().unwrap_or_else(|e| e.into_inner()).get().cloned();
+        table.is_some_and(|t| t.owner_of(name).is_some())
     }
 }
 

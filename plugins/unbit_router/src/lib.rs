@@ -37,6 +37,7 @@ pub mod acme_challenge;
 pub mod dechunk;
 pub mod error_backend;
 pub mod host;
+pub mod reload;
 pub mod sni;
 pub mod statuses;
 

@@ -13,6 +13,7 @@
 //!   repeating an unknown name costs no file lookup per handshake; a name that appears is
 //!   served at most that much later.
 
+use crate::reload::Identity;
 use sni_index::{names, ClientCa, Entry, MAX_ENTRY};
 use std::collections::HashMap;
 use std::io::Read;
@@ -27,19 +28,6 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 pub const ABSENT_FOR: Duration = Duration::from_secs(1);
 /// Names remembered as absent, at most (a client inventing names fills it, then it restarts).
 const ABSENT_MAX: usize = 16 * 1024;
-
-/// What the index file was when read: a rewritten entry is a new inode.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-}
-
-fn identity(md: &std::fs::Metadata) -> Identity {
-    Identity { dev: md.dev(), ino: md.ino(), size: md.size(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() }
-}
 
 /// A context chosen for a connection.
 #[derive(Clone)]
@@ -124,7 +112,7 @@ impl Cache {
             }
             slot.checked = now;
             match std::fs::symlink_metadata(self.dir.join(name)) {
-                Ok(md) if identity(&md) == slot.identity || Some(identity(&md)) == slot.failed => {
+                Ok(md) if Identity::of(&md) == slot.identity || Some(Identity::of(&md)) == slot.failed => {
                     return Some(slot.selection.clone())
                 }
                 Ok(_) => {}
@@ -205,7 +193,7 @@ impl Cache {
             Err(e) => return Err((e.to_string(), None)),
         };
         let md = file.metadata().map_err(|e| (e.to_string(), None))?;
-        let id = identity(&md);
+        let id = Identity::of(&md);
         if !md.is_file() || md.size() > MAX_ENTRY {
             return Err(("not an index entry".into(), Some(id)));
         }

@@ -20,11 +20,11 @@
 //! request costs a hash lookup, no system call.
 
 use super::Selected;
+use crate::reload::Identity;
 use openssl::ssl::SslRef;
 use openssl::x509::X509VerifyResult;
 use sni_index::{names, ClientCa};
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ const RELOAD: Duration = Duration::from_millis(250);
 pub struct CaList {
     path: PathBuf,
     names: HashMap<String, ClientCa>,
-    identity: Option<(u64, u64, i64)>,
+    identity: Option<Identity>,
     checked: Option<Instant>,
 }
 
@@ -54,7 +54,7 @@ impl CaList {
         }
         self.checked = Some(now);
         let Ok(md) = std::fs::metadata(&self.path) else { return };
-        let id = Some((md.ino(), md.size(), md.mtime_nsec() + md.mtime() * 1_000_000_000));
+        let id = Some(Identity::of(&md));
         if id == self.identity {
             return;
         }
