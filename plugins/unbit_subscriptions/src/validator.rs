@@ -175,8 +175,7 @@ impl Validator {
     pub fn set_table(&mut self, table: Arc<DomainTable>, now: i64) -> Vec<(Vec<u8>, String)> {
         self.table = table;
         let mut revoked = Vec::new();
-        let mut released = Vec::new();
-        let mut sni_gone = Vec::new();
+        let mut gone = Vec::new();
         let table = Arc::clone(&self.table);
         self.live.retain(|node, live| {
             let why = match table.owner_of(&node.key) {
@@ -191,10 +190,7 @@ impl Validator {
             };
             match why {
                 Some(why) => {
-                    released.extend(live.pin);
-                    if live.sni {
-                        sni_gone.push(node.clone());
-                    }
+                    gone.push((node.clone(), live.pin, live.sni));
                     let packet = unsubscribe_packet(&node.key, &live.router_address);
                     revoked.push((
                         packet,
@@ -210,11 +206,8 @@ impl Validator {
                 None => true,
             }
         });
-        for pin in released {
-            self.pins.release(pin, now);
-        }
-        for node in sni_gone {
-            self.sni.release(&node);
+        for (node, pin, sni) in gone {
+            self.let_go(&node, pin, sni, now);
         }
         revoked
     }
@@ -413,12 +406,7 @@ impl Validator {
             }
             Command::Unsubscribe => {
                 if let Some(gone) = self.live.remove(&node) {
-                    if let Some(id) = gone.pin {
-                        self.pins.release(id, now);
-                    }
-                    if gone.sni {
-                        self.sni.release(&node);
-                    }
+                    self.let_go(&node, gone.pin, gone.sni, now);
                 }
                 (
                     Some(format!("unsubscribed {} => {shown} (container {})", a.key, sender.uid)),
@@ -450,10 +438,7 @@ impl Validator {
             for node in stale {
                 if let Some(l) = self.live.remove(&node) {
                     packets.push(unsubscribe_packet(&node.key, &l.router_address));
-                    self.pins.release(old, now);
-                    if l.sni {
-                        self.sni.release(&node);
-                    }
+                    self.let_go(&node, l.pin, l.sni, now);
                 }
             }
         }
@@ -527,16 +512,22 @@ impl Validator {
         for node in silent {
             if let Some(l) = self.live.remove(&node) {
                 packets.push(unsubscribe_packet(&node.key, &l.router_address));
-                if let Some(id) = l.pin {
-                    self.pins.release(id, now);
-                }
-                if l.sni {
-                    self.sni.release(&node);
-                }
+                self.let_go(&node, l.pin, l.sni, now);
             }
         }
         self.pins.expire(now);
         packets
+    }
+
+    /// A node left `live` (the router no longer has it): its pin and its name's certificate
+    /// entry lose a user.
+    fn let_go(&mut self, node: &NodeId, pin: Option<PinId>, sni: bool, now: i64) {
+        if let Some(id) = pin {
+            self.pins.release(id, now);
+        }
+        if sni {
+            self.sni.release(node);
+        }
     }
 
     /// Problems with the router's names since the last call, for the operator's log.
