@@ -61,7 +61,9 @@ install -m 0644 target/plugins/*_plugin.so "$run/platform/plugins/"
 install -m 0644 shortcuts/shortcuts.ini "$run/platform/"
 api_bin=$root/target/release/unbit-api
 db=$run/api.sqlite
-admin() { "$api_bin" admin --db "$db" "$@"; }
+# The database holds every container's subscription private key, as the spec files do (0600):
+# root's alone. SQLite gives its -wal and -shm files the database's mode.
+admin() { (umask 077 && "$api_bin" admin --db "$db" "$@"); }
 
 # What the first run creates; kept so later runs print the same node and customer.
 first_run=$run/first-run.env
@@ -90,6 +92,10 @@ if [[ ! -f $first_run ]]; then
   chmod 0600 "$first_run.new"
   mv "$first_run.new" "$first_run"
 fi
+# A run dir from before the database was made private.
+for f in "$db" "$db-wal" "$db-shm"; do
+  if [[ -e $f ]]; then chmod 0600 "$f"; fi
+done
 # shellcheck disable=SC1090
 source "$first_run"
 API=http://127.0.0.1:$api_port/api
