@@ -2,8 +2,8 @@
 # Brings up a single-node platform on this machine, in ./run (kept between runs):
 #   the control API (SQLite), and from the node's shipped configs (vassals-examples/, rendered
 #   into run/etc by scripts/render-configs.sh with only the paths, ports and names of
-#   scripts/local-overrides changed) the node Emperor with unbit_containers and unbit-node-sync,
-#   and the services Emperor running the HTTP router with the subscription validator; a DNS
+#   scripts/local-overrides changed) the node Emperor with unbit_containers, unbit-node-sync and
+#   unbit-acme (which orders nothing here: no ACME CA runs locally), and the services Emperor running the HTTP router with the subscription validator; a DNS
 #   server on loopback standing in for the public DNS (the API's domain proof asks it, local
 #   only); a demo customer with one container.
 # Prints the addresses and credentials and writes them to run/platform.env. Ctrl-C stops
@@ -147,7 +147,7 @@ trap 'exit 130' INT TERM
 pids+=($!)
 # As on a node, nothing but the rendered configs: the services first (the HTTP router with the
 # validator; containers announce their domains as soon as they start), then the containers
-# Emperor with unbit-node-sync.
+# Emperor with unbit-node-sync and unbit-acme.
 uwsgi --ini "$run/etc/uwsgi/services-emperor.ini" &
 pids+=($!)
 uwsgi --ini "$run/etc/uwsgi/emperor.ini" &
