@@ -45,7 +45,8 @@ map=$(mktemp)
 trap 'rm -f "$map"' EXIT
 declare -A local_files=()
 n=0
-while read -r first second third rest; do
+# (a last line without its newline is read too, not dropped)
+while read -r first second third rest || [[ -n $first ]]; do
   n=$((n + 1))
   [[ -z $first || $first == \#* ]] && continue
   if [[ $first == local ]]; then
