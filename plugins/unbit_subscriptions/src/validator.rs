@@ -333,6 +333,8 @@ impl Validator {
         }
 
         let mut packets = Vec::new();
+        // Other domains' nodes at the socket this one replaced, taken back from the router.
+        let mut taken_back = Vec::new();
         let (router_address, pin) = match (&endpoint, a.command) {
             (Endpoint::OwnIp(addr), _) => (addr.to_string(), None),
             (Endpoint::RunSocket(rel), Command::Subscribe) => {
@@ -340,7 +342,8 @@ impl Validator {
                     .homes
                     .open_socket(sender.uid, rel)
                     .map_err(|e| format!("address refused: {}: {e}", describe(&endpoint, sender.uid)))?;
-                let id = self.pin(sender.uid, rel, pinned, now, &mut packets)?;
+                let id = self.pin(sender.uid, rel, pinned, now, &mut packets, &mut taken_back)?;
+                taken_back.retain(|k| *k != a.key);
                 (self.pins.address(id).to_string(), Some(id))
             }
             (Endpoint::RunSocket(rel), Command::Unsubscribe) => match self.pins.current(sender.uid, rel) {
@@ -374,14 +377,23 @@ impl Validator {
                     }
                 }
                 let spelled = if written == a.key { String::new() } else { format!(" (announced as {written})") };
+                // Those domains are unreachable until their own next announce: say so.
+                let also = if taken_back.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} left the router with the socket it replaced until announced again",
+                        taken_back.join(", ")
+                    )
+                };
                 let (log, message) = match &previous {
                     Some(p) if p.router_address == router_address => (None, None),
                     _ => (
                         Some(format!(
-                            "accepted {}{spelled} => {shown} (container {}, router address {router_address})",
+                            "accepted {}{spelled} => {shown} (container {}, router address {router_address}){also}",
                             a.key, sender.uid
                         )),
-                        Some(format!("[subscription validator] {}{spelled} => {shown} accepted", a.key)),
+                        Some(format!("[subscription validator] {}{spelled} => {shown} accepted{also}", a.key)),
                     ),
                 };
                 let news = match sni {
@@ -427,6 +439,7 @@ impl Validator {
         pinned: Pinned,
         now: i64,
         packets: &mut Vec<Vec<u8>>,
+        taken_back: &mut Vec<String>,
     ) -> Result<PinId, String> {
         let result = self
             .pins
@@ -439,6 +452,7 @@ impl Validator {
                 if let Some(l) = self.live.remove(&node) {
                     packets.push(unsubscribe_packet(&node.key, &l.router_address));
                     self.let_go(&node, l.pin, l.sni, now);
+                    taken_back.push(node.key);
                 }
             }
         }

@@ -509,7 +509,13 @@ fn a_socket_name_reused_for_another_domain_takes_back_every_node_of_the_old_sock
     w.homes.clone().socket(ALICE_1, "shared.socket", ALICE_1, 51);
     let mut q = announce(ALICE_1, "example.net", "shared.socket");
     q.now = NOW + 1;
-    let fwd = forwarded(w.v.check(sender(ALICE_1), &q.signed(Command::Subscribe, &w.alice), NOW + 1));
+    let outcome = w.v.check(sender(ALICE_1), &q.signed(Command::Subscribe, &w.alice), NOW + 1);
+    let Outcome::Forward { log: Some(log), message: Some((told, _)), .. } = &outcome else { panic!("no log line") };
+    assert!(
+        log.contains("example.org left the router") && told.contains("example.org left the router"),
+        "the operator and the customer learn the other domain went: {log} / {told}"
+    );
+    let fwd = forwarded(outcome);
     let sent: Vec<_> = fwd.iter().map(|f| (f.command, f.key.as_str(), f.address.as_str())).collect();
     assert_eq!(
         sent,
