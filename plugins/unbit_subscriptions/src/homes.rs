@@ -117,34 +117,36 @@ impl NodeHomes {
     /// `<uid>/<rel>` opened `O_PATH`: a regular file owned by `uid` (a hard link to another
     /// user's file is that user's inode, so it fails here too).
     fn checked_file(&self, uid: u32, rel: &Path) -> Result<(File, FileStamp), String> {
+        let (file, md) = self.owned_below(uid, rel, std::fs::FileType::is_file, "a regular file")?;
+        Ok((file, FileStamp::of(&md)))
+    }
+
+    /// `<uid>/<rel>` opened `O_PATH`: `kind` (else "it is not `kind_name`") and owned by `uid`.
+    fn owned_below(
+        &self,
+        uid: u32,
+        rel: &Path,
+        kind: fn(&std::fs::FileType) -> bool,
+        kind_name: &str,
+    ) -> Result<(File, std::fs::Metadata), String> {
         let file = self.open_below(&Path::new(&uid.to_string()).join(rel))?;
         let md = file.metadata().map_err(|e| e.to_string())?;
         if md.file_type().is_symlink() {
             return Err("a symlink is in the way".into());
         }
-        if !md.is_file() {
-            return Err("it is not a regular file".into());
+        if !kind(&md.file_type()) {
+            return Err(format!("it is not {kind_name}"));
         }
         if md.uid() != uid {
             return Err(format!("it belongs to uid {}, not to the container", md.uid()));
         }
-        Ok((file, FileStamp::of(&md)))
+        Ok((file, md))
     }
 }
 
 impl HomeFiles for NodeHomes {
     fn open_socket(&self, uid: u32, rel: &Path) -> Result<Pinned, String> {
-        let file = self.open_below(&Path::new(&uid.to_string()).join("run").join(rel))?;
-        let md = file.metadata().map_err(|e| e.to_string())?;
-        if md.file_type().is_symlink() {
-            return Err("a symlink is in the way".into());
-        }
-        if !md.file_type().is_socket() {
-            return Err("it is not a socket".into());
-        }
-        if md.uid() != uid {
-            return Err(format!("it belongs to uid {}, not to the container", md.uid()));
-        }
+        let (file, md) = self.owned_below(uid, &Path::new("run").join(rel), FileTypeExt::is_socket, "a socket")?;
         Ok(Pinned { dev: md.dev(), ino: md.ino(), fd: Some(file.into()) })
     }
 
