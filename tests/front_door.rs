@@ -241,10 +241,12 @@ fn headers_over_64_kb_get_431() {
         assert_eq!(r.status, 431, "{cookie}-byte cookie: {r:?}");
         assert!(r.body.contains("over 64 KB"), "{r:?}");
     }
-    // A large cookie below that still reaches the app.
-    let request = format!("GET / HTTP/1.0\r\nHost: example.test\r\nCookie: {}\r\n\r\n", "a".repeat(3000));
+    // A large cookie below that still reaches the app: 32 KB, over uWSGI's 4 KB default, which
+    // the domain shortcut's buffer-size lifts in the vassal (tests/domain_names.rs checks it
+    // behind the validator kit's router, not the shipped one).
+    let request = format!("GET / HTTP/1.0\r\nHost: example.test\r\nCookie: {}\r\n\r\n", "a".repeat(32_768));
     let r = f.raw(request.as_bytes());
-    assert_eq!((r.status, json(&r)["cookie"].as_u64()), (200, Some(3000)), "{r:?}");
+    assert_eq!((r.status, json(&r)["cookie"].as_u64()), (200, Some(32_768)), "{r:?}");
 }
 
 #[test]
