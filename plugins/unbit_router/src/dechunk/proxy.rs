@@ -45,32 +45,18 @@ impl Status {
             Status::GatewayTimeout => 504,
         }
     }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Status::BadRequest => "Bad Request",
-            Status::RequestTimeout => "Request Timeout",
-            Status::ContentTooLarge => "Content Too Large",
-            Status::InternalServerError => "Internal Server Error",
-            Status::NotImplemented => "Not Implemented",
-            Status::BadGateway => "Bad Gateway",
-            Status::ServiceUnavailable => "Service Unavailable",
-            Status::GatewayTimeout => "Gateway Timeout",
-        }
-    }
 }
 
 /// A complete answer with a short plain-text body: the status line, then `detail` when the
 /// client can act on it (what is wrong with its body), never internals such as socket paths.
 pub fn response(protocol: &str, status: Status, detail: Option<&str>) -> Vec<u8> {
+    let (code, reason) = (status.code(), crate::statuses::reason(status.code()));
     let body = match detail {
-        Some(detail) => format!("{} {}: {detail}\n", status.code(), status.reason()),
-        None => format!("{} {}\n", status.code(), status.reason()),
+        Some(detail) => format!("{code} {reason}: {detail}\n"),
+        None => format!("{code} {reason}\n"),
     };
     format!(
-        "{protocol} {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        status.code(),
-        status.reason(),
+        "{protocol} {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -363,6 +349,17 @@ fn is_timeout(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_has_its_own_reason_phrase() {
+        let answer = String::from_utf8(response("HTTP/1.0", Status::ContentTooLarge, Some("over 1 MB"))).unwrap();
+        assert!(answer.starts_with("HTTP/1.0 413 Content Too Large\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n413 Content Too Large: over 1 MB\n"), "{answer}");
+        for status in [Status::RequestTimeout, Status::NotImplemented, Status::GatewayTimeout] {
+            let line = String::from_utf8(response("HTTP/1.1", status, None)).unwrap();
+            assert!(!line.lines().next().unwrap().ends_with(" Error"), "{line}");
+        }
+    }
 
     fn packet_with(vars: &[(&str, &str)]) -> Packet {
         let mut packet = Packet::default();
