@@ -19,7 +19,7 @@ use crate::sni::{PlatformCert, MAX_FILE};
 use serde::Deserialize;
 use sni_index::{names, Bundle};
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Deserialize)]
@@ -113,7 +113,8 @@ fn pair(l: &Listed) -> Result<PlatformCert, String> {
 /// A file of the issuer's store: root's, not writable by anyone else (whoever could write it
 /// would choose which key the router serves for a customer's domain).
 fn read_trusted(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let file = match std::fs::File::open(path) {
+    // O_NONBLOCK: a FIFO planted on the way is refused below instead of blocking the validator.
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(format!("missing {}", path.display())),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -170,5 +171,11 @@ mod tests {
         std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o666)).unwrap();
         let (loaded, problems) = load(&index);
         assert!(loaded.is_empty() && problems[0].contains("nobody else may write"), "{problems:?}");
+        // A FIFO where a key was: refused, the validator does not wait for a writer.
+        std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(v1.join("key.pem")).unwrap();
+        nix::unistd::mkfifo(&v1.join("key.pem"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (loaded, problems) = load(&index);
+        assert!(loaded.is_empty() && problems[0].contains("must be a regular file"), "{problems:?}");
     }
 }
