@@ -51,7 +51,7 @@ pub struct LinkDir {
 }
 
 impl LinkDir {
-    /// Creates `dir` (mode 0755 inside the router's 0700 directory) or empties it: names
+    /// Creates `dir` (mode 0755 inside the router's private directory) or empties it: names
     /// left by a validator that died must not resolve to anything any more (its process is
     /// gone, and its pid may be reused).
     pub fn create(dir: &Path) -> Result<LinkDir, String> {
