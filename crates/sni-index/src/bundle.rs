@@ -121,10 +121,9 @@ impl Bundle {
 
     /// The server certificate's subject, issuer and end of validity, for the customer's log.
     pub fn summary(&self) -> String {
-        let leaf = &self.chain[0];
-        let mut s = describe(leaf);
-        if self.client_ca != ClientCa::None {
-            let _ = write!(s, "; client certificates {} from {}", self.client_ca.as_str(), describe(&self.ca[0]));
+        let mut s = self.chain.first().map(describe).unwrap_or_else(|| "no certificate".into());
+        if let (true, Some(ca)) = (self.client_ca != ClientCa::None, self.ca.first()) {
+            let _ = write!(s, "; client certificates {} from {}", self.client_ca.as_str(), describe(ca));
         }
         s
     }
@@ -132,7 +131,7 @@ impl Bundle {
     /// Warnings a customer should read (the pair is served anyway): an expired certificate, or
     /// one that does not name `name`.
     pub fn warnings(&self, name: &str) -> Vec<String> {
-        let leaf = &self.chain[0];
+        let Some(leaf) = self.chain.first() else { return vec!["no certificate".into()] };
         let mut out = Vec::new();
         if let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) {
             if leaf.not_after() < now {
@@ -184,9 +183,12 @@ impl Bundle {
     /// versions, ciphers, groups and session tickets stay the https socket's (OpenSSL keeps
     /// them from the context a connection started with).
     pub fn context(&self, sid: &[u8]) -> Result<SslContext, ErrorStack> {
+        // The fields are public: an empty chain (which `decode` and `from_pem` never make) is an
+        // OpenSSL error here, never a panic in the handshake callback.
+        let (leaf, rest) = self.chain.split_first().ok_or_else(ErrorStack::get)?;
         let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
-        b.set_certificate(&self.chain[0])?;
-        for c in &self.chain[1..] {
+        b.set_certificate(leaf)?;
+        for c in rest {
             b.add_extra_chain_cert(c.clone())?;
         }
         b.set_private_key(&self.key)?;
