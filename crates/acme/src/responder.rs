@@ -39,14 +39,10 @@ impl Challenges {
     }
 }
 
-/// `Example.ORG.:80` -> `example.org`: the Host as the router's front door matches it.
+/// `Example.ORG.:80` -> `example.org`: the Host as the router's front door matches it
+/// (`domain_names::host_key`, the one request-side rule; blanks around it trimmed).
 pub fn normalise_host(host: &str) -> String {
-    let host = host.trim();
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    String::from_utf8_lossy(&domain_names::host_key(host.trim().as_bytes())).into_owned()
 }
 
 /// The request variables of one uwsgi packet (modifier1 0): the 4-byte header (modifier1,
