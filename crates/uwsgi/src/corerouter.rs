@@ -366,7 +366,9 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
         let peer = unsafe { &mut *peer };
         watch_first_byte(installed, peer);
         let mut key = Key { peer };
-        let route = (installed.front.route)(&mut key);
+        // The plugin's decisions run under a guard of their own: a panic there answers 500
+        // through the error backend instead of the closed connection the outer guard leaves.
+        let route = guard("front door route", Route::Answer(500), || (installed.front.route)(&mut key));
         let peer = key.peer;
         match route {
             Route::Answer(status) => to_error_backend(installed, peer, status),
@@ -390,7 +392,8 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
                     };
                 }
                 let miss = if peer.retries > 0 { Miss::BackendFailed } else { Miss::NotServed };
-                to_error_backend(installed, peer, (installed.front.no_backend)(miss))
+                let status = guard("front door no_backend", 500, || (installed.front.no_backend)(miss));
+                to_error_backend(installed, peer, status)
             }
         }
     })
