@@ -140,7 +140,7 @@ fn server_name_ack(ssl: &mut SslRef, _alert: &mut SslAlert) -> Result<(), SniErr
 /// not satisfy), if refused. On every request, after the Host is normalised.
 pub fn refusal(key: &Key<'_>) -> Option<u16> {
     let list = CA_LIST.get()?;
-    policy::refusal(list, key.bytes(), policy::Connection::of(key.tls()), Instant::now())
+    policy::refusal(list, key.bytes(), policy::Connection::of(key.tls()))
 }
 
 /// What the client-hello callback chose for this connection.
