@@ -23,6 +23,10 @@ PACKAGES=(
   postgresql slapd ldap-utils dnsmasq-base
   # unbit-acme tests: Let's Encrypt's test CA, run on loopback by the tests (never a public CA)
   pebble
+  # customers' ssh into their containers: Debian's sshd, run by the node Emperor as a dedicated
+  # customer sshd (vassals-examples/sshd_config), never as the system's ssh service; container
+  # users come from root-owned extrausers files (/var/lib/extrausers, written by unbit-node-sync)
+  openssh-server libnss-extrausers
 )
 
 missing=()
@@ -40,10 +44,28 @@ if ((${#missing[@]})); then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && own_policy=1
   fi
+  # openssh-server's postinst would start the system sshd on 0.0.0.0:22 too: any sshd the
+  # install starts despite the policy is found by comparing with the ones running before.
+  sshd_before=$(pgrep -x sshd | sort || true)
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ -n "$own_policy" ] && rm -f "$policy"; exit 1; }
   [ -n "$own_policy" ] && rm -f "$policy"
+  started=$(comm -13 <(echo "$sshd_before") <(pgrep -x sshd | sort || true) | grep . || true)
+  if [[ -n $started ]]; then
+    echo "install-deps: the openssh-server install started sshd ($started): stopping it" >&2
+    # shellcheck disable=SC2086
+    kill $started
+  fi
 fi
+# Container users (uid = container uid, shell = the ssh enter tool) are looked up in
+# /var/lib/extrausers after the system's own files: added once, idempotently.
+if ! grep -Eq '^passwd:.*\bextrausers\b' /etc/nsswitch.conf ||
+  ! grep -Eq '^group:.*\bextrausers\b' /etc/nsswitch.conf ||
+  ! grep -Eq '^shadow:.*\bextrausers\b' /etc/nsswitch.conf; then
+  sed -E -i '/^(passwd|group|shadow):/{/\bextrausers\b/!s/$/ extrausers/}' /etc/nsswitch.conf
+  echo "install-deps: extrausers added to the passwd, group and shadow lines of /etc/nsswitch.conf"
+fi
+install -d -m 0755 /var/lib/extrausers
 # The HTTP router's http processes run as a user of their own (vassals-examples/services/http.ini).
 getent passwd unbit-router >/dev/null ||
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin unbit-router
