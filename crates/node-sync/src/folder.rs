@@ -78,19 +78,33 @@ pub const DOMAINS_MODE: u32 = 0o644;
 /// Writes `bytes` to `path` atomically (created with `mode`) unless the file already holds
 /// exactly them; a file that holds them with another mode gets `mode`.
 pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    write_owned_if_changed(path, bytes, mode, None)
+}
+
+/// [`write_if_changed`], and the file's group is `gid` when given (the writer's otherwise).
+pub fn write_owned_if_changed(path: &Path, bytes: &[u8], mode: u32, gid: Option<u32>) -> std::io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     if std::fs::read(path).ok().as_deref() == Some(bytes) {
         // Written before modes were set (or changed by hand): the content stays, the mode not.
-        if std::fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
+        let meta = std::fs::metadata(path)?;
+        if gid.is_some_and(|gid| meta.gid() != gid) {
+            std::os::unix::fs::chown(path, None, gid)?;
+        }
+        if meta.permissions().mode() & 0o7777 != mode {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         }
         return Ok(false);
     }
     let tmp = temp_path(path);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-    // The umask may have narrowed `mode`; set it exactly.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    // The group first: the file is never readable by the writer's group with `mode`.
+    let written = gid
+        .map_or(Ok(()), |gid| std::os::unix::fs::fchown(&f, None, Some(gid)))
+        // The umask may have narrowed `mode`; set it exactly.
+        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

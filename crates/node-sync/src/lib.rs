@@ -9,8 +9,10 @@
 //!
 //! * [`folder`]: how an answer is applied (atomic writes, the removal safety rules);
 //! * [`client`]: the HTTP side (mTLS in production, a node token on loopback in development);
-//! * [`settings`]: `--settings FILE`, the API connection in a file the operator writes.
+//! * [`settings`]: `--settings FILE`, the API connection in a file the operator writes;
+//! * [`access`]: the customer sshd's keys and users, derived from the spec folder.
 
+pub mod access;
 pub mod client;
 pub mod folder;
 pub mod settings;

@@ -1,13 +1,16 @@
 //! `unbit-node-sync [--settings FILE] --api URL --state-dir DIR [--domains-file FILE]
 //!   (--cert PEM --key PEM --ca PEM | --token-file FILE | --token TOKEN) [--max-removals N]
-//!   [--long-poll SECS] [--once]`
+//!   [--long-poll SECS] [--ssh-keys-dir DIR] [--users-dir DIR] [--once]`
 //!
 //! `--settings FILE` gives the API connection (`api`, `cert`, `key`, `ca`, `token-file`) from a
 //! file instead (see [`node_sync::settings`]), so the Emperor's command line is the same on
 //! every node; a value may come from the file or the command line, not both. `--token-file`
 //! keeps the dev-mode token out of the command line, which every local user can read in `ps`.
+//! `--ssh-keys-dir` and `--users-dir` (`/var/lib/unbit/ssh-keys`, `/var/lib/extrausers`) keep
+//! the customer sshd's keys and users in step with the folder (see [`node_sync::access`]).
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
+use node_sync::access;
 use node_sync::client::{Answer, Api, NodeAuth};
 use node_sync::folder;
 use node_sync::settings::{self, Setting};
@@ -18,6 +21,8 @@ struct Args {
     api: String,
     state_dir: PathBuf,
     domains_file: Option<PathBuf>,
+    ssh_keys_dir: Option<PathBuf>,
+    users_dir: Option<PathBuf>,
     auth: NodeAuth,
     max_removals: usize,
     long_poll: Duration,
@@ -29,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut api, mut state_dir, mut domains_file, mut token) = (None, None, None, None);
     let (mut cert, mut key, mut ca, mut token_file, mut settings_file) = (None, None, None, None, None);
     let (mut max_removals, mut long_poll, mut once) = (5, 25, false);
+    let (mut ssh_keys_dir, mut users_dir) = (None, None);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -36,6 +42,8 @@ fn parse_args() -> Result<Args, String> {
             "--api" => api = Some(value()?),
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
+            "--ssh-keys-dir" => ssh_keys_dir = Some(PathBuf::from(value()?)),
+            "--users-dir" => users_dir = Some(PathBuf::from(value()?)),
             "--token" => token = Some(value()?),
             "--token-file" => token_file = Some(value()?),
             "--cert" => cert = Some(value()?),
@@ -87,6 +95,8 @@ fn parse_args() -> Result<Args, String> {
         api: api.ok_or("--api is required")?,
         state_dir: state_dir.ok_or("--state-dir is required")?,
         domains_file,
+        ssh_keys_dir,
+        users_dir,
         auth,
         max_removals,
         long_poll: Duration::from_secs(long_poll),
@@ -99,6 +109,7 @@ fn log(msg: &str) {
 }
 
 fn apply(args: &Args, answer: &Answer) {
+    let mut removed = Vec::new();
     for (uid, why) in &answer.unreadable {
         log(&format!(
             "container {}: unusable spec from the API, keeping its last good one: {why}",
@@ -114,6 +125,7 @@ fn apply(args: &Args, answer: &Answer) {
             for uid in &r.removed {
                 log(&format!("container {uid}: no longer on this node, spec removed"));
             }
+            removed = r.removed;
             if !r.held_back.is_empty() {
                 log(&format!(
                     "holding back the removal of {:?} (empty answer, or over {} removals in one pass)",
@@ -125,6 +137,47 @@ fn apply(args: &Args, answer: &Answer) {
             }
         }
         Err(e) => log(&format!("cannot update {}: {e}", args.state_dir.display())),
+    }
+    sync_access(args, &removed);
+}
+
+/// The customer sshd's keys and users, from the folder as it now is; `removed` are the
+/// containers this pass removed from it.
+fn sync_access(args: &Args, removed: &[u32]) {
+    if args.ssh_keys_dir.is_none() && args.users_dir.is_none() {
+        return;
+    }
+    let logins = match access::logins(&args.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            // Keys stay as they were: the folder they come from could not be read at all.
+            log(&format!("ssh access: cannot read {}: {e}", args.state_dir.display()));
+            return;
+        }
+    };
+    for why in &logins.problems {
+        log(why);
+    }
+    if let Some(dir) = &args.ssh_keys_dir {
+        match access::write_keys(dir, &logins) {
+            Ok(r) => {
+                for uid in &r.written {
+                    log(&format!("container {uid}: ssh keys updated"));
+                }
+                for uid in &r.removed {
+                    log(&format!("container {uid}: ssh keys removed (container removed or not deployable)"));
+                }
+            }
+            Err(e) => log(&format!("ssh keys: {e}")),
+        }
+    }
+    if let Some(dir) = &args.users_dir {
+        let present = logins.keys.keys().copied().collect();
+        match access::write_users(dir, &present, removed) {
+            Ok(files) if !files.is_empty() => log(&format!("container users updated in {} ({files:?})", dir.display())),
+            Ok(_) => {}
+            Err(e) => log(&format!("container users: {e}")),
+        }
     }
 }
 
@@ -160,6 +213,8 @@ fn main() {
             });
         }
     }
+    // The folder is the node's last good state: its logins hold while the API is unreachable.
+    sync_access(&args, &[]);
     let mut since = None;
     let mut backoff = Duration::from_secs(1);
     loop {
