@@ -36,7 +36,9 @@ def probes(other_uid, node_root):
     r['list other homes'] = 'ALLOWED' if str(other_uid) in os.listdir('/containers') else 'denied: not there'
     r['read another home'] = try_open('/containers/%d/etc/uwsgi.key' % other_uid, 'r')
     r['read another home via host path'] = try_open('%s/containers/%d/etc/uwsgi.key' % (node_root, other_uid), 'r')
-    for path in ['/etc/written', '/usr/bin/written', '/opt/unbit/written', '/run/subscribe/written', '/written']:
+    # /etc/passwd and /etc/group: the jail's root-owned copies with the container's user
+    for path in ['/etc/written', '/usr/bin/written', '/opt/unbit/written', '/run/subscribe/written', '/written',
+                 '/etc/passwd', '/etc/group']:
         r['write ' + path] = try_open(path, 'w')
     r['mount'] = sys_denied(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))
     r['remount root read-write'] = sys_denied(libc.mount(b'none', b'/', None, 32 | 4096, None))

@@ -215,9 +215,14 @@ COMMANDS = {
     'curl': 'curl --version',
     'less': 'less --version',
     'vi': 'test -x /usr/bin/vi && echo editor',
-    # Present for sshd's SFTP subsystem. Running it needs the uid in the container's passwd
-    # database (it exits with "No user found for uid" otherwise): the SSH work provides that.
+    # Present for sshd's SFTP subsystem; it runs only if the container's passwd has the uid
+    # (it exits with "No user found for uid" otherwise).
     'sftp': 'test -x /usr/lib/openssh/sftp-server && echo sftp',
+    'sftp-server': '/usr/lib/openssh/sftp-server < /dev/null && echo served',
+    # The container's user, from the jail's own copies of the distro's passwd and group.
+    'user': 'id -un; id -gn; whoami; ls -ld ' + HOME + " | awk '{print $3, $4}'",
+    'user db': "awk '$5 == \"/etc/passwd\" || $5 == \"/etc/group\" {print $5, $6}' /proc/self/mountinfo;"
+               " (echo 'evil:x:0:0::/:/bin/sh' >> /etc/passwd) 2>/dev/null || echo refused",
     'locale': 'LC_ALL=en_US.UTF-8 python3 -c "import locale; print(locale.setlocale(locale.LC_ALL, str()))"',
 }
 def application(env, start_response):
@@ -257,4 +262,14 @@ fn the_distro_gives_the_customer_a_shell_worth_having() {
     assert_eq!(ran("vi").trim(), "editor");
     assert_eq!(ran("locale").trim(), "en_US.UTF-8");
     assert_eq!(ran("sftp").trim(), "sftp");
+    assert_eq!(ran("sftp-server").trim(), "served");
+    let name = uid.to_string();
+    assert_eq!(ran("user").lines().collect::<Vec<_>>(), [&*name, &*name, &*name, &format!("{uid} {uid}")]);
+    let db = ran("user db");
+    let lines: Vec<&str> = db.lines().collect();
+    assert_eq!(lines.len(), 3, "{db}");
+    for (line, file) in lines.iter().zip(["/etc/passwd", "/etc/group"]) {
+        assert!(line.starts_with(&format!("{file} ro,")), "{file} must be a read-only mount: {db}");
+    }
+    assert_eq!(lines[2], "refused", "{db}");
 }

@@ -679,6 +679,12 @@ impl Syscalls for Fake {
         Ok(n.data.clone())
     }
 
+    fn read_at_most(&self, fd: BorrowedFd<'_>, max: u64) -> io::Result<Vec<u8>> {
+        let mut data = self.read_all(fd)?;
+        data.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+        Ok(data)
+    }
+
     fn fsync(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let i = self.fd_info(fd)?;
         self.record(Call::Fsync { path: i.view });

@@ -203,6 +203,12 @@ impl Syscalls for Linux {
         Ok(buf)
     }
 
+    fn read_at_most(&self, fd: BorrowedFd<'_>, max: u64) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        (&*borrowed_file(fd)).take(max).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
     fn fsync(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         nix::unistd::fsync(fd.as_raw_fd()).map_err(nix_err)
     }

@@ -11,6 +11,9 @@
 //! special from a distro, custom ones included; the cost is that a customer who *replaces*
 //! `~/etc/hosts` (editor writing a new file and renaming) sees the change in `/etc/hosts` at
 //! the next restart, while in-place edits show at once.
+//!
+//! `/etc/{passwd,group}`: the distro's with the container's user added, root's, read-only
+//! (see [`users`]).
 
 use crate::cgroup::{CgroupManager, Limits};
 use crate::error::{IoContext, JailError, Result};
@@ -23,6 +26,8 @@ use container_spec::{ContainerSpec, Distro};
 use nix::mount::{MntFlags, MsFlags};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+mod users;
 
 /// Paths that must exist in every distro, because the distro is mounted read-only and the
 /// jail mounts on them (files for the `etc/` entries, directories otherwise).
@@ -40,6 +45,8 @@ pub const JAIL_MOUNTPOINTS: &[&str] = &[
     "etc/hosts",
     "etc/hostname",
     "etc/resolv.conf",
+    "etc/passwd",
+    "etc/group",
 ];
 
 /// Home subtree -> where it appears in the container.
@@ -103,6 +110,8 @@ fn enter(sys: &dyn Syscalls, paths: &NodePaths, spec: &ContainerSpec, cgroups: &
         Some("hidepid=2"),
     )?;
     build_dev(sys, &root, limits.memory_bytes)?;
+    // Before the home's tmp is bound on /tmp: it uses the distro's /tmp as a scratch mountpoint.
+    users::mount_user_db(sys, &root, uid)?;
 
     // /containers holds only this container's home.
     mount_fs(

@@ -101,6 +101,9 @@ pub trait Syscalls {
     ) -> io::Result<()>;
     fn write_all(&self, fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()>;
     fn read_all(&self, fd: BorrowedFd<'_>) -> io::Result<Vec<u8>>;
+    /// At most `max` bytes from the fd's position: a file that grows while it is read (in a
+    /// customer-writable tree) costs no more memory than that.
+    fn read_at_most(&self, fd: BorrowedFd<'_>, max: u64) -> io::Result<Vec<u8>>;
     fn fsync(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
 
     // ---- mounts and the root ----

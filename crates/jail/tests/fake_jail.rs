@@ -277,3 +277,40 @@ fn a_failing_mount_names_container_operation_and_path() {
     assert!(s.contains("var/log"), "{s}");
     assert_eq!(e.errno(), Some(libc::EPERM));
 }
+
+#[test]
+fn the_container_user_is_added_to_read_only_root_owned_copies_of_the_distro_user_db() {
+    let (f, paths) = prepared();
+    let distro = paths.distros.join("bookworm");
+    f.file(distro.join("etc/passwd"), 0, b"root:x:0:0:root:/root:/bin/bash\nsneaky:x:30001:0::/:/bin/sh\n");
+    f.file(distro.join("etc/group"), 0, b"root:x:0:\n");
+    f.file(distro.join("usr/bin/bash"), 0, b"\x7fELF");
+    run(&f, &paths, &spec(UID)).unwrap();
+    let calls = f.calls();
+    let ms = mounts(&calls);
+    let jail = &paths.jail_root;
+    let home = paths.containers.join(UID.to_string());
+    for (name, expected) in [
+        ("passwd", format!("root:x:0:0:root:/root:/bin/bash\n{UID}:x:{UID}:{UID}::/containers/{UID}:/bin/bash\n")),
+        ("group", format!("root:x:0:\n{UID}:x:{UID}:\n")),
+    ] {
+        let target = jail.join("etc").join(name);
+        let b = ms.iter().find(|m| is_bind(m) && m.target == target).unwrap_or_else(|| panic!("no bind on {name}"));
+        // Made by the jail in its scratch tmpfs, never taken from the customer's home.
+        let source = b.source.as_ref().unwrap();
+        assert!(source.starts_with(jail.join("tmp")) && !source.starts_with(&home), "{}", source.display());
+        let ro = remount_after(&ms, b).unwrap_or_else(|| panic!("{name} never remounted"));
+        assert!(ro.flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV), "{name}");
+        let node = f.node_in_view(&target).unwrap();
+        assert_eq!(String::from_utf8_lossy(&node.data), expected);
+        assert_eq!(node.uid, 0);
+    }
+    // The scratch tmpfs is detached from /tmp before the home's tmp is bound there.
+    let scratch = ms.iter().find(|m| m.fstype.as_deref() == Some("tmpfs") && m.target == jail.join("tmp")).unwrap();
+    let detached = calls
+        .iter()
+        .position(|c| matches!(c, Call::Umount { target, .. } if *target == jail.join("tmp")))
+        .expect("scratch tmpfs detached");
+    let home_tmp = ms.iter().find(|m| is_bind(m) && m.target == jail.join("tmp")).unwrap();
+    assert!(scratch.index < detached && detached < home_tmp.index);
+}
