@@ -10,5 +10,6 @@ pub mod http;
 pub mod node;
 pub mod platform;
 pub mod ports;
+pub mod ssh;
 
 pub use harness::{Instance, InstanceBuilder};

@@ -16,6 +16,7 @@
 //! sequences can be checked against the recording [`fake::Fake`] without root.
 
 pub mod cgroup;
+pub mod enter;
 mod error;
 pub mod fake;
 pub mod fdpass;

@@ -7,7 +7,7 @@ pub mod v2;
 
 pub use detect::{detect_setup, CgroupSetup};
 
-use crate::error::{JailError, Result};
+use crate::error::{IoContext, JailError, Result};
 use crate::syscalls::Syscalls;
 use container_spec::ContainerSpec;
 use std::io;
@@ -144,5 +144,78 @@ pub(crate) fn remove_if_empty(sys: &dyn Syscalls, dir: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => Ok(()),
         Err(e) => Err(JailError::io("rmdir", dir, e)),
+    }
+}
+
+/// Moves the calling process into every cgroup process `pid` is in (host view): an ssh session
+/// joins the cgroups of its container's pid 1, whatever the hierarchy layout (v1, hybrid, v2)
+/// and the platform's cgroup name. The paths come from the kernel (`/proc/<pid>/cgroup`) and a
+/// container cannot move its pid 1 out of the cgroups root made for it.
+pub fn join_cgroups_of(sys: &dyn Syscalls, pid: i32) -> Result<()> {
+    let listing = PathBuf::from(format!("/proc/{pid}/cgroup"));
+    let text = sys.read_file(&listing).ctx("read", &listing)?;
+    let mi = Path::new("/proc/self/mountinfo");
+    let mounts = detect::parse_mountinfo(&sys.read_file(mi).ctx("read", mi)?);
+    for dir in cgroup_dirs_of(&text, &mounts)? {
+        let procs = dir.join("cgroup.procs");
+        sys.write_file(&procs, b"0").ctx("write", &procs)?;
+    }
+    Ok(())
+}
+
+/// The directories of the cgroups a `/proc/<pid>/cgroup` listing names, on the hierarchies
+/// mounted here (one per mount: co-mounted v1 controllers share a line).
+fn cgroup_dirs_of(listing: &str, mounts: &detect::CgroupMounts) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for line in listing.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let mount = if id == "0" && controllers.is_empty() {
+            mounts.unified.as_ref()
+        } else {
+            controllers.split(',').find_map(|c| mounts.v1.get(c))
+        };
+        let Some(mount) = mount else { continue };
+        let relative = path.strip_prefix('/').unwrap_or(path);
+        if !path.starts_with('/') || relative.split('/').any(|c| c == ".." || c == ".") {
+            return Err(JailError::verify(format!("cgroup path {path:?} is not a plain absolute path")));
+        }
+        let dir = if relative.is_empty() { mount.clone() } else { mount.join(relative) };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[test]
+    fn a_process_listing_maps_to_one_directory_per_mounted_hierarchy() {
+        let mounts = detect::CgroupMounts {
+            v1: [
+                ("memory", "/sys/fs/cgroup/memory"),
+                ("cpu", "/sys/fs/cgroup/cpu,cpuacct"),
+                ("cpuacct", "/sys/fs/cgroup/cpu,cpuacct"),
+            ]
+            .into_iter()
+            .map(|(c, m)| (c.to_string(), PathBuf::from(m)))
+            .collect(),
+            unified: Some("/sys/fs/cgroup/unified".into()),
+        };
+        let listing = "12:memory:/unbit/30009\n4:cpu,cpuacct:/unbit/30009\n1:name=systemd:/\n0::/\n";
+        assert_eq!(
+            cgroup_dirs_of(listing, &mounts).unwrap(),
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/unbit/30009"),
+                "/sys/fs/cgroup/cpu,cpuacct/unbit/30009".into(),
+                "/sys/fs/cgroup/unified".into()
+            ]
+        );
+        let v2 = detect::CgroupMounts { v1: Default::default(), unified: Some("/sys/fs/cgroup".into()) };
+        assert_eq!(cgroup_dirs_of("0::/unbit/30009\n", &v2).unwrap(), [PathBuf::from("/sys/fs/cgroup/unbit/30009")]);
+        assert!(cgroup_dirs_of("0::/unbit/../x\n", &v2).is_err());
     }
 }
