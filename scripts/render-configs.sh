@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
 # Renders the node's shipped configs for the local platform into $RUN_DIR/etc, the way an
 # operator installs them on a node: every vassals-examples/**/*.ini (a node's /etc/uwsgi) goes
-# to $RUN_DIR/etc/uwsgi/ with the values scripts/local-overrides declares replaced (paths, ports,
+# to $RUN_DIR/etc/uwsgi/, and vassals-examples/sshd_config (a node's /etc/unbit/sshd_config) to
+# $RUN_DIR/etc/unbit/, with the values scripts/local-overrides declares replaced (paths, ports,
 # names) and nothing else; the local-only files that table declares are written beside them.
 # The new tree is built aside and renamed into place: never a half-rendered config.
 #
 # run-platform.sh runs it (`run-platform.sh --render-only` runs nothing else); its settings come
-# from the environment: RUN_DIR, API_PORT, ROUTER_PORT, ROUTER_HTTPS_PORT, DNS_PORT, CGROUP_NAME.
+# from the environment: RUN_DIR, API_PORT, ROUTER_PORT, ROUTER_HTTPS_PORT, DNS_PORT, SSH_PORT,
+# CGROUP_NAME, RUNTIME_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 table=scripts/local-overrides
 fail() { echo "render-configs: $*" >&2; exit 1; }
 
-for var in RUN_DIR API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT CGROUP_NAME; do
+for var in RUN_DIR API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT SSH_PORT CGROUP_NAME RUNTIME_DIR; do
   [[ -n ${!var:-} ]] || fail "$var is not set (scripts/run-platform.sh sets it)"
 done
 run=$RUN_DIR
 # uWSGI splits option values on blanks and commas and expands %, $ and @ in them.
-for dir in "$run" "$root"; do
+for dir in "$run" "$root" "$RUNTIME_DIR"; do
   [[ $dir == /* && $dir != *[[:space:],%\$@\;\#\"\'\\]* ]] ||
     fail "$dir: must be an absolute path without blanks, commas, quotes or % \$ @ ; # \\"
 done
-for var in API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT; do
+for var in API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT SSH_PORT; do
   [[ ${!var} =~ ^[0-9]{1,5}$ ]] || fail "$var=${!var} is not a port"
 done
 [[ $CGROUP_NAME =~ ^[A-Za-z0-9_.-]+$ ]] || fail "CGROUP_NAME=$CGROUP_NAME: letters, digits, _ . - only"
@@ -30,12 +32,14 @@ done
 # The table's LOCAL column with its variables filled in.
 expand() {
   local v=$1
+  v=${v//'$RUNTIME'/$RUNTIME_DIR}
   v=${v//'$RUN'/$run}
   v=${v//'$ROOT'/$root}
   v=${v//'$ROUTER_HTTPS_PORT'/$ROUTER_HTTPS_PORT}
   v=${v//'$ROUTER_PORT'/$ROUTER_PORT}
   v=${v//'$API_PORT'/$API_PORT}
   v=${v//'$DNS_PORT'/$DNS_PORT}
+  v=${v//'$SSH_PORT'/$SSH_PORT}
   v=${v//'$CGROUP_NAME'/$CGROUP_NAME}
   [[ $v != *'$'* ]] || return 1
   printf '%s' "$v"
@@ -59,8 +63,9 @@ while read -r first second third rest || [[ -n $first ]]; do
   printf '%s\t%s\t%s\n' "$first" "$second" "$value" >>"$map"
 done <"$table"
 
-# Maps the value of each option line; comments, sections and blank lines are copied as they
-# are. One pass, longest production value first, so a local value is never mapped again.
+# Maps the value of each option line (`option = value` in an ini file, `Keyword value` in
+# sshd_config: the second argument says which); comments, sections and blank lines are copied
+# as they are. One pass, longest production value first, so a local value is never mapped again.
 # shellcheck disable=SC2016
 render='
 use strict; use warnings;
@@ -69,8 +74,11 @@ open(my $fh, "<", $ARGV[0]) or die "$ARGV[0]: $!";
 while (<$fh>) { chomp; my ($opt, $prod, $local) = split /\t/; $maps{$opt}{$prod} = $local; }
 close $fh;
 my $name = "[A-Za-z0-9_.-]";
+my $option_line = $ARGV[1] eq "sshd"
+  ? qr/^(\s*([A-Za-z][A-Za-z0-9]*)\s+)(.*?)(\s*)$/s
+  : qr/^(\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*=\s*)(.*?)(\s*)$/s;
 while (my $line = <STDIN>) {
-  if ($line !~ /^\s*[;#\[]/ && $line =~ /^(\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*=\s*)(.*?)(\s*)$/s) {
+  if ($line !~ /^\s*[;#\[]/ && $line =~ $option_line) {
     my ($head, $opt, $value, $tail) = ($1, $2, $3, $4);
     my %m = (%{ $maps{"*"} || {} }, %{ $maps{$opt} || {} });
     if (%m) {
@@ -89,8 +97,10 @@ mkdir -p "$new/uwsgi"
 while IFS= read -r -d '' shipped; do
   rel=${shipped#vassals-examples/}
   mkdir -p "$new/uwsgi/$(dirname "$rel")"
-  perl -e "$render" "$map" <"$shipped" >"$new/uwsgi/$rel"
+  perl -e "$render" "$map" ini <"$shipped" >"$new/uwsgi/$rel"
 done < <(find vassals-examples -type f -name '*.ini' -print0 | sort -z)
+mkdir -p "$new/unbit"
+perl -e "$render" "$map" sshd <vassals-examples/sshd_config >"$new/unbit/sshd_config"
 
 write_local() {
   case $1 in

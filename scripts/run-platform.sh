@@ -3,15 +3,18 @@
 #   the control API (SQLite), and from the node's shipped configs (vassals-examples/, rendered
 #   into run/etc by scripts/render-configs.sh with only the paths, ports and names of
 #   scripts/local-overrides changed) the node Emperor with unbit_containers, unbit-node-sync and
-#   unbit-acme (which orders nothing here: no ACME CA runs locally), and the services Emperor running the HTTP router with the subscription validator; a DNS
+#   unbit-acme (which orders nothing here: no ACME CA runs locally), the customer sshd on
+#   loopback with its session broker, and the services Emperor running the HTTP router with the subscription validator; a DNS
 #   server on loopback standing in for the public DNS (the API's domain proof asks it, local
 #   only); a demo customer with one container.
 # Prints the addresses and credentials and writes them to run/platform.env. Ctrl-C stops
 # everything and leaves no process, mount, loop device or cgroup behind.
 #
 # Settings (environment): RUN_DIR (./run), API_PORT (8080), ROUTER_PORT (8000), ROUTER_HTTPS_PORT
-# (8443), DNS_PORT (8053), CGROUP_NAME (unbit-local). The end-to-end test uses them to run beside
-# a developer's own.
+# (8443), DNS_PORT (8053), SSH_PORT (2222), CGROUP_NAME (unbit-local), RUNTIME_DIR
+# (/run/unbit-local-<hash of the run dir>: the customer sshd's keys dir and the ssh broker's
+# socket, outside the repository, see scripts/local-overrides; removed when the platform stops).
+# The end-to-end test uses them to run beside a developer's own.
 # `--render-only` renders run/etc and stops there (tests/platform_configs.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +24,15 @@ api_port=${API_PORT:-8080}
 router_port=${ROUTER_PORT:-8000}
 router_https_port=${ROUTER_HTTPS_PORT:-8443}
 dns_port=${DNS_PORT:-8053}
+ssh_port=${SSH_PORT:-2222}
 cgroup_name=${CGROUP_NAME:-unbit-local}
+runtime=${RUNTIME_DIR:-/run/unbit-local-$(printf '%s' "$run" | sha256sum | cut -c1-12)}
+# Removed with rm -rf when the platform stops: a dir of its own, never / or a shared parent.
+[[ $runtime =~ ^(/[A-Za-z0-9_.-]+){2,}$ && $runtime != */.* ]] ||
+  { echo "run-platform: RUNTIME_DIR=$runtime: an absolute path of two or more plain names"; exit 2; }
 render() {
   RUN_DIR=$run API_PORT=$api_port ROUTER_PORT=$router_port ROUTER_HTTPS_PORT=$router_https_port \
-    DNS_PORT=$dns_port CGROUP_NAME=$cgroup_name \
+    DNS_PORT=$dns_port SSH_PORT=$ssh_port CGROUP_NAME=$cgroup_name RUNTIME_DIR=$runtime \
     bash scripts/render-configs.sh
 }
 case "${1:-}" in
@@ -34,9 +42,9 @@ case "${1:-}" in
 esac
 [[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
 
-echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme)"
+echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme, the ssh enter tool and broker)"
 make -s plugins >/dev/null
-cargo build -q --release -p unbit-api -p node-sync -p acme
+cargo build -q --release -p unbit-api -p node-sync -p acme -p ssh-session
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 
@@ -46,6 +54,21 @@ chmod 0700 "$run/specs"
 # The router's stats socket is bound by its http processes, which run as unbit-router.
 install -d -o unbit-router -g unbit-router -m 0755 "$run/stats"
 [[ -f $run/domains.json ]] || echo '[]' >"$run/domains.json"
+# The customer sshd's host keys (etc/unbit/sshd_config): made once, root's alone; sshd does not
+# start without them.
+install -d -m 0700 "$run/ssh"
+for type in ed25519 rsa; do
+  key=$run/ssh/ssh_host_${type}_key
+  [[ -f $key ]] || ssh-keygen -q -N '' -t "$type" -C "uwsgi.it make run" -f "$key"
+done
+# The sshd's keys dir (written by unbit-node-sync) and the broker's socket dir (made by the
+# Emperor) go in here: root's, 0755, like every dir above it, as sshd's StrictModes wants.
+install -d -o root -g root -m 0755 "$runtime"
+# Every container user's login shell, at the fixed path the users' passwd lines name (shared by
+# every platform on this machine: replaced by a rename, never rewritten in place).
+install -d -m 0755 /usr/local/lib/unbit
+install -m 0755 target/release/unbit-ssh-enter /usr/local/lib/unbit/.unbit-ssh-enter.$$
+mv -f /usr/local/lib/unbit/.unbit-ssh-enter.$$ /usr/local/lib/unbit/unbit-ssh-enter
 # The node's default certificate (names without a certificate of their own, clients sending no
 # name): made once, self-signed, its key root's alone.
 tls=$run/ssl
@@ -111,6 +134,7 @@ ROUTER_HTTPS=https://127.0.0.1:$router_https_port
   echo "CONTAINERS_DIR=$run/containers"
   echo "DNS_PORT=$dns_port"
   echo "DNS_ZONE=$zone"
+  echo "SSH_PORT=$ssh_port"
   echo "UNBIT_ADMIN=\"$api_bin admin --db $db\""
   # No ssh server yet: files go into the home from the host, as the container's own uid.
   echo "AS_CONTAINER=\"setpriv --reuid=$CONTAINER_UID --regid=$CONTAINER_UID --clear-groups\""
@@ -137,6 +161,8 @@ cleanup() {
   for hierarchy in /sys/fs/cgroup/*/"$cgroup_name" /sys/fs/cgroup/"$cgroup_name"; do
     [[ -d $hierarchy ]] && find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
+  # The keys of this platform's containers and the broker's socket: nothing left to log in with.
+  rm -rf "$runtime"
   echo "== stopped; data kept in $run"
 }
 trap cleanup EXIT
@@ -167,6 +193,7 @@ uwsgi.it platform running (Ctrl-C stops it; data stays in $run)
   customer     $CUSTOMER_USER / $CUSTOMER_PASSWORD (as first created)
   container    $CONTAINER_UID (home: $run/containers/$CONTAINER_UID)
   DNS          127.0.0.1 port $dns_port, zone file $zone
+  ssh          ssh -p $ssh_port $CONTAINER_UID@127.0.0.1 (with a key set on the container through the API)
   supplier     $api_bin admin --db $db ...
   logs         $run/log/{api,services,router,node,dns}.log, container: $run/containers/$CONTAINER_UID/logs/emperor.log
   configs      $run/etc (vassals-examples/ with scripts/local-overrides applied)

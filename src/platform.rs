@@ -31,6 +31,8 @@ pub struct LocalPlatform {
     scratch: tempfile::TempDir,
     pub run_dir: PathBuf,
     pub cgroup_name: String,
+    /// RUNTIME_DIR: the sshd's keys dir and the broker's socket dir, outside the run dir.
+    pub runtime_dir: PathBuf,
     settings: Vec<(String, String)>,
     child: Option<Child>,
     starts: u32,
@@ -43,15 +45,20 @@ impl LocalPlatform {
         // As the script resolves it (`realpath`): the rendered configs name it so.
         let run_dir = scratch.path().canonicalize().unwrap().join("run");
         let cgroup_name = format!("unbit-e2e-{}", std::process::id());
+        // The customer sshd's keys dir and the ssh broker's socket live outside the run dir
+        // (under /tmp, which sshd's StrictModes refuses): named after the scratch dir, unique.
+        let runtime_dir = Path::new("/run").join(scratch.path().file_name().unwrap());
         let settings = vec![
             ("RUN_DIR".to_string(), run_dir.to_string_lossy().into_owned()),
             ("API_PORT".to_string(), free_port().to_string()),
             ("ROUTER_PORT".to_string(), free_port().to_string()),
             ("ROUTER_HTTPS_PORT".to_string(), free_port().to_string()),
             ("DNS_PORT".to_string(), free_port().to_string()),
+            ("SSH_PORT".to_string(), free_port().to_string()),
             ("CGROUP_NAME".to_string(), cgroup_name.clone()),
+            ("RUNTIME_DIR".to_string(), runtime_dir.to_string_lossy().into_owned()),
         ];
-        LocalPlatform { scratch, run_dir, cgroup_name, settings, child: None, starts: 0 }
+        LocalPlatform { scratch, run_dir, cgroup_name, runtime_dir, settings, child: None, starts: 0 }
     }
 
     fn output_path(&self) -> PathBuf {
@@ -179,7 +186,12 @@ impl LocalPlatform {
     pub fn config_divergence(&self) -> Vec<String> {
         let mut vars: Vec<(&str, String)> = vec![("ROOT", project_root().to_string_lossy().into_owned())];
         for (name, value) in &self.settings {
-            vars.push((if name == "RUN_DIR" { "RUN" } else { name.as_str() }, value.clone()));
+            let var = match name.as_str() {
+                "RUN_DIR" => "RUN",
+                "RUNTIME_DIR" => "RUNTIME",
+                other => other,
+            };
+            vars.push((var, value.clone()));
         }
         configs::divergence(&project_root(), &self.run_dir, &vars)
     }
@@ -294,7 +306,7 @@ impl LocalPlatform {
 
     /// Everything of this platform still present: processes (its paths on their command line,
     /// or running as one of `uids`), mounts under the run dir, loop devices backed by files in
-    /// it, and cgroups of its subtree.
+    /// it, cgroups of its subtree, and its runtime dir (the containers' ssh keys).
     pub fn leftovers(&self, uids: &[u32]) -> Vec<String> {
         let mut found: Vec<String> = self
             .processes(uids)
@@ -304,6 +316,9 @@ impl LocalPlatform {
         found.extend(mounts_below(&self.run_dir).into_iter().map(|m| format!("mount {m}")));
         found.extend(self.loop_devices().into_iter().map(|(dev, file)| format!("loop device {dev} on {file}")));
         found.extend(cgroup_dirs(&self.cgroup_name).into_iter().map(|c| format!("cgroup {}", c.display())));
+        if self.runtime_dir.exists() {
+            found.push(format!("runtime dir {}", self.runtime_dir.display()));
+        }
         found
     }
 
@@ -346,6 +361,7 @@ impl LocalPlatform {
         for cgroup in cgroup_dirs(&self.cgroup_name) {
             remove_cgroup_tree(&cgroup);
         }
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 
     /// Prints the script's output and the platform's logs (for a failing test).

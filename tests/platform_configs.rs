@@ -29,6 +29,43 @@ fn make_run_renders_exactly_the_shipped_configs() {
     assert!(http.contains(&format!("unbit-subscriptions-socket = {run}/subscribe/http")), "{http}");
 }
 
+/// The customer sshd's config is rendered like the ini files, and Debian's sshd accepts it as
+/// make run starts it: on loopback, with the run dir's host keys, keys from a dir outside the
+/// run dir (sshd's StrictModes refuses /tmp), the enter tool and sftp-server at their fixed paths.
+#[test]
+fn make_run_renders_the_customer_sshd_config_and_sshd_accepts_it() {
+    let platform = rendered();
+    let config = platform.etc().join("unbit/sshd_config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let value = |keyword: &str| -> Vec<&str> {
+        text.lines().filter_map(|l| l.strip_prefix(keyword)?.strip_prefix(' ')).map(str::trim).collect()
+    };
+    let run = platform.run_dir.to_string_lossy();
+    let listen = value("ListenAddress");
+    assert!(listen.len() == 1 && listen[0].starts_with("127.0.0.1:"), "{listen:?}");
+    assert_eq!(value("HostKey"), [format!("{run}/ssh/ssh_host_ed25519_key"), format!("{run}/ssh/ssh_host_rsa_key")]);
+    let keys = value("AuthorizedKeysFile");
+    assert!(keys.len() == 1 && keys[0].starts_with("/run/") && keys[0].ends_with("/ssh-keys/%U"), "{keys:?}");
+    assert!(!keys[0].starts_with(&*run), "{keys:?}");
+    assert_eq!(value("ForceCommand"), ["/usr/local/lib/unbit/unbit-ssh-enter"]);
+    assert_eq!(value("Subsystem"), ["sftp /usr/lib/openssh/sftp-server"]);
+    assert_eq!(value("PasswordAuthentication"), ["no"]);
+
+    // sshd -t reads every line as the daemon would (and needs the host keys to exist).
+    let ssh = platform.run_dir.join("ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    for kind in ["ed25519", "rsa"] {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-t", kind, "-f"])
+            .arg(ssh.join(format!("ssh_host_{kind}_key")))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let out = std::process::Command::new("/usr/sbin/sshd").arg("-t").arg("-f").arg(&config).output().unwrap();
+    assert!(out.status.success(), "sshd -t refused {}: {}", config.display(), String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn rendering_again_gives_the_same_files_and_drops_stale_ones() {
     let platform = rendered();
@@ -47,7 +84,7 @@ type Tamper = fn(&Path, &str);
 /// Each way a local config could drift from the shipped one is reported, naming the file.
 #[test]
 fn the_check_reports_every_kind_of_divergence() {
-    let cases: [(&str, Tamper, &str); 6] = [
+    let cases: [(&str, Tamper, &str); 8] = [
         (
             "an option added",
             |etc, _| append(&etc.join("uwsgi/services/http.ini"), "http-websockets = false\n"),
@@ -62,6 +99,16 @@ fn the_check_reports_every_kind_of_divergence() {
             "a production path left in place",
             |etc, run| edit(&etc.join("uwsgi/emperor.ini"), &format!("{run}/specs"), "/var/lib/unbit/specs"),
             "/var/lib/unbit/specs is outside the run dir",
+        ),
+        (
+            "an sshd_config value changed",
+            |etc, _| edit(&etc.join("unbit/sshd_config"), "PasswordAuthentication no", "PasswordAuthentication yes"),
+            "etc/unbit/sshd_config line",
+        ),
+        (
+            "an sshd_config production path left in place",
+            |etc, run| edit(&etc.join("unbit/sshd_config"), &format!("HostKey {run}/ssh/"), "HostKey /etc/unbit/ssh/"),
+            "/etc/unbit/ssh/ssh_host_ed25519_key is outside the run dir",
         ),
         (
             "a shipped service missing",

@@ -1,6 +1,7 @@
 //! Whether `make run` runs what an operator installs: the configs `scripts/render-configs.sh`
-//! wrote under `<run>/etc` against the shipped ones in `vassals-examples/`, undoing the value
-//! mappings `scripts/local-overrides` declares. The table is read here on its own, not through
+//! wrote under `<run>/etc` against the shipped ones in `vassals-examples/` (the ini files and
+//! the customer sshd's `sshd_config`), undoing the value mappings `scripts/local-overrides`
+//! declares. The table is read here on its own, not through
 //! the renderer, so a renderer that changes more than the table says is caught.
 
 use std::path::Path;
@@ -77,7 +78,10 @@ pub fn read_overrides(table: &str, vars: &[(&str, String)]) -> Result<Overrides,
             ["local", ..] => return Err(at("expected: local PATH STANDS-IN-FOR WHY".into())),
             [option, production, local] => {
                 let mut value = local.to_string();
-                for (name, v) in vars {
+                // `$RUNTIME` before `$RUN`: the longer name first.
+                let mut vars = vars.to_vec();
+                vars.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+                for (name, v) in &vars {
                     value = value.replace(&format!("${name}"), v);
                 }
                 if value.contains('$') {
@@ -106,13 +110,37 @@ pub fn read_overrides(table: &str, vars: &[(&str, String)]) -> Result<Overrides,
     Ok(out)
 }
 
-/// `(option, value)` of an ini option line (not a comment, section or blank line).
-fn option_line(line: &str) -> Option<(&str, &str)> {
+/// How a shipped config writes its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// `option = value` (uWSGI's ini files)
+    Ini,
+    /// `Keyword value` (sshd_config)
+    Sshd,
+}
+
+/// Where `render-configs.sh` writes a shipped file (relative to `vassals-examples/`), relative
+/// to `<run>/etc`, and its syntax; `None` for a file it does not render.
+pub fn rendered_path(shipped: &str) -> Option<(String, Syntax)> {
+    if shipped.ends_with(".ini") {
+        Some((format!("uwsgi/{shipped}"), Syntax::Ini))
+    } else if shipped == "sshd_config" {
+        Some(("unbit/sshd_config".into(), Syntax::Sshd))
+    } else {
+        None
+    }
+}
+
+/// `(option, value)` of an option line (not a comment, section or blank line).
+fn option_line(line: &str, syntax: Syntax) -> Option<(&str, &str)> {
     let t = line.trim_start();
     if t.starts_with([';', '#', '[']) {
         return None;
     }
-    let (key, value) = t.split_once('=')?;
+    let (key, value) = match syntax {
+        Syntax::Ini => t.split_once('=')?,
+        Syntax::Sshd => t.split_once(char::is_whitespace)?,
+    };
     let key = key.trim();
     (!key.is_empty() && key.chars().all(is_name_char)).then_some((key, value))
 }
@@ -212,22 +240,22 @@ pub fn divergence(root: &Path, run: &Path, vars: &[(&str, String)]) -> Vec<Strin
     let mut found = Vec::new();
     let mut expected: Vec<String> = overrides.local_files.iter().map(|l| l.path.clone()).collect();
     for shipped in files_below(&shipped_dir) {
-        if !shipped.ends_with(".ini") {
+        let Some((rel, syntax)) = rendered_path(&shipped) else {
             if !overrides.local_files.iter().any(|l| l.stands_in_for.as_deref() == Some(shipped.as_str())) {
                 found.push(format!(
-                    "vassals-examples/{shipped} is neither rendered (not an .ini) nor stood in for by a local file"
+                    "vassals-examples/{shipped} is neither rendered (an .ini or sshd_config) nor stood in for by a \
+                     local file"
                 ));
             }
             continue;
-        }
-        let rel = format!("uwsgi/{shipped}");
+        };
         expected.push(rel.clone());
         let Ok(rendered) = std::fs::read_to_string(etc.join(&rel)) else {
             found.push(format!("vassals-examples/{shipped} has no rendered copy etc/{rel}"));
             continue;
         };
         let original = std::fs::read_to_string(shipped_dir.join(&shipped)).unwrap_or_default();
-        found.extend(compare(&rel, &original, &rendered, &overrides.maps, root, run));
+        found.extend(compare(&rel, syntax, &original, &rendered, &overrides.maps, root, run));
     }
     for local in &overrides.local_files {
         if !etc.join(&local.path).is_file() {
@@ -243,15 +271,26 @@ pub fn divergence(root: &Path, run: &Path, vars: &[(&str, String)]) -> Vec<Strin
 }
 
 /// One rendered file against its shipped original.
-fn compare(rel: &str, shipped: &str, rendered: &str, maps: &[Mapping], root: &Path, run: &Path) -> Vec<String> {
+fn compare(
+    rel: &str,
+    syntax: Syntax,
+    shipped: &str,
+    rendered: &str,
+    maps: &[Mapping],
+    root: &Path,
+    run: &Path,
+) -> Vec<String> {
     let mut found = Vec::new();
     let (shipped, rendered): (Vec<&str>, Vec<&str>) = (shipped.lines().collect(), rendered.lines().collect());
     if shipped.len() != rendered.len() {
         found.push(format!("etc/{rel} has {} lines, its shipped file {}", rendered.len(), shipped.len()));
     }
     let locals: Vec<&str> = maps.iter().map(|m| m.local.as_str()).collect();
+    // Outside the run dir and the repository only what the table declares as a local value.
+    let mut allowed: Vec<&Path> = vec![run, root];
+    allowed.extend(locals.iter().filter(|l| l.starts_with('/')).map(Path::new));
     for (n, (s, r)) in shipped.iter().zip(&rendered).enumerate() {
-        let Some((option, value)) = option_line(r) else {
+        let Some((option, value)) = option_line(r, syntax) else {
             if s != r {
                 found.push(format!("etc/{rel} line {}: `{r}`, shipped `{s}`", n + 1));
             }
@@ -264,7 +303,7 @@ fn compare(rel: &str, shipped: &str, rendered: &str, maps: &[Mapping], root: &Pa
             found.push(format!("etc/{rel} line {}: `{r}` maps back to `{back}`, shipped `{s}`", n + 1));
         }
         let (paths, addresses) = paths_and_addresses(value);
-        for p in paths.iter().filter(|p| !inside(p, &[run, root])) {
+        for p in paths.iter().filter(|p| !inside(p, &allowed)) {
             found.push(format!(
                 "etc/{rel} line {}: {p} is outside the run dir: a production path with no local value in \
                  scripts/local-overrides",
