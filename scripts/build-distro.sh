@@ -40,9 +40,10 @@ PACKAGES=(uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-psgi uwsgi-plugin-rack-ru
 # The customer's shell: what users of a Python/Perl/Ruby host expect to find. python3-venv
 # brings ensurepip's wheels, so `python3 -m venv` gives each venv its own pip; ruby brings
 # gem, ruby-bundler `bundle`; vim-tiny is `vi`; openssh-sftp-server is what an SFTP login runs.
-# ca-certificates: curl, pip, gem and git over HTTPS verify servers against it.
+# ca-certificates: curl, pip, gem and git over HTTPS verify servers against it; openssl: the
+# quickstart's keys, certificates and client CA are made from the ssh shell.
 PACKAGES+=(python3 python3-venv python3-pip perl ruby ruby-bundler git vim-tiny curl ca-certificates
-  less procps locales openssh-sftp-server)
+  less procps locales openssh-sftp-server openssl)
 
 script_hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)
 stamp_value="$mode $script_hash"

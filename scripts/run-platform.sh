@@ -49,7 +49,7 @@ echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 
 # run/router, the router's private socket dir, is made by the router itself (services/http.ini).
-mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log,dns}
+mkdir -p "$run"/{specs,containers,platform/plugins,subscribe,jail,log,dns,client}
 chmod 0700 "$run/specs"
 # The router's stats socket is bound by its http processes, which run as unbit-router.
 install -d -o unbit-router -g unbit-router -m 0755 "$run/stats"
@@ -136,8 +136,14 @@ ROUTER_HTTPS=https://127.0.0.1:$router_https_port
   echo "DNS_ZONE=$zone"
   echo "SSH_PORT=$ssh_port"
   echo "UNBIT_ADMIN=\"$api_bin admin --db $db\""
-  # No ssh server yet: files go into the home from the host, as the container's own uid.
-  echo "AS_CONTAINER=\"setpriv --reuid=$CONTAINER_UID --regid=$CONTAINER_UID --clear-groups\""
+  # The customer's side: the key the walk-through makes, the node's host key remembered in the
+  # run dir (not in root's ~/.ssh), and a directory standing for the customer's laptop.
+  echo "SSH_KEY=$run/customer-key"
+  ssh_opts="-i $run/customer-key -o IdentitiesOnly=yes -o UserKnownHostsFile=$run/known_hosts -o StrictHostKeyChecking=accept-new"
+  echo "SSH=\"ssh -p $ssh_port $ssh_opts\""
+  echo "SFTP=\"sftp -P $ssh_port $ssh_opts\""
+  echo "SCP=\"scp -P $ssh_port $ssh_opts\""
+  echo "CLIENT_DIR=$run/client"
 } >"$run/platform.env.new"
 chmod 0600 "$run/platform.env.new"
 mv "$run/platform.env.new" "$run/platform.env"

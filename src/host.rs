@@ -50,6 +50,12 @@ pub fn pids_of_uid(uid: u32) -> Vec<i32> {
     processes().into_iter().filter(|p| p.uid == Some(uid)).map(|p| p.pid).collect()
 }
 
+/// Pids of the container's own uWSGI processes (its master and the customer's vassals), not
+/// the short-lived ones of ssh sessions that run as the same uid.
+pub fn uwsgi_pids_of_uid(uid: u32) -> Vec<i32> {
+    processes().into_iter().filter(|p| p.uid == Some(uid) && p.cmdline.contains("uwsgi")).map(|p| p.pid).collect()
+}
+
 /// Mount points below `root` in this mount namespace, deepest first.
 pub fn mounts_below(root: &Path) -> Vec<String> {
     let prefix = root.to_string_lossy().into_owned();

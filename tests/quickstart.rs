@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use uwsgi_it::host::{pids_of_uid, processes, read_container_log, wait_until};
+use uwsgi_it::host::{pids_of_uid, processes, read_container_log, uwsgi_pids_of_uid, wait_until};
 use uwsgi_it::platform::LocalPlatform;
 
 const README: &str = include_str!("../README.md");
@@ -179,6 +179,12 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
         "CONTAINER_UID",
         "CONTAINERS_DIR",
         "UNBIT_ADMIN",
+        "SSH_PORT",
+        "SSH_KEY",
+        "SSH",
+        "SFTP",
+        "SCP",
+        "CLIENT_DIR",
     ] {
         assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
     }
@@ -222,15 +228,26 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     );
     assert_eq!(container["distro"], 1, "{container}");
 
-    // SSH keys: the container starts.
-    let keys_line =
-        README.lines().find(|l| l.contains(r#"-d '{"ssh_keys": ["ssh-ed25519"#)).expect("the README sets ssh keys");
-    term.json(keys_line);
-    let keys = home.join(".ssh/uwsgi_authorized_keys");
-    let running = wait_until("the container starts", T, || keys.exists() && !pids_of_uid(uid).is_empty());
-    println!("container {uid} running {:.0} ms after its keys were set", running.as_secs_f64() * 1000.0);
-    let printed = term.run("$AS_CONTAINER cat $CONTAINERS_DIR/$CONTAINER_UID/.ssh/uwsgi_authorized_keys");
-    assert!(printed.contains("me@laptop") && printed.contains("me@desktop"), "{printed}");
+    // SSH keys: a key of the customer's own; the container starts and ssh enters it.
+    term.run("test -f $SSH_KEY || ssh-keygen -q -t ed25519 -N '' -C me@laptop -f $SSH_KEY");
+    let keys_line = README
+        .lines()
+        .find(|l| l.contains(r#"-d "{\"ssh_keys\": [\"$(cat $SSH_KEY.pub)\""#))
+        .expect("the README sets ssh keys");
+    let set = term.json(keys_line);
+    assert_eq!(set["ssh_keys"].as_array().map(Vec::len), Some(2), "{set}");
+    let keys_set = Instant::now();
+    let login = "$SSH $CONTAINER_UID@127.0.0.1 'id; hostname; pwd; ls'";
+    let entered = term.until(login, T, |out| out.starts_with(&format!("uid={uid}({uid}) gid={uid}({uid})")));
+    let shown = term.run(login);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.get(2).copied(), Some(format!("/containers/{uid}").as_str()), "{shown}");
+    assert!(lines.contains(&"vassals") && lines.contains(&"logs"), "the home as the container sees it: {shown}");
+    println!(
+        "ssh into container {uid} worked {:.1} s after its keys were set ({:.1} s of retries)",
+        keys_set.elapsed().as_secs_f64(),
+        entered.as_secs_f64()
+    );
 
     // Domains: refused without the TXT record, added with it, deleted, added again.
     let refused = term
@@ -267,22 +284,20 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert_eq!(term.json(list), serde_json::json!([]));
     assert_eq!(term.json(add)["message"], "Created");
 
-    // The first deploy: the apps in the home, then one vassal per language.
-    term.run(&block_with("tee myapp.py"));
+    // The first deploy: the apps in the home (through ssh), then one vassal per language.
+    term.run(&block_with("'cat > myapp.py'"));
     for app in ["myapp.py", "myapp.pl", "myapp.ru"] {
         let meta = std::fs::symlink_metadata(home.join(app)).unwrap();
         assert!(meta.is_file(), "{app} is a regular file");
         assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid, "{app} belongs to the container's uid");
     }
-    // The README's `cd` into the home holds for the blocks that follow.
-    term.cwd = Some(home.clone());
     // A person typing the steps above takes longer than the node sync's domain poll (2 s);
     // the test waits for it, so the 503 below is the router's answer for a known domain.
     let node_domains = platform.run_dir.join("domains.json");
     wait_until("the node's domains file lists mynewdomain.org", T, || {
         std::fs::read_to_string(&node_domains).is_ok_and(|d| d.contains("\"mynewdomain.org\""))
     });
-    term.run(&block_with("tee vassals/perlapp.ini"));
+    term.run(&block_with("'cat > vassals/perlapp.ini'"));
     // Until the app answers, every answer is the router's 503 as the README shows it (the domain
     // is known, no app runs for it), never an empty reply or another status.
     let waiting = Instant::now();
@@ -299,7 +314,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     }
     let perl = waiting.elapsed();
     println!("perl app answering through the router {:.2} s after its vassal file appeared", perl.as_secs_f64());
-    term.run(&block_with("tee vassals/pythonapp.ini"));
+    term.run(&block_with("'cat > vassals/pythonapp.ini'"));
     let three = term.until(ROUND_ROBIN, T, all_three);
     println!("python and ruby in the round robin {:.2} s after their vassal files appeared", three.as_secs_f64());
     // Round robin: over 30 requests each app answers a fair share.
@@ -324,6 +339,12 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     term.run(&block_with("openssl genrsa -out foobar.key 2048"));
     let key = std::fs::symlink_metadata(home.join("foobar.key")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&key), uid, "the key is the container's");
+    // The customer's side: the certificate downloaded with scp; the README's `cd` into the
+    // client dir holds for the blocks that follow.
+    term.run(&block_with(":foobar.crt ."));
+    let client = PathBuf::from(&env["CLIENT_DIR"]);
+    assert!(client.join("foobar.crt").is_file(), "scp brought foobar.crt to {}", client.display());
+    term.cwd = Some(client);
     let https = term.until(HTTPS, T, |out| APPS.contains(&out));
     println!("HTTPS for mynewdomain.org served {:.1} s after ssl-domain replaced domain", https.as_secs_f64());
     term.until(ROUND_ROBIN, T, all_three);
@@ -365,7 +386,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(misdirected.starts_with("421 Misdirected Request"), "{misdirected}");
 
     // Tags: they do not reboot the container.
-    let before_tags = pids_of_uid(uid);
+    let before_tags = uwsgi_pids_of_uid(uid);
     let foobar = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"foobar"}' $API/tags/"#);
     assert_eq!(foobar["name"], "foobar", "{foobar}");
     term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"zeus"}' $API/tags/"#);
@@ -401,7 +422,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(before_tags.iter().all(|p| alive(*p)), "tagging restarted container {uid}");
 
     // Reboot: every process of the container is replaced, and the apps come back.
-    let before = pids_of_uid(uid);
+    let before = uwsgi_pids_of_uid(uid);
     let rebooted = Instant::now();
     term.json(
         r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"reboot":1}' $API/containers/$CONTAINER_UID"#,
