@@ -6,7 +6,8 @@ use crate::protocol::{encode, Reply};
 use crate::session;
 use container_spec::{BASE_UID, MAX_UID};
 use nix::sys::socket::{
-    bind, getsockopt, listen, socket, sockopt::PeerCredentials, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    bind, getsockopt, listen, socket, sockopt::PeerCredentials, AddressFamily, Backlog, MsgFlags, SockFlag, SockType,
+    UnixAddr,
 };
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::collections::HashMap;
@@ -123,6 +124,18 @@ pub fn serve(settings: &Settings) -> Result<(), String> {
 
 pub fn refuse(conn: &OwnedFd, reason: &str) {
     let _ = jail::fdpass::send_blocking(conn.as_fd(), &encode(&Reply::Refused { reason: reason.into() }), &[]);
+    // A unix socket closed with unread messages resets the peer, which then reads
+    // ECONNRESET instead of the refusal queued for it: the enter tool sends its request right
+    // after connecting, so the refusals made before reading it (not a container's uid, too
+    // many sessions) were lost. Discard what is queued (descriptors in it are closed by the
+    // kernel), without waiting for more.
+    let mut sink = [0u8; 64];
+    for _ in 0..4 {
+        match nix::sys::socket::recv(conn.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Binds the socket afresh (a stale socket of a previous broker is replaced; anything else at

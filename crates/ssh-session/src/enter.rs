@@ -72,7 +72,12 @@ pub fn main() -> ! {
     let stdio: Vec<BorrowedFd<'_>> =
         if request.terminal.is_some() { vec![] } else { vec![stdin.as_fd(), stdout.as_fd(), stderr.as_fd()] };
     if let Err(e) = jail::fdpass::send_blocking(conn.as_fd(), &encode(&request), &stdio) {
-        fail(&format!("cannot reach the node's ssh service: {e}"))
+        // The broker may have refused and closed before reading the request (EPIPE): its
+        // reason is still queued for us.
+        match next_reply(&conn) {
+            (Reply::Refused { reason }, _) if e.raw_os_error() == Some(libc::EPIPE) => fail(&reason),
+            _ => fail(&format!("cannot reach the node's ssh service: {e}")),
+        }
     }
     drop(stdio);
     let (first, master) = next_reply(&conn);
