@@ -40,12 +40,29 @@ pub fn receive(
     buf: &mut [u8],
     timeout: Option<Duration>,
 ) -> io::Result<Option<(usize, Option<OwnedFd>)>> {
-    Ok(receive_all(sock, buf, timeout)?.map(|(n, fds)| (n, fds.into_iter().next())))
+    Ok(receive_up_to_max(sock, buf, timeout)?.map(|(n, fds)| (n, fds.into_iter().next())))
 }
 
-/// Like [`receive`], with every descriptor the message carried (at most [`MAX_FDS`] are
-/// kept; more are closed). A message larger than `buf` is an error, not a truncated request.
+/// Like [`receive`], with every descriptor the message carried. A message larger than `buf`
+/// is an error, not a truncated request; so is one with more than [`MAX_FDS`] descriptors
+/// (they are closed): an ssh session's request is refused rather than served with the first
+/// three of what its peer sent.
 pub fn receive_all(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    match receive_up_to_max(sock, buf, timeout)? {
+        Some((_, fds)) if fds.len() > MAX_FDS => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a message with {} descriptors, more than {MAX_FDS}", fds.len()),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Receives one message with every descriptor it carried (up to the control buffer's room).
+fn receive_up_to_max(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     timeout: Option<Duration>,
@@ -73,8 +90,8 @@ pub fn receive_all(
         if let ControlMessageOwned::ScmRights(list) = c {
             for raw in list {
                 // SAFETY: the kernel installed this descriptor in our table for this message;
-                // nothing else refers to it, so it is ours to own (and to close: those over
-                // MAX_FDS are dropped).
+                // nothing else refers to it, so it is ours to own (and to close when the
+                // caller refuses the message).
                 received.push(unsafe { OwnedFd::from_raw_fd(raw) });
             }
         }
@@ -83,7 +100,6 @@ pub fn receive_all(
         // (its descriptors, now owned, close on the way out)
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a message over {} bytes", buf.len())));
     }
-    received.truncate(MAX_FDS);
     Ok(Some((msg.bytes, received)))
 }
 
