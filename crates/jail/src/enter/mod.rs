@@ -78,7 +78,14 @@ fn find_in(parent: i32, uid: u32) -> Result<Option<Container>> {
         if !Status::read(pid).is_some_and(|s| s.is_container_init(parent, uid)) {
             continue;
         }
-        let namespaces = ns::open_all(pid)?;
+        let namespaces = match ns::open_all(pid) {
+            Ok(n) => n,
+            // An exiting process (a zombie too, which the pidfd still calls alive) has no
+            // namespaces left: a container restarting, not an error of the host. Its
+            // successor, if already started, is another child.
+            Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
         if !ns::alive(&pidfd) {
             // Died while its namespaces were being opened: they may be another process's.
             continue;
