@@ -93,4 +93,15 @@ impl Api {
         }
         Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
     }
+
+    /// This node's port mappings (`{revision, mappings: [{proto, public_ip, public_port,
+    /// private_ip, private_port}]}`), as the containers plugin's firewall reads them. An answer
+    /// of another shape is an error: the node keeps its last good file.
+    pub fn portmappings(&self) -> Result<Vec<u8>, String> {
+        let v = self.get("/api/node/v1/portmappings")?;
+        if !v["revision"].is_u64() || !v["mappings"].is_array() {
+            return Err("portmappings answer is not {revision, mappings}".into());
+        }
+        Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
+    }
 }

@@ -1,6 +1,6 @@
 //! `unbit-node-sync [--settings FILE] --api URL --state-dir DIR [--domains-file FILE]
 //!   (--cert PEM --key PEM --ca PEM | --token-file FILE | --token TOKEN) [--max-removals N]
-//!   [--long-poll SECS] [--ssh-keys-dir DIR] [--users-dir DIR] [--once]`
+//!   [--long-poll SECS] [--ssh-keys-dir DIR] [--users-dir DIR] [--portmappings-file FILE] [--once]`
 //!
 //! `--settings FILE` gives the API connection (`api`, `cert`, `key`, `ca`, `token-file`) from a
 //! file instead (see [`node_sync::settings`]), so the Emperor's command line is the same on
@@ -8,6 +8,9 @@
 //! keeps the dev-mode token out of the command line, which every local user can read in `ps`.
 //! `--ssh-keys-dir` and `--users-dir` (`/var/lib/unbit/ssh-keys`, `/var/lib/extrausers`) keep
 //! the customer sshd's keys and users in step with the folder (see [`node_sync::access`]).
+//! `--portmappings-file` (`/var/lib/unbit/portmappings.json`) keeps this node's port mappings
+//! (dedicated servers: public port -> container address and port) for the containers plugin's
+//! firewall, polled like the domains.
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
 use node_sync::access;
@@ -21,6 +24,7 @@ struct Args {
     api: String,
     state_dir: PathBuf,
     domains_file: Option<PathBuf>,
+    portmappings_file: Option<PathBuf>,
     ssh_keys_dir: Option<PathBuf>,
     users_dir: Option<PathBuf>,
     auth: NodeAuth,
@@ -34,7 +38,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut api, mut state_dir, mut domains_file, mut token) = (None, None, None, None);
     let (mut cert, mut key, mut ca, mut token_file, mut settings_file) = (None, None, None, None, None);
     let (mut max_removals, mut long_poll, mut once) = (5, 25, false);
-    let (mut ssh_keys_dir, mut users_dir) = (None, None);
+    let (mut ssh_keys_dir, mut users_dir, mut portmappings_file) = (None, None, None);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -42,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--api" => api = Some(value()?),
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
+            "--portmappings-file" => portmappings_file = Some(PathBuf::from(value()?)),
             "--ssh-keys-dir" => ssh_keys_dir = Some(PathBuf::from(value()?)),
             "--users-dir" => users_dir = Some(PathBuf::from(value()?)),
             "--token" => token = Some(value()?),
@@ -95,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         api: api.ok_or("--api is required")?,
         state_dir: state_dir.ok_or("--state-dir is required")?,
         domains_file,
+        portmappings_file,
         ssh_keys_dir,
         users_dir,
         auth,
@@ -181,14 +187,16 @@ fn sync_access(args: &Args, removed: &[u32]) {
     }
 }
 
-fn sync_domains(api: &Api, file: &std::path::Path) {
-    match api.domains() {
+/// One poll of a list the node keeps as a file (domains, port mappings): written atomically
+/// when it changed; on an API error the last good file stays.
+fn sync_file(what: &str, fetched: Result<Vec<u8>, String>, file: &std::path::Path) {
+    match fetched {
         Ok(bytes) => match folder::write_if_changed(file, &bytes, folder::DOMAINS_MODE) {
-            Ok(true) => log(&format!("domains updated in {}", file.display())),
+            Ok(true) => log(&format!("{what} updated in {}", file.display())),
             Ok(false) => {}
             Err(e) => log(&format!("cannot write {}: {e}", file.display())),
         },
-        Err(e) => log(&format!("domains: {e}; keeping the last good list")),
+        Err(e) => log(&format!("{what}: {e}; keeping the last good list")),
     }
 }
 
@@ -201,14 +209,23 @@ fn main() {
         log(&e);
         std::process::exit(2)
     });
-    if let Some(file) = args.domains_file.clone() {
-        // Domains have no long poll: a light poll every 2 s keeps changes "within seconds".
-        let domains_api = Api::new(&args.api, args.auth.clone(), args.long_poll).expect("same settings as above");
+    if args.domains_file.is_some() || args.portmappings_file.is_some() {
+        // Neither has a long poll: a light poll every 2 s keeps changes "within seconds".
+        let lists_api = Api::new(&args.api, args.auth.clone(), args.long_poll).expect("same settings as above");
+        let (domains, portmappings) = (args.domains_file.clone(), args.portmappings_file.clone());
+        let poll = move || {
+            if let Some(file) = &domains {
+                sync_file("domains", lists_api.domains(), file);
+            }
+            if let Some(file) = &portmappings {
+                sync_file("port mappings", lists_api.portmappings(), file);
+            }
+        };
         if args.once {
-            sync_domains(&domains_api, &file);
+            poll();
         } else {
             std::thread::spawn(move || loop {
-                sync_domains(&domains_api, &file);
+                poll();
                 std::thread::sleep(Duration::from_secs(2));
             });
         }

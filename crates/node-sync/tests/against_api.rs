@@ -144,3 +144,65 @@ fn customer_changes_reach_the_node_and_an_outage_changes_nothing() {
     assert!(spec(&state, first).is_some());
     drop(api);
 }
+
+#[test]
+fn a_port_mapping_made_through_the_api_reaches_the_nodes_file() {
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("api.sqlite");
+    let state = work.path().join("specs");
+    std::fs::create_dir(&state).unwrap();
+    let mappings = work.path().join("portmappings.json");
+    admin(&db, &["customer", "add", "--username", "kratos", "--password", "deimos"]);
+    // A dedicated server: its owner maps its public ports.
+    let token = admin(
+        &db,
+        &[
+            "server",
+            "add",
+            "--name",
+            "d1",
+            "--address",
+            "192.0.2.7",
+            "--memory",
+            "4096",
+            "--storage",
+            "10000",
+            "--owner",
+            "kratos",
+        ],
+    );
+    let add = ["container", "add", "--customer", "kratos", "--server", "d1", "--memory", "500", "--storage", "1000"];
+    let uid: u32 = admin(&db, &[&add[..], &["--name", "web"]].concat()).trim().parse().unwrap();
+    let port = free_port();
+    let _api = start_api(&db, port);
+    let token_file = work.path().join("node.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let sync = Command::new(env!("CARGO_BIN_EXE_unbit-node-sync"))
+        .args(["--api", &format!("http://127.0.0.1:{port}"), "--long-poll", "10", "--token-file"])
+        .arg(&token_file)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--portmappings-file")
+        .arg(&mappings)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _sync = Killed(sync);
+    let read = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&mappings).unwrap()).unwrap() };
+    wait_until("the port mappings file", Duration::from_secs(10), || mappings.exists());
+    assert_eq!(read()["mappings"], serde_json::json!([]));
+    customer_post(
+        port,
+        "portmappings/192.0.2.7",
+        serde_json::json!({"container": uid, "proto": "tcp", "public_port": 8080, "private_port": 8000}),
+    );
+    wait_until("the mapping on the node", Duration::from_secs(10), || {
+        read()["mappings"].as_array().is_some_and(|m| m.len() == 1)
+    });
+    let m = &read()["mappings"][0];
+    assert_eq!(
+        (m["proto"].as_str(), m["public_ip"].as_str(), m["public_port"].as_u64(), m["private_port"].as_u64()),
+        (Some("tcp"), Some("192.0.2.7"), Some(8080), Some(8000))
+    );
+    assert_eq!(m["private_ip"].as_str(), Some(container_spec::ip_of(uid).to_string().as_str()));
+}
