@@ -36,6 +36,19 @@ pub fn install_enter_tool() {
     std::fs::rename(&tmp, ENTER_TOOL).unwrap();
 }
 
+/// An sshd's own host keys in `dir` (`ssh_host_ed25519_key`, `ssh_host_rsa_key`), as the
+/// shipped config names them.
+pub fn make_host_keys(dir: &Path) {
+    for (kind, bits) in [("ed25519", None), ("rsa", Some("3072"))] {
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-N", "", "-t", kind, "-f"]).arg(dir.join(format!("ssh_host_{kind}_key")));
+        if let Some(b) = bits {
+            cmd.args(["-b", b]);
+        }
+        assert!(cmd.status().unwrap().success());
+    }
+}
+
 /// A node Emperor with its customer sshd and ssh broker.
 pub struct SshNode {
     pub node: TestNode,
@@ -61,14 +74,7 @@ impl SshNode {
         let broker = format!("cmd=exec {} --socket {}", release_binary("unbit-ssh-broker").display(), socket.display());
         let node = TestNode::start(&["--attach-daemon2", &broker]);
         let port = free_port();
-        for (kind, bits) in [("ed25519", None), ("rsa", Some("3072"))] {
-            let mut cmd = Command::new("ssh-keygen");
-            cmd.args(["-q", "-N", "", "-t", kind, "-f"]).arg(dir.join(format!("ssh_host_{kind}_key")));
-            if let Some(b) = bits {
-                cmd.args(["-b", b]);
-            }
-            assert!(cmd.status().unwrap().success());
-        }
+        make_host_keys(&dir);
         let config = render_config(&dir, port);
         std::fs::write(dir.join("sshd_config"), config).unwrap();
         // sshd's privilege separation directory (Debian's init script makes it).
