@@ -272,6 +272,7 @@ fn every_attempt_to_get_in_or_out_is_denied() {
     hostile_broker_clients(&s, &mut t);
     planted_device(&s, &mut t);
     let notice = restart_notice(&s);
+    own_user_namespace(&s, &mut t);
     not_running(&s, &mut t);
 
     let denied = t.results.iter().filter(|(_, r)| r.is_ok()).count();
@@ -820,6 +821,31 @@ fn restart_notice(s: &Suite) -> Result<(), String> {
     } else {
         Err(format!("the terminal session of {C} never showed {notice:?}; it showed {all:?}"))
     }
+}
+
+/// C's pid 1 made (through ptrace, which the customer could do as the same uid) to unshare a
+/// user namespace and a mount namespace of its own: the broker must not join that mount table.
+fn own_user_namespace(s: &Suite, t: &mut Tally) {
+    s.ssh.wait_running(C);
+    let init = s.ssh.init_pid(C).unwrap();
+    // CLONE_NEWUSER | CLONE_NEWNS; gdb calls it inside the process (it must be single-threaded).
+    let gdb = Command::new("gdb")
+        .args(["-p", &init.to_string(), "-batch", "-nx", "-ex", "call (int)unshare(0x10020000)", "-ex", "detach"])
+        .output()
+        .unwrap();
+    let said = text(&gdb.stdout);
+    t.attempt("joining a pid 1 that moved into a user namespace of its own", || {
+        if !said.lines().any(|l| l.trim() == "$1 = 0") {
+            return Err(format!("could not build the scenario: {said} {}", text(&gdb.stderr)));
+        }
+        let out = s.run(&s.c_key, &C.to_string(), &[], Some("cat /proc/self/uid_map; echo ok"))?;
+        let err = text(&out.stderr);
+        if out.status.success() || !out.stdout.is_empty() || !err.contains("cannot be entered now") {
+            return Err(format!("{} {} {err}", out.status, text(&out.stdout)));
+        }
+        s.ssh.node.emperor().wait_for_log("belongs to a user namespace the node did not create", T)?;
+        Ok(())
+    });
 }
 
 /// C given a distro that does not exist: it stops, its key is still valid, and the login is
