@@ -4,7 +4,8 @@
 //! counted; the test prints `ssh security: N attempts, M denied` and fails unless M == N.
 //!
 //! Containers: A (30411) and B (30412) run throughout; C (30413) is restarted with a terminal
-//! session open (the restart notice), then given a distro that does not exist (not running).
+//! session open (the restart notice), its pid 1 made to unshare a user namespace (gdb), then
+//! given a distro that does not exist (not running).
 //! Every client call is bounded (ConnectTimeout plus a wall-clock guard that kills it).
 
 use std::collections::BTreeMap;
