@@ -1,0 +1,340 @@
+//! The node's nftables table: fixed rules, and what changes (containers, links, dmz, port
+//! mappings, the uplink) held in sets and maps, so a change is an element edit whose cost does
+//! not grow with the number of containers.
+//!
+//! The table is `inet <name>` and nothing here ever touches another table. A full apply
+//! replaces the table in one `nft -f` transaction (`add table` + `delete table` + the
+//! definition), so applying the same [`Elements`] twice yields the same table; a change is
+//! rendered by [`render_changes`] as `add element`/`delete element` lines, also one
+//! transaction. Why each rule is there: `docs/networking.md`.
+
+use crate::{ctx, NetError, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+
+/// Prefix of every container's host-side interface (`uw<uid>`, see
+/// `container_spec::host_interface`); the rules match it with `"uw*"` so an interface of that
+/// name that no container set vouches for gets nothing through (fail closed).
+pub const IF_PREFIX: &str = "uw";
+
+/// A port mapping: `(public ip, public port)` to `(private ip, private port)`.
+pub type PortMap = BTreeMap<(Ipv4Addr, u16), (Ipv4Addr, u16)>;
+
+/// Everything that varies in the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elements {
+    /// `ifname . ipv4_addr`: the only source address each container interface may use.
+    pub ctr_if_ip: BTreeSet<(String, Ipv4Addr)>,
+    /// `ipv4_addr . ipv4_addr`: `(a, b)` when a's container links b; traffic between two
+    /// containers passes only when both `(a, b)` and `(b, a)` are here.
+    pub links: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// Containers without a way to the uplink.
+    pub dmz: BTreeSet<Ipv4Addr>,
+    /// The interfaces that lead to the Internet (masquerade, port mappings).
+    pub uplink: BTreeSet<String>,
+    pub pm_tcp: PortMap,
+    pub pm_udp: PortMap,
+}
+
+/// One container as the table sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub dmz: bool,
+    /// The addresses of the containers this one links (accepts traffic from).
+    pub links: Vec<Ipv4Addr>,
+}
+
+impl Elements {
+    /// Adds a container's elements.
+    pub fn add_member(&mut self, m: &Member) {
+        self.ctr_if_ip.insert((m.ifname.clone(), m.ip));
+        for peer in &m.links {
+            self.links.insert((m.ip, *peer));
+        }
+        if m.dmz {
+            self.dmz.insert(m.ip);
+        }
+    }
+}
+
+fn is_safe_ifname(name: &str) -> bool {
+    crate::link::valid_ifname(name)
+}
+
+/// The full table, for `nft -f -`: replaces whatever table of that name exists (and only it).
+pub fn render_table(table: &str, e: &Elements) -> Result<String> {
+    check(table, e)?;
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(w, "add table inet {table}");
+    let _ = writeln!(w, "delete table inet {table}");
+    let _ = writeln!(w, "table inet {table} {{");
+    set(w, "ctr_if_ip", "ifname . ipv4_addr", e.ctr_if_ip.iter().map(|(i, a)| format!("\"{i}\" . {a}")));
+    set(w, "links", "ipv4_addr . ipv4_addr", e.links.iter().map(|(a, b)| format!("{a} . {b}")));
+    set(w, "dmz", "ipv4_addr", e.dmz.iter().map(|a| a.to_string()));
+    set(w, "uplink", "ifname", e.uplink.iter().map(|i| format!("\"{i}\"")));
+    map(w, "pm_tcp", &e.pm_tcp);
+    map(w, "pm_udp", &e.pm_udp);
+    let p = IF_PREFIX;
+    let net = crate::CONTAINER_NET;
+    let rules = format!(
+        r#"	chain prerouting {{
+		type filter hook prerouting priority raw; policy accept;
+		iifname "{p}*" meta nfproto ipv6 drop
+		iifname "{p}*" iifname . ip saddr != @ctr_if_ip drop
+		iifname "{p}*" fib saddr . iif oif missing drop
+	}}
+	chain input {{
+		type filter hook input priority filter; policy accept;
+		iifname "{p}*" ct state established,related accept
+		iifname "{p}*" drop
+	}}
+	chain forward {{
+		type filter hook forward priority filter; policy accept;
+		iifname "{p}*" oifname "{p}*" ip saddr . ip daddr @links ip daddr . ip saddr @links accept
+		iifname "{p}*" oifname "{p}*" drop
+		ct state established,related accept
+		oifname "{p}*" ct status dnat accept
+		oifname "{p}*" drop
+		iifname "{p}*" ip daddr {net} drop
+		iifname "{p}*" ip saddr @dmz drop
+		iifname "{p}*" oifname @uplink accept
+		iifname "{p}*" drop
+	}}
+	chain portmaps {{
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname @uplink dnat ip to ip daddr . tcp dport map @pm_tcp
+		iifname @uplink dnat ip to ip daddr . udp dport map @pm_udp
+	}}
+	chain outbound {{
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname @uplink ip saddr {net} masquerade
+	}}
+}}
+"#
+    );
+    s.push_str(&rules);
+    Ok(s)
+}
+
+fn set(w: &mut String, name: &str, ty: &str, elements: impl Iterator<Item = String>) {
+    let elements: Vec<String> = elements.collect();
+    let _ = writeln!(w, "\tset {name} {{");
+    let _ = writeln!(w, "\t\ttype {ty}");
+    if !elements.is_empty() {
+        let _ = writeln!(w, "\t\telements = {{ {} }}", elements.join(", "));
+    }
+    let _ = writeln!(w, "\t}}");
+}
+
+fn map(w: &mut String, name: &str, m: &PortMap) {
+    let _ = writeln!(w, "\tmap {name} {{");
+    let _ = writeln!(w, "\t\ttype ipv4_addr . inet_service : ipv4_addr . inet_service");
+    if !m.is_empty() {
+        let _ = writeln!(w, "\t\telements = {{ {} }}", map_elements(m.iter()).join(", "));
+    }
+    let _ = writeln!(w, "\t}}");
+}
+
+fn map_elements<'a>(it: impl Iterator<Item = (&'a (Ipv4Addr, u16), &'a (Ipv4Addr, u16))>) -> Vec<String> {
+    it.map(|((pa, pp), (ca, cp))| format!("{pa} . {pp} : {ca} . {cp}")).collect()
+}
+
+/// Names that reach the nft script must be plain: a table name is an identifier, interface
+/// names are quoted strings without quotes or backslashes.
+fn check(table: &str, e: &Elements) -> Result<()> {
+    let ident = !table.is_empty()
+        && table.len() <= 64
+        && table.starts_with(|c: char| c.is_ascii_alphabetic())
+        && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ident {
+        return Err(NetError(format!("{table:?} is not a usable nftables table name (letters, digits, _)")));
+    }
+    for name in e.ctr_if_ip.iter().map(|(i, _)| i).chain(e.uplink.iter()) {
+        if !is_safe_ifname(name) {
+            return Err(NetError(format!("{name:?} is not an interface name")));
+        }
+    }
+    Ok(())
+}
+
+/// The `add element`/`delete element` lines that turn `old` into `new`, empty when equal.
+pub fn render_changes(table: &str, old: &Elements, new: &Elements) -> Result<String> {
+    check(table, new)?;
+    let mut s = String::new();
+    let mut edit = |set: &str, gone: Vec<String>, added: Vec<String>| {
+        if !gone.is_empty() {
+            let _ = writeln!(s, "delete element inet {table} {set} {{ {} }}", gone.join(", "));
+        }
+        if !added.is_empty() {
+            let _ = writeln!(s, "add element inet {table} {set} {{ {} }}", added.join(", "));
+        }
+    };
+    fn diff<T: Ord + Clone>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> (Vec<T>, Vec<T>) {
+        (a.difference(b).cloned().collect(), b.difference(a).cloned().collect())
+    }
+    let (g, a) = diff(&old.ctr_if_ip, &new.ctr_if_ip);
+    let f = |v: Vec<(String, Ipv4Addr)>| v.into_iter().map(|(i, a)| format!("\"{i}\" . {a}")).collect();
+    edit("ctr_if_ip", f(g), f(a));
+    let (g, a) = diff(&old.links, &new.links);
+    let f = |v: Vec<(Ipv4Addr, Ipv4Addr)>| v.into_iter().map(|(x, y)| format!("{x} . {y}")).collect();
+    edit("links", f(g), f(a));
+    let (g, a) = diff(&old.dmz, &new.dmz);
+    let f = |v: Vec<Ipv4Addr>| v.into_iter().map(|x| x.to_string()).collect();
+    edit("dmz", f(g), f(a));
+    let (g, a) = diff(&old.uplink, &new.uplink);
+    let f = |v: Vec<String>| v.into_iter().map(|x| format!("\"{x}\"")).collect();
+    edit("uplink", f(g), f(a));
+    for (name, o, n) in [("pm_tcp", &old.pm_tcp, &new.pm_tcp), ("pm_udp", &old.pm_udp, &new.pm_udp)] {
+        // A changed target is a delete then an add of the same key (maps hold one value a key).
+        let gone: Vec<String> =
+            o.iter().filter(|(k, v)| n.get(k) != Some(v)).map(|((pa, pp), _)| format!("{pa} . {pp}")).collect();
+        let added = map_elements(n.iter().filter(|(k, v)| o.get(k) != Some(v)));
+        edit(name, gone, added);
+    }
+    Ok(s)
+}
+
+/// How `nft` is started (the caller may need to close inherited descriptors first).
+pub type Spawn = fn(Command) -> std::io::Result<Child>;
+
+/// Runs `nft` on this namespace's ruleset.
+#[derive(Debug, Clone)]
+pub struct Nft {
+    binary: String,
+    spawn: Spawn,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Nft::new()
+    }
+}
+
+impl Nft {
+    /// Debian's `nft` (package `nftables`), looked for where Debian puts it, whatever the
+    /// caller's `PATH`.
+    pub fn new() -> Nft {
+        let binary = ["/usr/sbin/nft", "/sbin/nft"]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .map_or_else(|| "nft".to_string(), |p| p.to_string());
+        Nft { binary, spawn: |mut c| c.spawn() }
+    }
+
+    pub fn with_spawn(mut self, spawn: Spawn) -> Nft {
+        self.spawn = spawn;
+        self
+    }
+
+    fn run(&self, args: &[&str], input: Option<&str>) -> Result<std::process::Output> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = (self.spawn)(cmd).map_err(ctx(format!("run {}", self.binary)))?;
+        if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
+            stdin.write_all(text.as_bytes()).map_err(ctx("write the nft script"))?;
+        }
+        child.wait_with_output().map_err(ctx("wait for nft"))
+    }
+
+    /// Applies a script as one transaction: all of it or nothing.
+    pub fn apply(&self, script: &str) -> Result<()> {
+        if script.is_empty() {
+            return Ok(());
+        }
+        let out = self.run(&["-f", "-"], Some(script))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(NetError(format!("nft -f refused the change: {}", String::from_utf8_lossy(&out.stderr).trim())))
+        }
+    }
+
+    /// `nft list table inet <table>`, `None` when the table does not exist.
+    pub fn list(&self, table: &str, json: bool) -> Result<Option<String>> {
+        let args: &[&str] =
+            if json { &["-j", "list", "table", "inet", table] } else { &["list", "table", "inet", table] };
+        let out = self.run(args, None)?;
+        if out.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file or directory") {
+            return Ok(None);
+        }
+        Err(NetError(format!("nft list table inet {table}: {}", err.trim())))
+    }
+
+    /// Deletes the table if it exists (and nothing else).
+    pub fn delete(&self, table: &str) -> Result<()> {
+        self.apply(&format!("add table inet {table}\ndelete table inet {table}\n"))
+    }
+}
+
+/// The table the node wants and the one it last applied, kept equal at element granularity.
+pub struct Firewall {
+    pub table: String,
+    nft: Nft,
+    applied: Option<Elements>,
+    /// `nft list table` right after the last apply: any difference later is someone else's
+    /// change (an operator's flush), repaired by [`Firewall::verify`].
+    snapshot: Option<String>,
+}
+
+impl Firewall {
+    pub fn new(table: &str, nft: Nft) -> Firewall {
+        Firewall { table: table.to_string(), nft, applied: None, snapshot: None }
+    }
+
+    /// Makes the table hold `want`: element edits from the last applied state, or the whole
+    /// table when there is none or the edits are refused (the table was changed under us).
+    pub fn sync(&mut self, want: &Elements) -> Result<()> {
+        if self.applied.as_ref() == Some(want) {
+            return Ok(());
+        }
+        let edited = match &self.applied {
+            Some(old) => {
+                let script = render_changes(&self.table, old, want)?;
+                self.nft.apply(&script).is_ok()
+            }
+            None => false,
+        };
+        if !edited {
+            self.nft.apply(&render_table(&self.table, want)?)?;
+        }
+        self.applied = Some(want.clone());
+        self.snapshot = self.nft.list(&self.table, false)?;
+        Ok(())
+    }
+
+    /// Re-applies the whole table when it is missing or differs from what was applied last.
+    /// Returns whether it had to.
+    pub fn verify(&mut self) -> Result<bool> {
+        let Some(want) = self.applied.clone() else { return Ok(false) };
+        let now = self.nft.list(&self.table, false)?;
+        if now.is_some() && now == self.snapshot {
+            return Ok(false);
+        }
+        self.nft.apply(&render_table(&self.table, &want)?)?;
+        self.snapshot = self.nft.list(&self.table, false)?;
+        Ok(true)
+    }
+
+    /// Removes the table (Emperor exit).
+    pub fn remove(&mut self) -> Result<()> {
+        self.applied = None;
+        self.snapshot = None;
+        self.nft.delete(&self.table)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! What the platform does with the pieces: [`node`] once per Emperor start, in the node's
+//! namespace; [`container`] in each container's cloned child, root, already in the
+//! container's fresh network namespace, before anything of the customer runs.
+
+use crate::link::{Netlink, Route};
+use crate::{sysctl, NetError, Result, CONTAINER_IF, GATEWAY};
+use nix::sched::CloneFlags;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// One container's interface, as the child builds it.
+#[derive(Debug, Clone)]
+pub struct ContainerNet {
+    pub uid: u32,
+    /// `uw<uid>`, the host end.
+    pub host_if: String,
+    pub ip: Ipv4Addr,
+    /// No default route (and no way to the uplink in the table either).
+    pub dmz: bool,
+}
+
+/// The calling thread's network namespace, to come back to or to hand to a child.
+pub fn current_netns() -> Result<OwnedFd> {
+    std::fs::File::open("/proc/thread-self/ns/net")
+        .map(OwnedFd::from)
+        .map_err(|e| NetError(format!("open /proc/thread-self/ns/net: {e}")))
+}
+
+fn enter(ns: BorrowedFd<'_>, what: &str) -> Result<()> {
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetError(format!("enter {what} network namespace: {e}")))
+}
+
+/// Node side, once per Emperor start, in the node's namespace: the gateway address on `lo`
+/// (the containers' default route points at it; the table keeps containers from reaching
+/// anything on it) and IPv4 forwarding. `route_localnet` is never touched (CVE-2020-8558).
+pub fn node() -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let lo = nl.index_of("lo")?.ok_or_else(|| NetError("the node has no lo interface".into()))?;
+    if !nl.has_address(lo, GATEWAY)? {
+        match nl.add_address(lo, GATEWAY, 32) {
+            Ok(()) => {}
+            Err(e) if e.errno == Some(nix::errno::Errno::EEXIST as i32) => {}
+            Err(e) => return Err(NetError(format!("add {GATEWAY}/32 to lo: {e}"))),
+        }
+    }
+    nl.set_up(lo).map_err(|e| NetError(format!("bring lo up: {e}")))?;
+    sysctl::enable_forwarding()
+}
+
+/// In the container's cloned child: creates the veth pair (`uwsgi0` here, `uw<uid>` born in
+/// the node's namespace `host_ns`), configures the container end (`lo` up, `ip/8`, IPv6 off,
+/// a default route via [`GATEWAY`] unless dmz), then enters the node's namespace for the host
+/// end (up, proxy ARP, strict reverse-path filter, IPv6 off, `ip/32` route with the gateway as
+/// the node's source address) and comes back. A `uw<uid>` left by a predecessor whose
+/// namespace the kernel has not finished destroying is deleted first (only one instance of a
+/// container runs at a time, so the name can only be a dead one's).
+pub fn container(c: &ContainerNet, host_ns: BorrowedFd<'_>) -> Result<()> {
+    let fail = |what: String| move |e: NetError| NetError(format!("container {}: {what}: {e}", c.uid));
+    let own_ns = current_netns().map_err(fail("networking".into()))?;
+    let mut nl = Netlink::open().map_err(fail("networking".into()))?;
+    let mut attempt = 0;
+    loop {
+        match nl.create_veth(CONTAINER_IF, &c.host_if, host_ns) {
+            Ok(()) => break,
+            Err(e) if e.errno == Some(nix::errno::Errno::EEXIST as i32) && attempt < 50 => {
+                attempt += 1;
+                in_namespace(host_ns, own_ns.as_fd(), || Netlink::open()?.delete_link(&c.host_if).map(drop))
+                    .map_err(fail(format!("remove a leftover {}", c.host_if)))?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(NetError(format!("container {}: create {CONTAINER_IF}/{}: {e}", c.uid, c.host_if))),
+        }
+    }
+    let step = |what: &str| {
+        let what = format!("container {}: {what}", c.uid);
+        move |e: crate::link::RequestError| NetError(format!("{what}: {e}"))
+    };
+    let lo = nl.index_of("lo")?.ok_or_else(|| NetError(format!("container {}: no lo", c.uid)))?;
+    nl.set_up(lo).map_err(step("bring lo up"))?;
+    let inner =
+        nl.index_of(CONTAINER_IF)?.ok_or_else(|| NetError(format!("container {}: {CONTAINER_IF} vanished", c.uid)))?;
+    sysctl::disable_ipv6(CONTAINER_IF).map_err(fail("IPv6 off".into()))?;
+    nl.add_address(inner, c.ip, 8).map_err(step(&format!("add {}/8 to {CONTAINER_IF}", c.ip)))?;
+    nl.set_up(inner).map_err(step(&format!("bring {CONTAINER_IF} up")))?;
+    if !c.dmz {
+        let default = Route { dst: Ipv4Addr::UNSPECIFIED, len: 0, dev: inner, gateway: Some(GATEWAY), prefsrc: None };
+        nl.add_route(&default).map_err(step(&format!("default route via {GATEWAY}")))?;
+    }
+    in_namespace(host_ns, own_ns.as_fd(), || host_end(c)).map_err(fail(format!("configure {}", c.host_if)))
+}
+
+fn host_end(c: &ContainerNet) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let index =
+        nl.index_of(&c.host_if)?.ok_or_else(|| NetError(format!("{} is not in the node's namespace", c.host_if)))?;
+    sysctl::disable_ipv6(&c.host_if)?;
+    sysctl::ipv4(&c.host_if, "proxy_arp", "1")?;
+    sysctl::ipv4(&c.host_if, "rp_filter", "1")?;
+    nl.set_up(index).map_err(|e| NetError(format!("bring {} up: {e}", c.host_if)))?;
+    let route = Route { dst: c.ip, len: 32, dev: index, gateway: None, prefsrc: Some(GATEWAY) };
+    nl.add_route(&route).map_err(|e| NetError(format!("route {}/32 via {}: {e}", c.ip, c.host_if)))
+}
+
+/// Runs `f` in namespace `ns`, then returns to `back` whatever `f` did.
+fn in_namespace<T>(ns: BorrowedFd<'_>, back: BorrowedFd<'_>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    enter(ns, "the node's")?;
+    let r = f();
+    enter(back, "the container's")?;
+    r
+}

@@ -1,0 +1,124 @@
+//! Against the real kernel and Debian's nft (root), each test in a network namespace of its
+//! own (a thread that unshared it: the processes it spawns live there too), so nothing touches
+//! the machine's network.
+
+use container_net::firewall::{render_table, Elements, Firewall, Member, Nft};
+use container_net::link::Netlink;
+use container_net::setup::{self, ContainerNet};
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
+        f()
+    })
+    .join()
+    .expect("the namespace thread panicked")
+}
+
+fn elements() -> Elements {
+    let mut e = Elements::default();
+    for (uid, links) in [(30501u32, vec![30502u32]), (30502, vec![30501]), (30503, vec![])] {
+        e.add_member(&Member {
+            ifname: format!("uw{uid}"),
+            ip: container_spec::ip_of(uid),
+            dmz: uid == 30503,
+            links: links.into_iter().map(container_spec::ip_of).collect(),
+        });
+    }
+    e.uplink.insert("upl0".into());
+    e.pm_tcp.insert((Ipv4Addr::new(198, 18, 0, 1), 8080), (container_spec::ip_of(30501), 80));
+    e
+}
+
+/// `nft -j list table` without what a re-created table legitimately changes: the kernel's
+/// handles, and the order in which a hash set lists its elements.
+fn normalized(json: &str) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(walk);
+                if let Some(serde_json::Value::Array(elem)) = m.get_mut("elem") {
+                    elem.sort_by_key(|e| e.to_string());
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    walk(&mut v);
+    v
+}
+
+#[test]
+fn the_table_applies_and_reapplying_it_is_idempotent() {
+    in_fresh_netns(|| {
+        let nft = Nft::new();
+        // An operator's own table must survive everything the platform does.
+        nft.apply("table inet operator { chain c { type filter hook input priority 0; policy accept; }; }\n").unwrap();
+        let e = elements();
+        nft.apply(&render_table("unbit", &e).unwrap()).unwrap();
+        let first = nft.list("unbit", true).unwrap().unwrap();
+        nft.apply(&render_table("unbit", &e).unwrap()).unwrap();
+        let second = nft.list("unbit", true).unwrap().unwrap();
+        assert_eq!(normalized(&first), normalized(&second), "re-applying changed the table");
+
+        // Element edits reach the same table as a full apply of the new elements.
+        let mut fw = Firewall::new("unbit", Nft::new());
+        fw.sync(&e).unwrap();
+        let mut unlinked = e.clone();
+        unlinked.links.remove(&(container_spec::ip_of(30502), container_spec::ip_of(30501)));
+        unlinked.pm_tcp.clear();
+        fw.sync(&unlinked).unwrap();
+        let edited = nft.list("unbit", true).unwrap().unwrap();
+        nft.apply(&render_table("unbit", &unlinked).unwrap()).unwrap();
+        let full = nft.list("unbit", true).unwrap().unwrap();
+        assert_eq!(normalized(&edited), normalized(&full));
+        assert!(!fw.verify().unwrap(), "a full apply of the same elements is the same table");
+
+        // An operator's flush is noticed and repaired; their table is left alone.
+        nft.apply(
+            "flush ruleset\ntable inet operator { chain c { type filter hook input priority 0; policy accept; }; }\n",
+        )
+        .unwrap();
+        assert!(nft.list("unbit", false).unwrap().is_none());
+        assert!(fw.verify().unwrap());
+        assert_eq!(normalized(&nft.list("unbit", true).unwrap().unwrap()), normalized(&full));
+        fw.remove().unwrap();
+        assert!(nft.list("unbit", false).unwrap().is_none());
+        assert!(nft.list("operator", false).unwrap().is_some(), "the operator's table was touched");
+    });
+}
+
+#[test]
+fn a_container_end_is_built_and_its_host_end_configured() {
+    in_fresh_netns(|| {
+        let host = setup::current_netns().unwrap();
+        setup::node().unwrap();
+        let c = ContainerNet { uid: 30509, host_if: "uw30509".into(), ip: container_spec::ip_of(30509), dmz: false };
+        let child = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            setup::container(&c, host.as_fd()).unwrap();
+            let mut nl = Netlink::open().unwrap();
+            let inner = nl.index_of("uwsgi0").unwrap().expect("uwsgi0 in the container");
+            assert!(nl.has_address(inner, container_spec::ip_of(30509)).unwrap());
+            assert_eq!(nl.default_route_interface().unwrap().as_deref(), Some("uwsgi0"));
+            assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv6/conf/uwsgi0/disable_ipv6").unwrap().trim(), "1");
+        });
+        child.join().unwrap();
+        // The child's namespace is gone with its thread; the kernel then deletes the pair.
+        let mut nl = Netlink::open().unwrap();
+        let lo = nl.index_of("lo").unwrap().unwrap();
+        assert!(nl.has_address(lo, Ipv4Addr::new(10, 0, 0, 1)).unwrap());
+        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(), "1");
+        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/conf/lo/route_localnet").unwrap().trim(), "0");
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            nl.index_of("uw30509").unwrap().is_none()
+        });
+        assert!(gone, "uw30509 outlived its container's namespace");
+    });
+}
