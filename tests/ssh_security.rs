@@ -745,9 +745,9 @@ fn hostile_broker_clients(s: &Suite, t: &mut Tally) {
             if !refused(&reply) {
                 return Err(format!("the broker answered {reply:?}"));
             }
-            // 65534 (nobody) is inside the container uid range (container-spec's MAX_UID): the
-            // broker looks for its container and finds none; uid 1 is outside it.
-            if uid == 1 && !reply.contains("only serves container users") {
+            // 65534 (nobody) is inside the numeric range but reserved for the host, and uid 1 is
+            // a host account: neither is ever taken for a container.
+            if (uid == 1 || uid == 65534) && !reply.contains("only serves container users") {
                 return Err(reply);
             }
             if uid == 30499 && !reply.contains("not running") {

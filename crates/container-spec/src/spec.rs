@@ -6,6 +6,16 @@ pub const BASE_UID: u32 = 30_000;
 /// The highest uid whose derived 10.x.y.z address does not wrap (the original's bug B14).
 pub const MAX_UID: u32 = BASE_UID + 0x00ff_fffd;
 
+/// uids inside `BASE_UID..=MAX_UID` that are never a container's: `nobody` (65534), which host
+/// daemons run as, and 65535, the 16-bit `(uid_t)-1`. A container with one of them would share
+/// its identity with host processes (the ssh broker trusts the kernel's word on a peer's uid).
+pub const RESERVED_UIDS: [u32; 2] = [65_534, 65_535];
+
+/// Whether `uid` may be a container's: in range and not reserved.
+pub fn is_container_uid(uid: u32) -> bool {
+    (BASE_UID..=MAX_UID).contains(&uid) && !RESERVED_UIDS.contains(&uid)
+}
+
 /// Everything a node needs to run one container. Serialized as JSON by the control API
 /// (node endpoint) and as `<uid>.json` files in a node's spec folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +108,9 @@ impl ContainerSpec {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut c = Checker::default();
         c.range("uid", self.uid, BASE_UID, MAX_UID);
+        if RESERVED_UIDS.contains(&self.uid) {
+            c.fail("uid", "is reserved for the host (nobody, (uid_t)-1), never a container's");
+        }
         c.text("name", &self.name, 255);
         if self.name.trim().is_empty() {
             c.fail("name", "must not be empty");

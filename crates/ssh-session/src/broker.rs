@@ -4,7 +4,7 @@
 
 use crate::protocol::{encode, Reply};
 use crate::session;
-use container_spec::{BASE_UID, MAX_UID};
+use container_spec::is_container_uid;
 use nix::sys::socket::{
     bind, getsockopt, listen, socket, sockopt::PeerCredentials, AddressFamily, Backlog, MsgFlags, SockFlag, SockType,
     UnixAddr,
@@ -95,7 +95,7 @@ pub fn serve(settings: &Settings) -> Result<(), String> {
                 continue;
             }
         };
-        if !(BASE_UID..=MAX_UID).contains(&uid) {
+        if !is_container_uid(uid) || is_host_user(uid) {
             log(&format!("uid {uid} is not a container's: refused"));
             refuse(&conn, "this socket only serves container users");
             continue;
@@ -120,6 +120,14 @@ pub fn serve(settings: &Settings) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Whether the host's own user database (`/etc/passwd`, not the containers' extrausers) names
+/// `uid`: a host account's processes must never be taken for a container's, whatever range the
+/// number falls in. An unreadable file counts as naming every uid (fail closed).
+fn is_host_user(uid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string("/etc/passwd") else { return true };
+    text.lines().any(|l| l.split(':').nth(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
 }
 
 pub fn refuse(conn: &OwnedFd, reason: &str) {

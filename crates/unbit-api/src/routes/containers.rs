@@ -198,22 +198,35 @@ pub async fn insert_container(
 ) -> ApiResult<i64> {
     check_capacity(tx, server_id, None, memory, storage).await?;
     let t = now();
-    let id = sqlx::query(
-        "INSERT INTO containers (name, customer_id, server_id, memory, storage, uuid, ctime, mtime) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
-    )
-    .bind(name)
-    .bind(customer_id)
-    .bind(server_id)
-    .bind(memory)
-    .bind(storage)
-    .bind(super::common::new_uuid())
-    .bind(t)
-    .fetch_one(&mut ***tx)
-    .await?
-    .i64("id");
-    if container_id_of(uid_of(id)).is_none() {
-        return Err(ApiError::conflict("the platform has run out of container uids"));
+    let mut skipped = Vec::new();
+    let id = loop {
+        let id = sqlx::query(
+            "INSERT INTO containers (name, customer_id, server_id, memory, storage, uuid, ctime, mtime) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+        )
+        .bind(name)
+        .bind(customer_id)
+        .bind(server_id)
+        .bind(memory)
+        .bind(storage)
+        .bind(super::common::new_uuid())
+        .bind(t)
+        .fetch_one(&mut ***tx)
+        .await?
+        .i64("id");
+        if container_id_of(uid_of(id)).is_none() {
+            return Err(ApiError::conflict("the platform has run out of container uids"));
+        }
+        // A reserved uid (the host's nobody) is never handed out: take the next id, and only
+        // then drop the skipped row, so the database cannot give its id out again.
+        if !container_spec::is_container_uid(uid_of(id) as u32) {
+            skipped.push(id);
+            continue;
+        }
+        break id;
+    };
+    for id in skipped {
+        sqlx::query("DELETE FROM containers WHERE id = $1").bind(id).execute(&mut ***tx).await?;
     }
     bump_servers(tx, &[server_id]).await?;
     Ok(id)

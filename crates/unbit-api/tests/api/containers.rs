@@ -186,3 +186,30 @@ both! {
         assert_eq!(api.get(&f.kratos, &path).expect(200)["memory"], 500);
     }
 }
+
+both! {
+    fn the_hosts_nobody_uid_is_never_a_containers(api) {
+        let kratos = api.customer("kratos", "deimos");
+        api.server("node1", "192.0.2.10", 100_000, 100_000);
+        let first = api.container(&kratos, "node1", "first", 256, 500);
+        assert_eq!(first, 30001);
+        // The next container would be number 35534: uid 65534, the host's nobody, then 65535.
+        let moved = "UPDATE containers SET id = 35533 WHERE id = 1";
+        match api.backend {
+            crate::harness::Backend::Sqlite => {
+                let ok = std::process::Command::new("sqlite3").arg(&api.db).arg(moved).status().unwrap();
+                assert!(ok.success());
+            }
+            crate::harness::Backend::Postgres => {
+                let sql = format!("{moved}; SELECT setval(pg_get_serial_sequence('containers', 'id'), 35533)");
+                assert!(crate::harness::pg().psql(&api.db, &sql));
+            }
+        }
+        let next = api.container(&kratos, "node1", "next", 256, 500);
+        assert_eq!(next, 65536, "65534 and 65535 are skipped");
+        api.start();
+        let list = api.get(&kratos, "/containers/").expect(200);
+        let uids: Vec<u64> = list.as_array().unwrap().iter().map(|c| c["uid"].as_u64().unwrap()).collect();
+        assert_eq!(uids, [30000 + 35533, 65536], "the skipped rows are gone");
+    }
+}
