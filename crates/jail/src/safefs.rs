@@ -310,21 +310,23 @@ pub struct Existing {
 /// naming the path if it is a symlink or anything else.
 pub fn open_existing_file(sys: &dyn Syscalls, dir: &Dir, name: &str) -> Result<Option<Existing>> {
     let path = dir.join(name);
-    let fd = match sys.openat2(
-        Some(dir.as_fd()),
-        Path::new(name),
-        // O_NONBLOCK: a FIFO planted here must not block the Emperor.
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-        0,
-        RESOLVE_SAFE,
-    ) {
-        Ok(fd) => fd,
-        Err(e) if is_enoent(&e) => return Ok(None),
-        Err(e) => return Err(lookup_error("openat2", path, e)),
+    let open = |flags| match sys.openat2(Some(dir.as_fd()), Path::new(name), flags, 0, RESOLVE_SAFE) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if is_enoent(&e) => Ok(None),
+        Err(e) => Err(lookup_error("openat2", path.clone(), e)),
     };
+    // Looked at through an O_PATH descriptor first, so a device node planted here is never
+    // opened (that would run its driver's open; on a nodev home it fails with EACCES).
+    let Some(probe) = open(libc::O_PATH | libc::O_NOFOLLOW)? else { return Ok(None) };
+    let seen = sys.fstat(probe.as_fd()).ctx("fstat", &path)?;
+    if seen.kind != FileKind::File {
+        return Err(JailError::planted(path, seen.kind.describe()));
+    }
+    // O_NONBLOCK: a FIFO swapped in meanwhile must not block the Emperor.
+    let Some(fd) = open(libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK)? else { return Ok(None) };
     let stat = sys.fstat(fd.as_fd()).ctx("fstat", &path)?;
-    if stat.kind != FileKind::File {
-        return Err(JailError::planted(path, stat.kind.describe()));
+    if stat.kind != FileKind::File || (stat.dev, stat.ino) != (seen.dev, seen.ino) {
+        return Err(JailError::planted(path, "a file replaced while it was being opened"));
     }
     Ok(Some(Existing { fd, stat }))
 }
