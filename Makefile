@@ -11,7 +11,7 @@
 
 CARGO        ?= cargo
 UWSGI_BIN    ?= $(shell command -v uwsgi 2>/dev/null || echo uwsgi)
-PLUGINS      := unbit_containers uwsgi_selftest unbit_subscriptions unbit_router unbit_vassal
+PLUGINS      := unbit_containers uwsgi_selftest unbit_subscriptions unbit_router unbit_vassal unbit_alarms
 CARGO_FLAGS  ?= --release
 
 export UWSGI_BIN
@@ -63,7 +63,7 @@ deps:
 
 # The node's programs, built as a node runs them: the end-to-end tests start these binaries.
 binaries: deps
-	$(CARGO) build --release -p unbit-api -p node-sync -p acme -p ssh-session
+	$(CARGO) build --release -p unbit-api -p node-sync -p acme -p ssh-session -p metrics -p alarms
 
 # The README's test command. Lints first: a warning is a failure.
 test: deps plugins binaries check

@@ -27,6 +27,9 @@ PACKAGES=(
   # customer sshd (vassals-examples/sshd_config), never as the system's ssh service; container
   # users come from root-owned extrausers files (/var/lib/extrausers, written by unbit-node-sync)
   openssh-server libnss-extrausers
+  # alarms tests: a real XMPP server on loopback (started by the tests with their own config and
+  # accounts; the package's system service is never started, see policy-rc.d below)
+  prosody
 )
 
 missing=()
@@ -37,7 +40,7 @@ done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # Servers the tests start themselves (slapd, postgresql) must not be started system-wide by
+  # Servers the tests start themselves (slapd, postgresql, prosody) must not be started system-wide by
   # their packages (slapd would listen on 0.0.0.0:389): policy-rc.d forbids service starts.
   policy=/usr/sbin/policy-rc.d
   own_policy=

@@ -42,9 +42,9 @@ case "${1:-}" in
 esac
 [[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
 
-echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme, the ssh enter tool and broker)"
+echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme, the ssh enter tool and broker, the alarm relay, the metrics collector)"
 make -s plugins >/dev/null
-cargo build -q --release -p unbit-api -p node-sync -p acme -p ssh-session
+cargo build -q --release -p unbit-api -p node-sync -p acme -p ssh-session -p alarms -p metrics
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 

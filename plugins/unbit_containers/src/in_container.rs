@@ -1,8 +1,6 @@
 //! Hooks for the container master (the plugin is loaded there too, from `/opt/unbit/plugins`),
 //! running as the container uid inside the container.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -25,16 +23,6 @@ pub fn run_rc_local(path: &str) -> Result<(), String> {
 /// `hook-emperor-stop = unbit-broadcast:TEXT`: shows TEXT on every terminal of the container
 /// (its own devpts instance holds only the container's terminals).
 pub fn broadcast(text: &str) -> Result<(), String> {
-    let Ok(entries) = std::fs::read_dir("/dev/pts") else { return Ok(()) };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue; // ptmx
-        }
-        let tty =
-            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK).open(entry.path());
-        if let Ok(mut tty) = tty {
-            let _ = write!(tty, "\r\n*** {text} ***\r\n");
-        }
-    }
+    alarms::terminals::broadcast(Path::new("/dev/pts"), text);
     Ok(())
 }

@@ -159,7 +159,11 @@ impl ContainersMonitor {
                 let config = vassal_config::render(&spec, &self.paths.platform_dir);
                 running_specs::set(spec);
                 match emperor.feed(&vassal_name(uid), &config, generation, 0, 0) {
-                    Ok(()) if restart => uwsgi::log!("container {uid}: its spec changed, restarting it"),
+                    Ok(()) if restart => {
+                        let msg = format!("container {uid}: its spec changed, restarting it");
+                        uwsgi::log!("{msg}");
+                        alarm(&self.paths, uid, "restart", &msg);
+                    }
                     Ok(()) => {}
                     Err(e) => uwsgi::log!("container {uid}: {e}"),
                 }
@@ -200,14 +204,26 @@ impl ContainersMonitor {
             let Ok(count) = jail::oom_kill_count(&self.paths, uid) else { continue };
             let seen = self.oom_seen.entry(uid).or_insert(count);
             if count > *seen {
-                uwsgi::log!(
+                let msg = format!(
                     "container {uid}: OUT OF MEMORY: the kernel killed {} process(es) at its memory limit ({} so far)",
                     count - *seen,
                     count
                 );
+                uwsgi::log!("{msg}");
+                alarm(&self.paths, uid, "oom", &msg);
                 *seen = count;
             }
         }
+    }
+}
+
+/// Hands a platform alarm to the node's alarm relay (`unbit-alarmd`, on its socket in the
+/// subscription dir) without waiting: a relay that is down loses the alarm, never a pass.
+fn alarm(paths: &NodePaths, uid: u32, kind: &str, msg: &str) {
+    let Some(dir) = &paths.subscribe_dir else { return };
+    let request = alarms::protocol::Request::alarm(Some(uid), kind, msg);
+    if let Err(e) = alarms::protocol::send_now(&dir.join(alarms::protocol::SOCKET_NAME), &request) {
+        uwsgi::log!("container {uid}: alarm {kind} not handed to the alarm relay: {e}");
     }
 }
 

@@ -60,7 +60,24 @@ pub fn render(spec: &ContainerSpec, platform_dir: &Path) -> String {
         line(&format!("hook-emperor-stop = {notice}"));
         line(&format!("hook-emperor-reload = {notice}"));
     }
+    if platform_dir.join("plugins/unbit_alarms_plugin.so").is_file() {
+        alarm_lines(uid, &mut line);
+    }
     c
+}
+
+/// The container's own platform alarms, through the node's relay (`unbit-alarmd`, see
+/// `docs/alarms.md`): its console listener, its restarts, and its vassals in a crash loop
+/// (the sub-Emperor's throttling of a vassal that keeps dying). Only the uid varies.
+fn alarm_lines(uid: u32, line: &mut impl FnMut(&str)) {
+    line(&format!("plugins-dir = {PLATFORM_MOUNT}/plugins"));
+    line("plugins = unbit_alarms");
+    line("hook-master-start = unbit-alarms-console:");
+    let restart = format!("unbit-alarm:restart container {uid} is restarting");
+    line(&format!("hook-emperor-stop = {restart}"));
+    line(&format!("hook-emperor-reload = {restart}"));
+    line("alarm = unbit-crash-loop unbit:crash-loop");
+    line("log-alarm = unbit-crash-loop \\[emperor\\] (unloyal bad behaving vassal|maximum throttle level)");
 }
 
 #[cfg(test)]
@@ -84,6 +101,20 @@ mod tests {
         let config = render(&spec, Path::new("/nonexistent"));
         assert!(!config.contains("evil") && !config.contains("hook-asap") && !config.contains("https://x"));
         assert!(config.contains("emperor = /containers/30009/vassals"));
+    }
+
+    #[test]
+    fn alarms_are_wired_when_the_platform_has_the_plugin() {
+        let platform = std::env::temp_dir().join(format!("unbit-vassal-config-{}", std::process::id()));
+        std::fs::create_dir_all(platform.join("plugins")).unwrap();
+        std::fs::write(platform.join("plugins/unbit_alarms_plugin.so"), b"").unwrap();
+        let spec = container_spec::fixtures::spec(30601);
+        let config = render(&spec, &platform);
+        std::fs::remove_dir_all(&platform).unwrap();
+        assert!(config.contains("plugins = unbit_alarms\nhook-master-start = unbit-alarms-console:\n"), "{config}");
+        assert!(config.contains("hook-emperor-stop = unbit-alarm:restart container 30601 is restarting"));
+        assert!(config.contains("alarm = unbit-crash-loop unbit:crash-loop"));
+        assert!(!render(&spec, Path::new("/nonexistent")).contains("unbit_alarms"));
     }
 
     fn serde_json_free_parse(json: &str) -> ContainerSpec {

@@ -130,7 +130,8 @@ async fn container_on_node(state: &AppState, node: &Node, uid: &str) -> ApiResul
     Ok(id)
 }
 
-/// `POST /api/node/v1/alarms/<uid>[?unix=N]`: a platform alarm (level 0), raw text body.
+/// `POST /api/node/v1/alarms/<uid>[?unix=N][&class=KIND]`: a platform alarm (level 0), raw
+/// text body; `class` is the alarm's kind as the node's relay names it (`oom`, `quota`, ...).
 pub async fn alarm(
     State(state): State<AppState>,
     node: Node,
@@ -141,6 +142,7 @@ pub async fn alarm(
     let id = container_on_node(&state, &node, &uid).await?;
     let msg = alarm_message(&body)?;
     let unix = query.get("unix").map(|u| parse_int("unix", u, 0, MAX_UNIX)).transpose()?.unwrap_or_else(now);
+    let class = query.get("class").map(|c| validate::line("class", c, 255).map(|_| c.to_string())).transpose()?;
     let alarm = NewAlarm {
         unix,
         level: 0,
@@ -149,7 +151,7 @@ pub async fn alarm(
         line: None,
         func: None,
         filename: None,
-        class: None,
+        class,
         vassal: None,
     };
     let mut tx = state.db.write().await?;

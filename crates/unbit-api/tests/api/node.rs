@@ -169,6 +169,22 @@ both! {
         assert!(answered.duration_since(done_at) < Duration::from_millis(1000), "admin change took {:?}", answered.duration_since(done_at));
     }
 
+    fn node_alarms_carry_their_kind_and_the_101st_drops_the_oldest(api) {
+        let f = crate::fixture(&mut api);
+        // The default retention (100 per container), reached through the node endpoint the
+        // alarm relay uses.
+        for i in 0..101 {
+            api.post(&f.node, &format!("/node/v1/alarms/{}?unix={}&class=oom", f.k1, 1000 + i), &format!("a{i}")).expect(201);
+        }
+        let all = api.get(&f.kratos, &format!("/alarms/?container={}&with_total", f.k1)).expect(200);
+        assert_eq!(all["total"], 100);
+        let list = all["alarms"].as_array().unwrap();
+        assert_eq!(list.first().unwrap()["msg"], "a100");
+        assert_eq!(list.last().unwrap()["msg"], "a1", "the oldest (a0) is the one dropped");
+        assert!(list.iter().all(|a| a["class"] == "oom" && a["level"] == 0));
+        api.post(&f.node, &format!("/node/v1/alarms/{}?class=a%0Ab", f.k1), "x").expect_error(422, Some("class"));
+    }
+
     fn node_loopboxes_domains_alarms_and_metrics(api) {
         let f = crate::fixture(&mut api);
         let (rev0, _) = node_specs(&api, &f.node, None);
