@@ -47,19 +47,31 @@ impl Api {
         Ok(Api { base: base.trim_end_matches('/').to_string(), http, token })
     }
 
+    /// Sends a request with the node's token (if any) and reads the JSON answer; `what` names
+    /// the request in errors (`GET <url>`).
+    fn send(&self, req: reqwest::blocking::RequestBuilder, what: &str) -> Result<serde_json::Value, String> {
+        let req = match &self.token {
+            Some(t) => req.header("X-Unbit-Node-Token", t),
+            None => req,
+        };
+        let resp = req.send().map_err(|e| format!("{what}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().map_err(|e| format!("{what}: reading the answer: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{what}: {status}: {}", body.trim()));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("{what}: not JSON: {e}"))
+    }
+
     fn get(&self, path: &str) -> Result<serde_json::Value, String> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url);
-        if let Some(t) = &self.token {
-            req = req.header("X-Unbit-Node-Token", t);
-        }
-        let resp = req.send().map_err(|e| format!("GET {url}: {e}"))?;
-        let status = resp.status();
-        let body = resp.text().map_err(|e| format!("GET {url}: reading the answer: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("GET {url}: {status}: {}", body.trim()));
-        }
-        serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
+        self.send(self.http.get(&url), &format!("GET {url}"))
+    }
+
+    /// POSTs a JSON report (the node's metrics) and returns the answer's JSON.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.post(&url).json(body), &format!("POST {url}"))
     }
 
     /// The node's containers; with `since` = the last revision seen, the API holds the request

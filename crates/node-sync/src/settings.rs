@@ -86,6 +86,23 @@ pub fn read(path: &Path) -> Result<Settings, String> {
     parse(&text, &name)
 }
 
+/// The API URL and the node's credentials a settings file gives, for the node's daemons that
+/// take nothing but `--settings` (`unbit-metrics`): `api`, and `token-file` or `cert`, `key`
+/// and `ca`.
+pub fn connection(path: &Path) -> Result<(String, crate::client::NodeAuth), String> {
+    use crate::client::NodeAuth;
+    let s = read(path)?;
+    let name = path.display();
+    let api = s.api.ok_or_else(|| format!("--settings {name}: no `api`"))?.value;
+    let load = |setting: Setting| std::fs::read(&setting.value).map_err(|e| format!("{}: {e}", setting.value));
+    let auth = match (s.token_file, s.cert, s.key, s.ca) {
+        (Some(t), None, None, None) => NodeAuth::Token(String::from_utf8_lossy(&load(t)?).trim().to_string()),
+        (None, Some(c), Some(k), Some(a)) => NodeAuth::Tls { cert_pem: load(c)?, key_pem: load(k)?, ca_pem: load(a)? },
+        _ => return Err(format!("--settings {name}: give either `token-file`, or `cert`, `key` and `ca`")),
+    };
+    Ok((api, auth))
+}
+
 fn check_mode(name: &str, is_file: bool, mode: u32) -> Result<(), String> {
     if !is_file {
         return Err(format!("--settings {name}: not a regular file"));

@@ -10,6 +10,7 @@ pub mod body;
 pub mod crypto;
 pub mod dns_proof;
 pub mod error;
+pub mod graph;
 pub mod ldap;
 pub mod node_auth;
 pub mod openapi;

@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 
 /// The v1 controllers the platform limits.
 pub const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+/// v1 controllers the platform only reads (the node's metrics), joined when mounted.
+pub const V1_ACCOUNTING: &[&str] = &["cpuacct", "blkio"];
 /// The same in v2 `cgroup.controllers` / `cgroup.subtree_control` spelling.
 pub const V2_CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+/// v2 controllers the platform only reads, enabled when offered.
+pub const V2_ACCOUNTING: &[&str] = &["io"];
 
 const KNOWN_V1: &[&str] = &[
     "cpu",

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 pub struct V1<'a> {
     sys: &'a dyn Syscalls,
-    /// Controller -> `<mountpoint>/<name>`, for memory, cpu and pids.
+    /// Controller -> `<mountpoint>/<name>`, for memory, cpu and pids, and the accounting
+    /// controllers that are mounted (one entry per hierarchy).
     roots: Vec<(&'static str, PathBuf)>,
 }
 
@@ -27,6 +28,15 @@ impl<'a> V1<'a> {
                 .get(*c)
                 .ok_or_else(|| JailError::unsupported(format!("the cgroup v1 '{c}' controller is not mounted")))?;
             roots.push((*c, m.join(name)));
+        }
+        // Not limited, only read (CPU time, disk I/O: docs/metrics.md); a hierarchy co-mounted
+        // with a limited controller (`cpu,cpuacct`) is already there.
+        for c in super::detect::V1_ACCOUNTING {
+            if let Some(m) = mounts.get(*c).map(|m| m.join(name)) {
+                if !roots.iter().any(|(_, r)| *r == m) {
+                    roots.push((*c, m));
+                }
+            }
         }
         Ok(V1 { sys, roots })
     }

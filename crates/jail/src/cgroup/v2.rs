@@ -1,7 +1,7 @@
 //! cgroup v2: one directory `<root>/<name>/<uid>`; the controllers have to be enabled in
 //! `cgroup.subtree_control` of every ancestor first.
 
-use super::detect::{v2_controllers, V2_CONTROLLERS};
+use super::detect::{v2_controllers, V2_ACCOUNTING, V2_CONTROLLERS};
 use super::{mkdir_p, read_counter, remove_dir, remove_if_empty, write, CgroupManager, Limits};
 use crate::error::{JailError, Result};
 use crate::syscalls::Syscalls;
@@ -36,8 +36,11 @@ impl<'a> V2<'a> {
         }
         let control = dir.join("cgroup.subtree_control");
         let enabled = self.sys.read_file(&control).map_err(|e| JailError::io("read", &control, e))?;
+        // `io` is only read (disk I/O per container, docs/metrics.md): enabled where offered.
+        let offered = V2_ACCOUNTING.iter().filter(|c| available.iter().any(|a| a == *c));
         let missing: Vec<String> = V2_CONTROLLERS
             .iter()
+            .chain(offered)
             .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
             .map(|c| format!("+{c}"))
             .collect();

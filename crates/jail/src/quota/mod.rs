@@ -27,6 +27,11 @@ pub trait QuotaBackend {
     fn provision_home(&self, sys: &dyn Syscalls, containers: &Dir, uid: u32, storage_mb: u64) -> Result<()>;
     /// Sets the limit of the home to `storage_mb` MiB. Idempotent.
     fn apply_quota(&self, sys: &dyn Syscalls, containers: &Dir, uid: u32, storage_mb: u64) -> Result<()>;
+    /// Bytes the home uses against its quota (the node's `container.quota` metric), or `None`
+    /// where this backend cannot tell (the home is not provisioned, or no reading exists yet).
+    fn usage(&self, _sys: &dyn Syscalls, _containers: &Dir, _uid: u32) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// No limit at all: only for nodes whose operator explicitly accepts unlimited homes (and for

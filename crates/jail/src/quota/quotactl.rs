@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 const Q_GETFMT: u32 = 0x80_0004;
+const Q_GETQUOTA: u32 = 0x80_0007;
 const Q_SETQUOTA: u32 = 0x80_0008;
 const USRQUOTA: u32 = 0;
 /// `QIF_BLIMITS`: the block soft and hard limits are valid.
@@ -73,6 +74,21 @@ impl QuotaBackend for UidQuota {
         let mut q = block_limit(storage_mb);
         quotactl_fd(containers.as_fd(), qcmd(Q_SETQUOTA, USRQUOTA), uid, &mut q as *mut IfDqblk as *mut libc::c_void)
             .map_err(|e| JailError::io("quotactl(Q_SETQUOTA)", &containers.path, e))
+    }
+
+    fn usage(&self, _: &dyn Syscalls, containers: &Dir, uid: u32) -> Result<Option<u64>> {
+        let mut q = IfDqblk::default();
+        match quotactl_fd(
+            containers.as_fd(),
+            qcmd(Q_GETQUOTA, USRQUOTA),
+            uid,
+            &mut q as *mut IfDqblk as *mut libc::c_void,
+        ) {
+            Ok(()) => Ok(Some(q.dqb_curspace)),
+            // No quota record for this uid yet: nothing written.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
+            Err(e) => Err(JailError::io("quotactl(Q_GETQUOTA)", containers.join(uid.to_string()), e)),
+        }
     }
 }
 

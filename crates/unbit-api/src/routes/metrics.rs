@@ -4,6 +4,7 @@ use super::common::{owned_container, path_id, path_uid, QueryMap};
 use crate::auth::Customer;
 use crate::body::parse_int;
 use crate::error::{ApiError, ApiResult};
+use crate::graph::{self, Series};
 use crate::specs::uid_of;
 use crate::state::AppState;
 use crate::store::{now, RowExt};
@@ -69,15 +70,21 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `GET /api/metrics/<metric>/<id>`: the day's samples as JSON; `<id>.svg`: the same day as a
+/// chart (see [`crate::graph`]).
 pub async fn get_metric(
     State(state): State<AppState>,
     customer: Customer,
     Path((metric, id)): Path<(String, String)>,
     query: QueryMap,
 ) -> ApiResult<Response> {
+    let (id, svg) = match id.strip_suffix(".svg") {
+        Some(id) => (id.to_string(), true),
+        None => (id, false),
+    };
     let (start, end, today) = day_window(&query)?;
     let mut conn = state.db.pool.acquire().await?;
-    let body = if CONTAINER_METRICS.contains(&metric.as_str()) {
+    let (body, series) = if CONTAINER_METRICS.contains(&metric.as_str()) {
         let id = path_uid(&id)?;
         owned_container(&mut conn, customer.id, id).await?;
         let rows = sqlx::query(
@@ -90,7 +97,9 @@ pub async fn get_metric(
         .bind(end)
         .fetch_all(&mut *conn)
         .await?;
-        Value::Array(rows.iter().map(|r| json!([r.i64("unix"), r.i64("value")])).collect())
+        let samples: Vec<(i64, i64)> = rows.iter().map(|r| (r.i64("unix"), r.i64("value"))).collect();
+        let body = Value::Array(samples.iter().map(|(t, v)| json!([t, v])).collect());
+        (body, vec![Series { name: uid_of(id).to_string(), samples }])
     } else if DOMAIN_METRICS.contains(&metric.as_str()) {
         let id = path_id(&id)?;
         sqlx::query("SELECT id FROM domains WHERE id = $1 AND customer_id = $2")
@@ -109,15 +118,40 @@ pub async fn get_metric(
         .bind(end)
         .fetch_all(&mut *conn)
         .await?;
-        let mut by_container: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+        let mut by_container: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
         for r in &rows {
-            by_container.entry(r.i64("container_id")).or_default().push(json!([r.i64("unix"), r.i64("value")]));
+            by_container.entry(r.i64("container_id")).or_default().push((r.i64("unix"), r.i64("value")));
         }
-        Value::Array(by_container.into_iter().map(|(c, m)| json!({"container": uid_of(c), "metrics": m})).collect())
+        let body = Value::Array(
+            by_container
+                .iter()
+                .map(|(c, samples)| {
+                    let metrics: Vec<Value> = samples.iter().map(|(t, v)| json!([t, v])).collect();
+                    json!({"container": uid_of(*c), "metrics": metrics})
+                })
+                .collect(),
+        );
+        let series = by_container
+            .into_iter()
+            .map(|(c, samples)| Series { name: format!("container {}", uid_of(c)), samples })
+            .collect();
+        (body, series)
     } else {
         return Err(ApiError::not_found());
     };
-    let mut response = super::common::ok(body);
+    let mut response = if svg {
+        let (y, m, d) = civil_from_days(start.div_euclid(86_400));
+        let title = format!("{metric} of {id}, {y:04}-{m:02}-{d:02}");
+        let chart = graph::render_svg(&title, &metric, start, &series).map_err(|e| {
+            tracing::error!("{title}: {e}");
+            ApiError::internal()
+        })?;
+        let mut r = Response::new(axum::body::Body::from(chart));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+        r
+    } else {
+        super::common::ok(body)
+    };
     // A past day no longer changes; today's samples arrive every few minutes.
     let max_age = if today { "max-age=300" } else { "max-age=86400" };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));

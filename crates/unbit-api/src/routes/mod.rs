@@ -11,6 +11,7 @@ pub mod me;
 pub mod metrics;
 pub mod news;
 pub mod node;
+pub mod node_metrics;
 pub mod portmappings;
 pub mod tags;
 
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     r = both(r, "/api/node/v1/loopboxes", get(node::loopboxes));
     r = both(r, "/api/node/v1/domains", get(node::domains));
     r = both(r, "/api/node/v1/alarms/:uid", axum::routing::post(node::alarm));
+    r = both(r, "/api/node/v1/metrics", axum::routing::post(node_metrics::batch));
     r = both(r, "/api/node/v1/metrics/:metric/:uid", axum::routing::post(node::metric));
     r = both(r, "/api/node/v1/portmappings", get(node::portmappings));
     r.fallback(|| async { ApiError::not_found() }).with_state(state).layer(middleware::from_fn(http_conventions))

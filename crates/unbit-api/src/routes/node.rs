@@ -4,6 +4,7 @@
 
 use super::common::{created, ok, path_uid, QueryMap};
 use super::metrics::{CONTAINER_METRICS, DOMAIN_METRICS};
+use super::node_metrics::{insert_container_sample, insert_domain_sample, owners_domain};
 use crate::body::{parse_int, Fields, RawBody};
 use crate::error::{ApiError, ApiResult};
 use crate::node_auth::Node;
@@ -180,36 +181,12 @@ pub async fn metric(
     f.finish()?;
     let mut tx = state.db.write().await?;
     match domain {
-        None => {
-            sqlx::query("INSERT INTO container_metrics (container_id, metric, unix, value) VALUES ($1, $2, $3, $4)")
-                .bind(id)
-                .bind(&metric)
-                .bind(unix)
-                .bind(value)
-                .execute(&mut **tx)
-                .await?;
-        }
+        None => insert_container_sample(&mut tx, id, &metric, unix, value).await?,
         Some(name) => {
-            let domain_id = sqlx::query(
-                "SELECT d.id FROM domains d JOIN containers c ON c.customer_id = d.customer_id \
-                 WHERE d.name = $1 AND c.id = $2",
-            )
-            .bind(&name)
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| r.i64("id"))
-            .ok_or_else(|| ApiError::invalid("domain", "not a domain of this container's owner"))?;
-            sqlx::query(
-                "INSERT INTO domain_metrics (domain_id, container_id, metric, unix, value) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(domain_id)
-            .bind(id)
-            .bind(&metric)
-            .bind(unix)
-            .bind(value)
-            .execute(&mut **tx)
-            .await?;
+            let domain_id = owners_domain(&mut tx, &name, id)
+                .await?
+                .ok_or_else(|| ApiError::invalid("domain", "not a domain of this container's owner"))?;
+            insert_domain_sample(&mut tx, (domain_id, id), &metric, unix, value).await?;
         }
     }
     tx.commit().await?;

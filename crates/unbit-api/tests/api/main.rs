@@ -10,6 +10,7 @@ mod domains;
 mod fuzz;
 mod http;
 mod ldap;
+mod metrics;
 mod misc;
 mod mtls;
 mod node;
