@@ -279,6 +279,29 @@ impl Nft {
     }
 }
 
+/// `nft -j list table` made comparable across re-creations of the table: without the handles
+/// the kernel numbers objects with, and with every set's elements sorted (a hash set lists
+/// them in an order of its own). Two listings of tables with the same rules and elements
+/// compare equal.
+pub fn comparable(json: &str) -> Result<serde_json::Value> {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(walk);
+                if let Some(serde_json::Value::Array(elem)) = m.get_mut("elem") {
+                    elem.sort_by_key(|e| e.to_string());
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json).map_err(ctx("nft -j output"))?;
+    walk(&mut v);
+    Ok(v)
+}
+
 /// The table the node wants and the one it last applied, kept equal at element granularity.
 pub struct Firewall {
     pub table: String,

@@ -51,7 +51,7 @@ pub fn node() -> Result<()> {
 /// In the container's cloned child: creates the veth pair (`uwsgi0` here, `uw<uid>` born in
 /// the node's namespace `host_ns`), configures the container end (`lo` up, `ip/8`, IPv6 off,
 /// a default route via [`GATEWAY`] unless dmz), then enters the node's namespace for the host
-/// end (up, proxy ARP, strict reverse-path filter, IPv6 off, `ip/32` route with the gateway as
+/// end (up, proxy ARP answered at once, strict reverse-path filter, IPv6 off, `ip/32` route with the gateway as
 /// the node's source address) and comes back. A `uw<uid>` left by a predecessor whose
 /// namespace the kernel has not finished destroying is deleted first (only one instance of a
 /// container runs at a time, so the name can only be a dead one's).
@@ -96,6 +96,10 @@ fn host_end(c: &ContainerNet) -> Result<()> {
         nl.index_of(&c.host_if)?.ok_or_else(|| NetError(format!("{} is not in the node's namespace", c.host_if)))?;
     sysctl::disable_ipv6(&c.host_if)?;
     sysctl::ipv4(&c.host_if, "proxy_arp", "1")?;
+    // The kernel delays proxy ARP answers to broadcast requests by up to 0.8 s by default (to
+    // let a real owner answer first): there is no other owner on a point-to-point veth, and
+    // the delay would hold up a container's first packet to every peer.
+    sysctl::neigh(&c.host_if, "proxy_delay", "0")?;
     sysctl::ipv4(&c.host_if, "rp_filter", "1")?;
     nl.set_up(index).map_err(|e| NetError(format!("bring {} up: {e}", c.host_if)))?;
     let route = Route { dst: c.ip, len: 32, dev: index, gateway: None, prefsrc: Some(GATEWAY) };

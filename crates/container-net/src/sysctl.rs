@@ -28,6 +28,12 @@ pub fn ipv4(ifname: &str, key: &str, value: &str) -> Result<()> {
     write(conf_path(false, ifname, key)?, value)
 }
 
+/// Sets a per-interface neighbour (ARP) parameter, e.g. `neigh(ifname, "proxy_delay", "0")`.
+pub fn neigh(ifname: &str, key: &str, value: &str) -> Result<()> {
+    let conf = conf_path(false, ifname, key)?;
+    write(PathBuf::from(conf.to_string_lossy().replace("/conf/", "/neigh/")), value)
+}
+
 /// Turns IPv6 off on an interface: no link-local address, nothing received or sent.
 pub fn disable_ipv6(ifname: &str) -> Result<()> {
     write(conf_path(true, ifname, "disable_ipv6")?, "1")

@@ -32,25 +32,8 @@ fn elements() -> Elements {
     e
 }
 
-/// `nft -j list table` without what a re-created table legitimately changes: the kernel's
-/// handles, and the order in which a hash set lists its elements.
 fn normalized(json: &str) -> serde_json::Value {
-    fn walk(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                m.remove("handle");
-                m.values_mut().for_each(walk);
-                if let Some(serde_json::Value::Array(elem)) = m.get_mut("elem") {
-                    elem.sort_by_key(|e| e.to_string());
-                }
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
-    walk(&mut v);
-    v
+    container_net::firewall::comparable(json).unwrap()
 }
 
 #[test]

@@ -20,3 +20,17 @@ pub fn spawn_detached(mut cmd: Command) -> std::io::Result<Child> {
     }
     cmd.spawn()
 }
+
+/// Runs `f` when this process ends with `exit(3)`, as the Emperor does when it is stopped
+/// ("The Emperor is buried"), whether or not it runs under a master (a plugin's `atexit`
+/// callback is only registered on some of those paths). Processes forked from this one
+/// inherit the registration: `f` must check it runs in the process it was meant for. `f` must
+/// not unwind.
+pub fn at_exit(f: extern "C" fn()) -> std::io::Result<()> {
+    // SAFETY: atexit(3) only stores the function pointer, which is valid for the whole life of
+    // the program (a plain fn item, not a closure).
+    if unsafe { libc::atexit(f) } != 0 {
+        return Err(std::io::Error::other("atexit: no room for another handler"));
+    }
+    Ok(())
+}

@@ -18,6 +18,11 @@ fn container_uid(v: &Vassal) -> Option<u32> {
 pub fn setup(v: &Vassal) -> Result<(), String> {
     let Some(uid) = container_uid(v) else { return Ok(()) };
     let spec = running_specs::get(uid).ok_or_else(|| format!("container {uid}: no spec known to the Emperor"))?;
+    if settings::network() {
+        // Before the jail: the child still sees the host's /proc, and nothing of the
+        // customer runs until the network is whole.
+        crate::network::child_setup(&spec)?;
+    }
     jail::enter_jail(&settings::node_paths(), &spec).map_err(|e| e.to_string())
 }
 

@@ -7,12 +7,15 @@
 //!
 //! * [`monitor`]: the imperial monitor: reads specs, plans with [`reconcile`], prepares homes,
 //!   feeds and stops container vassals, reports OOM kills;
-//! * [`container_child`]: in the Emperor's child, builds the jail and drops privileges;
+//! * [`container_child`]: in the Emperor's child, builds `uwsgi0` and the jail and drops
+//!   privileges;
+//! * [`network`]: the node's side of container networking (`unbit-network`);
 //! * [`in_container`]: hooks for the container master itself (rc.local, restart notice).
 
 mod container_child;
 mod in_container;
 mod monitor;
+mod network;
 pub mod reconcile;
 mod running_specs;
 mod settings;

@@ -13,6 +13,7 @@
 //! operator's log and the customer's own `~/logs/emperor.log`. What the node moved out of its
 //! way in the home is told to the customer there too.
 
+use crate::network::Network;
 use crate::reconcile::{Action, Reconciler};
 use crate::spec_folder::SpecFolder;
 use crate::vassal_config::{self, uid_of, vassal_name};
@@ -34,6 +35,8 @@ pub struct ContainersMonitor {
     oom_seen: BTreeMap<u32, u64>,
     /// Last problem logged per file or container, so a bad spec is reported once, not every pass.
     reported: BTreeMap<String, String>,
+    /// Container networking (`unbit-network`), when on.
+    network: Option<Network>,
 }
 
 impl ContainersMonitor {
@@ -48,6 +51,7 @@ impl ContainersMonitor {
             settings::QuotaChoice::None => Box::new(jail::quota::NoQuota),
             settings::QuotaChoice::Auto => jail::detect_quota_backend(&paths.containers).map_err(|e| e.to_string())?,
         };
+        let network = if settings::network() { Some(Network::start()?) } else { None };
         uwsgi::log!(
             "managing containers from {dir}: homes in {}, distros in {}, cgroup subtree {}",
             paths.containers.display(),
@@ -63,6 +67,7 @@ impl ContainersMonitor {
             stopping: BTreeSet::new(),
             oom_seen: BTreeMap::new(),
             reported: BTreeMap::new(),
+            network,
         })
     }
 
@@ -156,6 +161,13 @@ impl ContainersMonitor {
                 if self.reported.remove(&held_key(uid)).is_some() {
                     self.tell(uid, &format!("container {uid}: its spec can be applied again, starting it"));
                 }
+                // The container's elements are in the table before its child builds the
+                // interface: its first packet is already filtered as its own.
+                if let Some(net) = self.network.as_mut() {
+                    if let Err(e) = net.set_member(&spec) {
+                        return self.hold_back(emperor, uid, e);
+                    }
+                }
                 let config = vassal_config::render(&spec, &self.paths.platform_dir);
                 running_specs::set(spec);
                 match emperor.feed(&vassal_name(uid), &config, generation, 0, 0) {
@@ -179,6 +191,21 @@ impl ContainersMonitor {
                     Err(e) => self.hold_back(emperor, uid, format!("cannot write its new ssh keys: {e}")),
                 }
             }
+            Action::UpdateNetwork { spec } => {
+                let uid = spec.uid;
+                if let Some(net) = self.network.as_mut() {
+                    let started = std::time::Instant::now();
+                    if let Err(e) = net.set_member(&spec) {
+                        return self.hold_back(emperor, uid, e);
+                    }
+                    uwsgi::log!(
+                        "container {uid}: links updated ({} links) in {} ms, no restart",
+                        spec.links.len(),
+                        started.elapsed().as_millis()
+                    );
+                }
+                running_specs::set(spec);
+            }
             Action::Stop { uid } => {
                 uwsgi::log!("container {uid}: removed from the node's specs, stopping it (its home stays)");
                 emperor.stop(&vassal_name(uid));
@@ -193,6 +220,9 @@ impl ContainersMonitor {
             self.stopping.remove(&uid);
             running_specs::remove(uid);
             self.oom_seen.remove(&uid);
+            if let Some(net) = self.network.as_mut() {
+                net.remove_member(uid);
+            }
             if let Err(e) = jail::release(&self.paths, uid) {
                 uwsgi::log!("container {uid}: cannot release its cgroup: {e}");
             }
@@ -239,6 +269,9 @@ impl ImperialMonitor for ContainersMonitor {
                 emperor.watch_fd(fd);
             }
             self.watching = true;
+        }
+        if let Some(net) = self.network.as_mut() {
+            net.tick();
         }
         let Some(desired) = self.desired() else { return };
         let running: Vec<u32> = emperor.vassal_names().iter().filter_map(|name| uid_of(name)).collect();

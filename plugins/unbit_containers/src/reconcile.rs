@@ -4,6 +4,8 @@
 //! * a new deployable spec starts a container;
 //! * a change of the boot identity (anything but the ssh keys) restarts it;
 //! * an ssh-key-only change rewrites the keys file and restarts nothing;
+//! * a change of the links (alone or with the keys) updates the node's firewall elements and
+//!   restarts nothing: a link or unlink takes effect within a second;
 //! * a spec that disappeared stops its container, at most `max_stops` per pass, so a source
 //!   that suddenly lists nothing cannot wipe a node in one go;
 //! * an action the node could not carry out ([`Reconciler::failed`]) is retried at the next
@@ -23,6 +25,8 @@ pub enum Action {
     Run { spec: ContainerSpec, generation: i64, restart: bool },
     /// Only the ssh keys changed: rewrite `.ssh/uwsgi_authorized_keys` in place.
     UpdateKeys { spec: ContainerSpec },
+    /// Only the links changed (maybe with the keys): update the node's firewall elements.
+    UpdateNetwork { spec: ContainerSpec },
     /// The container is no longer wanted: stop it (its home stays).
     Stop { uid: u32 },
 }
@@ -50,7 +54,7 @@ impl Reconciler {
                     self.known.insert(spec.uid, Known { spec: spec.clone(), generation: now, failed: false });
                     actions.push(Action::Run { spec: spec.clone(), generation: now, restart: false });
                 }
-                Some(k) if k.spec.needs_restart_for(spec) || k.failed => {
+                Some(k) if needs_restart(&k.spec, spec) || k.failed => {
                     // A retry also gets a newer generation: should the container still run on
                     // its old spec, the Emperor reloads it rather than keep it.
                     k.generation = now.max(k.generation + 1);
@@ -61,14 +65,20 @@ impl Reconciler {
                 }
                 Some(k) => {
                     let keys_changed = k.spec.ssh_keys != spec.ssh_keys;
+                    let links_changed = k.spec.links != spec.links;
                     k.spec = spec.clone();
                     if !running.contains(&spec.uid) {
                         // Known but not running (it died for good, or the Emperor dropped it):
                         // hand it over again with the same generation. A run prepares the whole
                         // home, new keys included.
                         actions.push(Action::Run { spec: spec.clone(), generation: k.generation, restart: false });
-                    } else if keys_changed {
-                        actions.push(Action::UpdateKeys { spec: spec.clone() });
+                    } else {
+                        if keys_changed {
+                            actions.push(Action::UpdateKeys { spec: spec.clone() });
+                        }
+                        if links_changed {
+                            actions.push(Action::UpdateNetwork { spec: spec.clone() });
+                        }
                     }
                 }
             }
@@ -95,6 +105,15 @@ impl Reconciler {
     pub fn spec(&self, uid: u32) -> Option<&ContainerSpec> {
         self.known.get(&uid).map(|k| &k.spec)
     }
+}
+
+/// Whether going from `old` to `new` restarts the container: any change of its boot identity
+/// (everything but the ssh keys) except the links, which live in the node's firewall, not in
+/// the container. `dmz` does restart it: the container's default route depends on it.
+pub fn needs_restart(old: &ContainerSpec, new: &ContainerSpec) -> bool {
+    let mut relinked = old.clone();
+    relinked.links.clone_from(&new.links);
+    relinked.needs_restart_for(new)
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ static JAIL_ROOT: Setting<PathBuf> = Setting::new();
 static CGROUP_NAME: Setting<String> = Setting::new();
 static QUOTA: Setting<QuotaChoice> = Setting::new();
 static MAX_STOPS: Setting<usize> = Setting::new();
+static NETWORK: Setting<bool> = Setting::new();
+static NETWORK_UPLINK: Setting<String> = Setting::new();
+static NETWORK_TABLE: Setting<String> = Setting::new();
+static PORTMAPPINGS: Setting<PathBuf> = Setting::new();
 
 pub fn declare(reg: &mut Registry) {
     reg.option("unbit-containers-dir", "where container homes live (default /containers)", &CONTAINERS_DIR)
@@ -33,7 +37,23 @@ pub fn declare(reg: &mut Registry) {
         )
         .option("unbit-cgroup-name", "name of the platform's own cgroup subtree (default unbit)", &CGROUP_NAME)
         .option("unbit-quota", "disk quota: auto (detect) or none (default auto)", &QUOTA)
-        .option("unbit-max-stops", "most containers stopped in one sync pass (default 5)", &MAX_STOPS);
+        .option("unbit-max-stops", "most containers stopped in one sync pass (default 5)", &MAX_STOPS)
+        .option(
+            "unbit-network",
+            "give every container uwsgi0 on 10.0.0.0/8, isolated by the node's nftables table (default false)",
+            &NETWORK,
+        )
+        .option(
+            "unbit-network-uplink",
+            "the interface leading to the Internet: NAT and port mappings (default: the default route's)",
+            &NETWORK_UPLINK,
+        )
+        .option("unbit-network-table", "name of the node's own table, inet family (default unbit)", &NETWORK_TABLE)
+        .option(
+            "unbit-portmappings",
+            "node-sync's port mappings file, applied as DNAT (default /var/lib/unbit/portmappings.json)",
+            &PORTMAPPINGS,
+        );
 }
 
 pub fn node_paths() -> NodePaths {
@@ -54,6 +74,23 @@ pub fn quota() -> QuotaChoice {
 
 pub fn max_stops() -> usize {
     MAX_STOPS.get_or(5)
+}
+
+/// Whether containers get networking (`unbit-network`).
+pub fn network() -> bool {
+    NETWORK.get_or(false)
+}
+
+pub fn network_uplink() -> Option<String> {
+    NETWORK_UPLINK.get()
+}
+
+pub fn network_table() -> String {
+    NETWORK_TABLE.get_or("unbit".into())
+}
+
+pub fn portmappings() -> PathBuf {
+    PORTMAPPINGS.get_or("/var/lib/unbit/portmappings.json".into())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -149,3 +149,44 @@ fn new_keys_for_a_container_that_is_not_running_come_with_its_run() {
         vec![Action::Run { spec: rekeyed, generation: 1000, restart: false }]
     );
 }
+
+#[test]
+fn a_link_change_updates_the_network_and_restarts_nothing() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut linked = spec(30001);
+    linked.links = vec![30002];
+    assert_eq!(r.plan(&[linked.clone()], &[30001], 1001, 5), vec![Action::UpdateNetwork { spec: linked.clone() }]);
+    // Unlinking likewise; keys and links together are both updates, still no restart.
+    let mut both = spec(30001);
+    both.ssh_keys.push("ssh-ed25519 BBBB other".into());
+    assert_eq!(
+        r.plan(&[both.clone()], &[30001], 1002, 5),
+        vec![Action::UpdateKeys { spec: both.clone() }, Action::UpdateNetwork { spec: both }]
+    );
+}
+
+#[test]
+fn a_link_change_of_a_container_that_is_not_running_comes_with_its_run() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut linked = spec(30001);
+    linked.links = vec![30002];
+    assert_eq!(
+        r.plan(&[linked.clone()], &[], 1001, 5),
+        vec![Action::Run { spec: linked, generation: 1000, restart: false }]
+    );
+}
+
+#[test]
+fn a_dmz_change_or_a_link_change_with_another_change_restarts() {
+    let mut r = Reconciler::default();
+    r.plan(&[spec(30001)], &[], 1000, 5);
+    let mut dmz = spec(30001);
+    dmz.dmz = true;
+    assert!(matches!(r.plan(&[dmz.clone()], &[30001], 1001, 5)[..], [Action::Run { restart: true, .. }]));
+    let mut more = dmz.clone();
+    more.links = vec![30003];
+    more.memory_mb += 1;
+    assert!(matches!(r.plan(&[more], &[30001], 1002, 5)[..], [Action::Run { restart: true, .. }]));
+}
