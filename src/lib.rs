@@ -4,6 +4,7 @@
 //! Every later plugin's integration tests use it; see `tests/`.
 
 pub mod acme_ca;
+pub mod alarm_kit;
 pub mod harness;
 pub mod host;
 pub mod http;

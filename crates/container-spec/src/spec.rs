@@ -192,11 +192,14 @@ impl ContainerSpec {
     }
 
     /// The part of the spec whose change requires a restart: everything except the ssh keys,
-    /// which are rewritten in place (the original's §4.3 rule). Two specs with equal boot
+    /// which are rewritten in place (the original's §4.3 rule), and the alarm settings, which
+    /// the node's alarm relay reads from the spec folder at every alarm (the original restarted
+    /// the container for them: its vassal config held the secrets). Two specs with equal boot
     /// identities run identically.
     pub fn boot_identity(&self) -> String {
         let mut boot = self.clone();
         boot.ssh_keys.clear();
+        boot.alarms = AlarmSettings::default();
         serde_json::to_string(&boot).expect("a spec always serializes")
     }
 

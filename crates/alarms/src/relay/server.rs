@@ -110,6 +110,7 @@ async fn connection(relay: Arc<Relay>, mut stream: UnixStream) {
 async fn watch(relay: Arc<Relay>, uid: u32, mut stream: UnixStream) {
     let (tx, mut rx) = mpsc::channel::<String>(16);
     relay.watchers.lock().unwrap_or_else(|e| e.into_inner()).entry(uid).or_default().push(tx);
+    log(&format!("container {uid}: console listener connected"));
     let (mut read, mut write) = stream.split();
     let mut sink = [0u8; 64];
     loop {

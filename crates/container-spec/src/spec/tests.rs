@@ -69,6 +69,17 @@ fn ssh_key_changes_do_not_restart_but_memory_changes_do() {
 }
 
 #[test]
+fn alarm_setting_changes_do_not_restart() {
+    let a = sample();
+    let mut b = a.clone();
+    b.alarms.freq = 600;
+    b.alarms.quota_threshold = 10;
+    b.alarms.slack_webhook = Some("https://hooks.slack.com/services/T/B/new".into());
+    b.alarms.jid_secret = Some("rotated".into());
+    assert!(!a.needs_restart_for(&b));
+}
+
+#[test]
 fn loopbox_paths_cannot_escape_or_cover_managed_folders() {
     let ok = LoopboxSpec { id: 1, uid: 30017, filename: "zeus001".into(), mountpoint: "zeus".into(), ro: false };
     assert!(ok.validate().is_ok());
