@@ -14,6 +14,8 @@ PACKAGES=(
   libcap-dev uuid-dev libyaml-dev libyajl-dev libxml2-dev python3-dev
   # containers: distros, quota backends, loop devices, network
   debootstrap btrfs-progs e2fsprogs util-linux iproute2 procps psmisc crun busybox-static
+  # the node's nftables table for container networking (nft, driven by the node Emperor)
+  nftables
   # tests and benchmarks
   curl openssl sqlite3 hyperfine wrk
   # the quickstart's `host -t TXT` against the local platform's DNS
@@ -72,6 +74,17 @@ install -d -m 0755 /var/lib/extrausers
 # The HTTP router's http processes run as a user of their own (vassals-examples/services/http.ini).
 getent passwd unbit-router >/dev/null ||
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin unbit-router
+# promtool, with which tests/metrics.rs checks the collector's Prometheus exposition: only that
+# binary, taken out of Debian's prometheus package (a 19 MB download, 96 MB installed with the
+# Prometheus server and its service, which the platform does not need)
+if ! command -v promtool >/dev/null; then
+  tmp=$(mktemp -d)
+  ( cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; } &&
+    dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool ) &&
+    install -m 0755 "$tmp/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+  command -v promtool >/dev/null || { echo "install-deps: could not install promtool" >&2; exit 1; }
+fi
 # unbit-api OpenAPI fuzz test (crates/unbit-api/tests/run-fuzz.sh)
 python3 -c "import schemathesis" 2>/dev/null || pip install -q schemathesis==4.32.5
 echo "install-deps: all ${#PACKAGES[@]} packages present"

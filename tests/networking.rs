@@ -496,3 +496,65 @@ fn reapplying_after_an_emperor_restart_gives_the_same_table() {
     eventually("both containers back in the table", || w.table_json() == before);
     assert_eq!(w.table_json(), before);
 }
+
+#[test]
+fn two_platforms_share_a_namespace_each_with_its_own_table() {
+    let w = World::start();
+    w.put(30507, &[30508], false);
+    w.put(30508, &[30507], false);
+    let (p, q) = (w.container(30507), w.container(30508));
+    let _sp = tcp_server(&p, at(ip(30507), 7000), "P");
+    let _sq = tcp_server(&q, at(ip(30508), 7000), "Q");
+    let _inet = tcp_server(&w.internet, at(INTERNET, 7200), "internet");
+    eventually("P and Q linked", || tag_of(probe(&p, at(ip(30508), 7000))).as_deref() == Some("Q"));
+
+    // A second platform in the same namespace, with a table of its own.
+    let pm = w.portmaps.with_file_name("second-portmappings.json").to_string_lossy().into_owned();
+    let second = w.node_ns.run(|| {
+        TestNode::start(&[
+            "--unbit-network",
+            "true",
+            "--unbit-network-uplink",
+            "upl0",
+            "--unbit-network-table",
+            "unbit-second",
+            "--unbit-portmappings",
+            &pm,
+        ])
+    });
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec_json(30509, "net30509", 256, 256, &["ssh-ed25519 AAAA net"], &w.keys)).unwrap();
+    spec["links"] = serde_json::json!([30507]);
+    second.put_spec(30509, &spec.to_string());
+    let r = {
+        let mut found = None;
+        wait_until("the second platform's container", Duration::from_secs(60), || {
+            found = pids_of_uid(30509).into_iter().filter_map(Netns::of_pid).find(|ns| {
+                ns.inode() != w.node_ns.inode()
+                    && ns.run(|| Netlink::open().unwrap().index_of("uwsgi0").unwrap().is_some())
+            });
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    let _sr = tcp_server(&r, at(ip(30509), 7000), "R");
+    let tables = w.node_ns.nft(&["list", "tables"]);
+    assert!(tables.contains("table inet unbit\n") && tables.contains("table inet unbit-second"), "{tables}");
+
+    // The first platform's links survive the second's start; the two platforms' containers do
+    // not reach each other (R links P, P does not link R, and they are not even on one table).
+    assert_eq!(tag_of(probe(&p, at(ip(30508), 7000))).as_deref(), Some("Q"));
+    assert_eq!(tag_of(probe(&q, at(ip(30507), 7000))).as_deref(), Some("P"));
+    assert_eq!(probe(&r, at(ip(30507), 7000)), None);
+    assert_eq!(probe(&p, at(ip(30509), 7000)), None);
+    // Both platforms' containers reach the stand-in Internet.
+    assert_eq!(probe(&r, at(INTERNET, 7200)), Some(format!("internet {NODE_UPLINK}")));
+    assert_eq!(probe(&p, at(INTERNET, 7200)), Some(format!("internet {NODE_UPLINK}")));
+
+    // The second platform leaves: its table goes, the first's stays and works.
+    drop((_sr, r));
+    drop(second);
+    let tables = w.node_ns.nft(&["list", "tables"]);
+    assert!(!tables.contains("unbit-second") && tables.contains("table inet unbit\n"), "{tables}");
+    assert_eq!(tag_of(probe(&p, at(ip(30508), 7000))).as_deref(), Some("Q"));
+}

@@ -31,7 +31,7 @@ pub struct Overrides {
 }
 
 /// Options whose values are names rather than paths or addresses.
-const NAME_OPTIONS: [&str; 2] = ["plugins", "unbit-cgroup-name"];
+const NAME_OPTIONS: [&str; 3] = ["plugins", "unbit-cgroup-name", "unbit-network-table"];
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')

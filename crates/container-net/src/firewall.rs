@@ -15,17 +15,15 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 
-/// Prefix of every container's host-side interface (`uw<uid>`, see
-/// `container_spec::host_interface`); the rules match it with `"uw*"` so an interface of that
-/// name that no container set vouches for gets nothing through (fail closed).
-pub const IF_PREFIX: &str = "uw";
-
 /// A port mapping: `(public ip, public port)` to `(private ip, private port)`.
 pub type PortMap = BTreeMap<(Ipv4Addr, u16), (Ipv4Addr, u16)>;
 
 /// Everything that varies in the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Elements {
+    /// The host ends of this platform's containers: every rule about containers matches
+    /// these, so several platforms (each with a table of its own) can share a namespace.
+    pub ifs: BTreeSet<String>,
     /// `ifname . ipv4_addr`: the only source address each container interface may use.
     pub ctr_if_ip: BTreeSet<(String, Ipv4Addr)>,
     /// `ipv4_addr . ipv4_addr`: `(a, b)` when a's container links b; traffic between two
@@ -52,6 +50,7 @@ pub struct Member {
 impl Elements {
     /// Adds a container's elements.
     pub fn add_member(&mut self, m: &Member) {
+        self.ifs.insert(m.ifname.clone());
         self.ctr_if_ip.insert((m.ifname.clone(), m.ip));
         for peer in &m.links {
             self.links.insert((m.ip, *peer));
@@ -74,37 +73,37 @@ pub fn render_table(table: &str, e: &Elements) -> Result<String> {
     let _ = writeln!(w, "add table inet {table}");
     let _ = writeln!(w, "delete table inet {table}");
     let _ = writeln!(w, "table inet {table} {{");
+    set(w, "ifs", "ifname", e.ifs.iter().map(|i| format!("\"{i}\"")));
     set(w, "ctr_if_ip", "ifname . ipv4_addr", e.ctr_if_ip.iter().map(|(i, a)| format!("\"{i}\" . {a}")));
     set(w, "links", "ipv4_addr . ipv4_addr", e.links.iter().map(|(a, b)| format!("{a} . {b}")));
     set(w, "dmz", "ipv4_addr", e.dmz.iter().map(|a| a.to_string()));
     set(w, "uplink", "ifname", e.uplink.iter().map(|i| format!("\"{i}\"")));
     map(w, "pm_tcp", &e.pm_tcp);
     map(w, "pm_udp", &e.pm_udp);
-    let p = IF_PREFIX;
     let net = crate::CONTAINER_NET;
     let rules = format!(
         r#"	chain prerouting {{
 		type filter hook prerouting priority raw; policy accept;
-		iifname "{p}*" meta nfproto ipv6 drop
-		iifname "{p}*" iifname . ip saddr != @ctr_if_ip drop
-		iifname "{p}*" fib saddr . iif oif missing drop
+		iifname @ifs meta nfproto ipv6 drop
+		iifname @ifs iifname . ip saddr != @ctr_if_ip drop
+		iifname @ifs fib saddr . iif oif missing drop
 	}}
 	chain input {{
 		type filter hook input priority filter; policy accept;
-		iifname "{p}*" ct state established,related accept
-		iifname "{p}*" drop
+		iifname @ifs ct state established,related accept
+		iifname @ifs drop
 	}}
 	chain forward {{
 		type filter hook forward priority filter; policy accept;
-		iifname "{p}*" oifname "{p}*" ip saddr . ip daddr @links ip daddr . ip saddr @links accept
-		iifname "{p}*" oifname "{p}*" drop
+		iifname @ifs oifname @ifs ip saddr . ip daddr @links ip daddr . ip saddr @links accept
+		iifname @ifs oifname @ifs drop
 		ct state established,related accept
-		oifname "{p}*" ct status dnat accept
-		oifname "{p}*" drop
-		iifname "{p}*" ip daddr {net} drop
-		iifname "{p}*" ip saddr @dmz drop
-		iifname "{p}*" oifname @uplink accept
-		iifname "{p}*" drop
+		oifname @ifs ct status dnat accept
+		oifname @ifs drop
+		iifname @ifs ip daddr {net} drop
+		iifname @ifs ip saddr @dmz drop
+		iifname @ifs oifname @uplink accept
+		iifname @ifs drop
 	}}
 	chain portmaps {{
 		type nat hook prerouting priority dstnat; policy accept;
@@ -151,11 +150,13 @@ fn check(table: &str, e: &Elements) -> Result<()> {
     let ident = !table.is_empty()
         && table.len() <= 64
         && table.starts_with(|c: char| c.is_ascii_alphabetic())
-        && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ident {
-        return Err(NetError(format!("{table:?} is not a usable nftables table name (letters, digits, _)")));
+        return Err(NetError(format!(
+            "{table:?} is not a usable nftables table name (a letter, then letters, digits, _ -)"
+        )));
     }
-    for name in e.ctr_if_ip.iter().map(|(i, _)| i).chain(e.uplink.iter()) {
+    for name in e.ifs.iter().chain(e.ctr_if_ip.iter().map(|(i, _)| i)).chain(e.uplink.iter()) {
         if !is_safe_ifname(name) {
             return Err(NetError(format!("{name:?} is not an interface name")));
         }
@@ -178,6 +179,9 @@ pub fn render_changes(table: &str, old: &Elements, new: &Elements) -> Result<Str
     fn diff<T: Ord + Clone>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> (Vec<T>, Vec<T>) {
         (a.difference(b).cloned().collect(), b.difference(a).cloned().collect())
     }
+    let (g, a) = diff(&old.ifs, &new.ifs);
+    let f = |v: Vec<String>| v.into_iter().map(|x| format!("\"{x}\"")).collect();
+    edit("ifs", f(g), f(a));
     let (g, a) = diff(&old.ctr_if_ip, &new.ctr_if_ip);
     let f = |v: Vec<(String, Ipv4Addr)>| v.into_iter().map(|(i, a)| format!("\"{i}\" . {a}")).collect();
     edit("ctr_if_ip", f(g), f(a));

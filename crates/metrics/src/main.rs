@@ -137,10 +137,9 @@ fn main() {
                 let latest = latest.clone();
                 std::thread::spawn(move || prometheus::serve(l, latest));
             }
-            Err(e) => {
-                log(&format!("--prometheus {addr}: {e}"));
-                std::process::exit(1);
-            }
+            // Collection goes on: the API's series matter more than the operator's scrape
+            // (e.g. a second platform on a development machine finds the port taken).
+            Err(e) => log(&format!("--prometheus {addr}: {e}; serving no Prometheus exposition")),
         }
     }
     log(&format!(
