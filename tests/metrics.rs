@@ -83,7 +83,8 @@ fn start_api(work: &Path) -> (Api, String) {
     let bin = release_binary("unbit-api");
     let db = work.join("api.sqlite");
     let admin = |args: &[&str]| run(Command::new(&bin).arg("admin").arg("--db").arg(&db).args(args));
-    let token = admin(&["server", "add", "--name", "n1", "--address", "127.0.0.1", "--memory", "4096", "--storage", "9000"]);
+    let token =
+        admin(&["server", "add", "--name", "n1", "--address", "127.0.0.1", "--memory", "4096", "--storage", "9000"]);
     admin(&["distro", "add", "--name", "Debian 12", "--path", "bookworm"]);
     admin(&["customer", "add", "--username", "kratos", "--password", "deimos-pass"]);
     run(Command::new("sqlite3").arg(&db).arg(format!(
@@ -92,7 +93,20 @@ fn start_api(work: &Path) -> (Api, String) {
         UID - 30001,
         UID - 30001
     )));
-    let uid = admin(&["container", "add", "--customer", "kratos", "--server", "n1", "--name", "busy", "--memory", "256", "--storage", "300"]);
+    let uid = admin(&[
+        "container",
+        "add",
+        "--customer",
+        "kratos",
+        "--server",
+        "n1",
+        "--name",
+        "busy",
+        "--memory",
+        "256",
+        "--storage",
+        "300",
+    ]);
     assert_eq!(uid.trim(), UID.to_string());
     admin(&["domain", "map", "--customer", "kratos", "--name", DOMAIN]);
     let port = free_port();
@@ -139,8 +153,11 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
     let token_file = work.path().join("node.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let settings = work.path().join("node-sync.conf");
-    std::fs::write(&settings, format!("api = {}\ntoken-file = {}\n", api.url.trim_end_matches("/api"), token_file.display()))
-        .unwrap();
+    std::fs::write(
+        &settings,
+        format!("api = {}\ntoken-file = {}\n", api.url.trim_end_matches("/api"), token_file.display()),
+    )
+    .unwrap();
     let prom = format!("127.0.0.1:{}", free_port());
     let log = work.path().join("metrics.log");
     let collector = Command::new(release_binary("unbit-metrics"))
@@ -223,7 +240,8 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
         .unwrap();
     assert!(parsed.status.success(), "not XML: {svg}");
     assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "{http://www.w3.org/2000/svg}svg");
-    let line = svg.lines().find(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\"")).expect("the data line");
+    let line =
+        svg.lines().find(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\"")).expect("the data line");
     assert!(line.matches(',').count() >= 2, "at least two rates drawn: {line}");
     assert!(svg.contains(&format!("container.cpu of {UID}")));
 

@@ -108,7 +108,10 @@ fn main() {
         cycles,
         with_processes,
     );
-    println!("{:>10}  {:>16}  {:>16}  {:>14}  {:>12}", "containers", "CPU/cycle (ms)", "wall/cycle (ms)", "µs/container", "batch (KB)");
+    println!(
+        "{:>10}  {:>16}  {:>16}  {:>14}  {:>12}",
+        "containers", "CPU/cycle (ms)", "wall/cycle (ms)", "µs/container", "batch (KB)"
+    );
     for size in [10usize, 100, 1000] {
         while node.uids.len() < size {
             let uid = BASE + node.uids.len() as u32;
