@@ -153,6 +153,8 @@ impl LocalApi {
 pub struct Received {
     /// Arrival order across every path.
     pub seq: usize,
+    /// When the request was complete (before the answer).
+    pub at: Instant,
     pub method: String,
     pub path: String,
     /// Names lowercased.
@@ -320,7 +322,7 @@ fn serve(inner: &Inner, mut conn: TcpStream) {
         let mut script = inner.script.lock().unwrap();
         script.iter_mut().find(|(p, _)| path.starts_with(p.as_str())).and_then(|(_, q)| q.pop_front())
     };
-    inner.got.lock().unwrap().push(Received { seq, method, path, headers, body });
+    inner.got.lock().unwrap().push(Received { seq, at: Instant::now(), method, path, headers, body });
     let (status, retry_after) = match answer {
         None => (200, None),
         Some(Answer::Status(s, r)) => (s, r),
@@ -433,36 +435,41 @@ VirtualHost "{XMPP_DOMAIN}"
 // The relay
 
 /// `unbit-alarmd` for `node`, as the node Emperor starts it, with every third-party base URL
-/// on `receiver`, XMPP on `prosody`, a 2 s timeout and a quota check every second.
-pub fn start_relay(node: &TestNode, api: &LocalApi, receiver: &Receiver, prosody: &Prosody) -> Instance {
+/// on `receiver`, XMPP on `prosody` (if any), a 2 s timeout and a quota check every second.
+pub fn start_relay(node: &TestNode, api: &LocalApi, receiver: &Receiver, prosody: Option<&Prosody>) -> Instance {
+    let mut args = vec![
+        "--settings".to_string(),
+        api.node_sync_conf().display().to_string(),
+        "--specs".into(),
+        node.root.path().join("specs").display().to_string(),
+        "--containers-dir".into(),
+        node.containers_dir().display().to_string(),
+        "--socket".into(),
+        node.subscribe_dir().join("alarms").display().to_string(),
+        "--node-name".into(),
+        "test-node".into(),
+        "--slack-base".into(),
+        receiver.base.clone(),
+        "--pushover-base".into(),
+        receiver.base.clone(),
+        "--pushbullet-base".into(),
+        receiver.base.clone(),
+        "--timeout".into(),
+        "2".into(),
+        "--quota-interval".into(),
+        "1".into(),
+    ];
+    if let Some(p) = prosody {
+        args.extend([
+            "--xmpp-server".into(),
+            format!("127.0.0.1:{}", p.port),
+            "--xmpp-ca".into(),
+            p.ca.display().to_string(),
+        ]);
+    }
     let relay = InstanceBuilder::new("unbit-alarmd")
         .binary(release_binary("unbit-alarmd").to_str().unwrap())
-        .args([
-            "--settings".to_string(),
-            api.node_sync_conf().display().to_string(),
-            "--specs".into(),
-            node.root.path().join("specs").display().to_string(),
-            "--containers-dir".into(),
-            node.containers_dir().display().to_string(),
-            "--socket".into(),
-            node.subscribe_dir().join("alarms").display().to_string(),
-            "--node-name".into(),
-            "test-node".into(),
-            "--slack-base".into(),
-            receiver.base.clone(),
-            "--pushover-base".into(),
-            receiver.base.clone(),
-            "--pushbullet-base".into(),
-            receiver.base.clone(),
-            "--xmpp-server".into(),
-            format!("127.0.0.1:{}", prosody.port),
-            "--xmpp-ca".into(),
-            prosody.ca.display().to_string(),
-            "--timeout".into(),
-            "2".into(),
-            "--quota-interval".into(),
-            "1".into(),
-        ])
+        .args(args)
         .start();
     relay.wait_for_log("listening on", Duration::from_secs(20)).unwrap();
     relay

@@ -126,7 +126,7 @@ fn oom_and_quota_alarms_reach_every_channel_once_per_period_and_a_slow_channel_d
         &["--unbit-quota", "auto"],
         &[("plugins/unbit_alarms_plugin.so", plugin_path("unbit_alarms"))],
     );
-    let relay = start_relay(&node, &api, &receiver, &prosody);
+    let relay = start_relay(&node, &api, &receiver, Some(&prosody));
     let keys = key_pair();
     node.put_spec(UID, &spec(&keys, SLACK_PATH));
     let socket = deploy(&node);
