@@ -306,23 +306,72 @@ pub fn comparable(json: &str) -> Result<serde_json::Value> {
     Ok(v)
 }
 
+/// The elements of every set and map as `nft -j` lists them (each element's JSON text,
+/// sorted), for comparing a listing with what was applied.
+pub fn listed_elements(e: &Elements) -> BTreeMap<String, Vec<String>> {
+    use serde_json::{json, Value};
+    let ip = |a: &Ipv4Addr| Value::String(a.to_string());
+    let mut sets: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    sets.insert("ifs".into(), e.ifs.iter().map(|i| json!(i)).collect());
+    sets.insert("ctr_if_ip".into(), e.ctr_if_ip.iter().map(|(i, a)| json!({"concat": [i, ip(a)]})).collect());
+    sets.insert("links".into(), e.links.iter().map(|(a, b)| json!({"concat": [ip(a), ip(b)]})).collect());
+    sets.insert("dmz".into(), e.dmz.iter().map(ip).collect());
+    sets.insert("uplink".into(), e.uplink.iter().map(|i| json!(i)).collect());
+    for (name, m) in [("pm_tcp", &e.pm_tcp), ("pm_udp", &e.pm_udp)] {
+        let elems =
+            m.iter().map(|((pa, pp), (ca, cp))| json!([{"concat": [ip(pa), pp]}, {"concat": [ip(ca), cp]}])).collect();
+        sets.insert(name.into(), elems);
+    }
+    sets.into_iter()
+        .map(|(k, v)| {
+            let mut v: Vec<String> = v.iter().map(Value::to_string).collect();
+            v.sort();
+            (k, v)
+        })
+        .collect()
+}
+
+/// Splits a `nft -j list table` listing into its skeleton (tables, chains, rules, set
+/// declarations: what only a full apply changes) and the elements of each set and map.
+fn split_listing(json: &str) -> Result<(serde_json::Value, BTreeMap<String, Vec<String>>)> {
+    let mut v = comparable(json)?;
+    let mut elements = BTreeMap::new();
+    if let Some(items) = v.get_mut("nftables").and_then(|n| n.as_array_mut()) {
+        for item in items {
+            for kind in ["set", "map"] {
+                if let Some(obj) = item.get_mut(kind).and_then(|o| o.as_object_mut()) {
+                    let name = obj.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+                    let elems = match obj.remove("elem") {
+                        Some(serde_json::Value::Array(a)) => a.iter().map(serde_json::Value::to_string).collect(),
+                        _ => Vec::new(),
+                    };
+                    let mut elems: Vec<String> = elems;
+                    elems.sort();
+                    elements.insert(name, elems);
+                }
+            }
+        }
+    }
+    Ok((v, elements))
+}
+
 /// The table the node wants and the one it last applied, kept equal at element granularity.
 pub struct Firewall {
     pub table: String,
     nft: Nft,
     applied: Option<Elements>,
-    /// `nft list table` right after the last apply: any difference later is someone else's
-    /// change (an operator's flush), repaired by [`Firewall::verify`].
-    snapshot: Option<String>,
+    /// The table's skeleton right after the last full apply (element edits do not change it).
+    skeleton: Option<serde_json::Value>,
 }
 
 impl Firewall {
     pub fn new(table: &str, nft: Nft) -> Firewall {
-        Firewall { table: table.to_string(), nft, applied: None, snapshot: None }
+        Firewall { table: table.to_string(), nft, applied: None, skeleton: None }
     }
 
-    /// Makes the table hold `want`: element edits from the last applied state, or the whole
-    /// table when there is none or the edits are refused (the table was changed under us).
+    /// Makes the table hold `want`: element edits from the last applied state (one `nft`
+    /// run whose cost does not depend on the number of containers), or the whole table when
+    /// there is none or the edits are refused (the table was changed under us).
     pub fn sync(&mut self, want: &Elements) -> Result<()> {
         if self.applied.as_ref() == Some(want) {
             return Ok(());
@@ -335,30 +384,44 @@ impl Firewall {
             None => false,
         };
         if !edited {
-            self.nft.apply(&render_table(&self.table, want)?)?;
+            self.apply_full(want)?;
         }
         self.applied = Some(want.clone());
-        self.snapshot = self.nft.list(&self.table, false)?;
         Ok(())
     }
 
-    /// Re-applies the whole table when it is missing or differs from what was applied last.
-    /// Returns whether it had to.
+    fn apply_full(&mut self, want: &Elements) -> Result<()> {
+        self.applied = None;
+        self.nft.apply(&render_table(&self.table, want)?)?;
+        let listing =
+            self.nft.list(&self.table, true)?.ok_or_else(|| NetError(format!("table inet {} vanished", self.table)))?;
+        self.skeleton = Some(split_listing(&listing)?.0);
+        self.applied = Some(want.clone());
+        Ok(())
+    }
+
+    /// Re-applies the whole table when it is missing or differs from what was applied last
+    /// (rules, chains, sets, or any element). Returns whether it had to.
     pub fn verify(&mut self) -> Result<bool> {
         let Some(want) = self.applied.clone() else { return Ok(false) };
-        let now = self.nft.list(&self.table, false)?;
-        if now.is_some() && now == self.snapshot {
+        let intact = match self.nft.list(&self.table, true)? {
+            None => false,
+            Some(listing) => {
+                let (skeleton, elements) = split_listing(&listing)?;
+                Some(skeleton) == self.skeleton && elements == listed_elements(&want)
+            }
+        };
+        if intact {
             return Ok(false);
         }
-        self.nft.apply(&render_table(&self.table, &want)?)?;
-        self.snapshot = self.nft.list(&self.table, false)?;
+        self.apply_full(&want)?;
         Ok(true)
     }
 
     /// Removes the table (Emperor exit).
     pub fn remove(&mut self) -> Result<()> {
         self.applied = None;
-        self.snapshot = None;
+        self.skeleton = None;
         self.nft.delete(&self.table)
     }
 }

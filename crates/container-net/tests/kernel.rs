@@ -84,7 +84,9 @@ fn a_container_end_is_built_and_its_host_end_configured() {
         let c = ContainerNet { uid: 30509, host_if: "uw30509".into(), ip: container_spec::ip_of(30509), dmz: false };
         let child = std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let t = std::time::Instant::now();
             setup::container(&c, host.as_fd()).unwrap();
+            eprintln!("container end + host end built in {:?}", t.elapsed());
             let mut nl = Netlink::open().unwrap();
             let inner = nl.index_of("uwsgi0").unwrap().expect("uwsgi0 in the container");
             assert!(nl.has_address(inner, container_spec::ip_of(30509)).unwrap());
@@ -103,5 +105,42 @@ fn a_container_end_is_built_and_its_host_end_configured() {
             nl.index_of("uw30509").unwrap().is_none()
         });
         assert!(gone, "uw30509 outlived its container's namespace");
+    });
+}
+
+/// What a link change costs with 10, 1 000 and 5 000 containers on the node (an element edit
+/// and the listing the Emperor keeps to notice someone else's changes). Prints; asserts
+/// nothing about time. `cargo test -p container-net --test kernel -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn cost_of_a_link_change() {
+    in_fresh_netns(|| {
+        for n in [10u32, 1_000, 5_000] {
+            let mut e = Elements::default();
+            for i in 0..n {
+                let uid = 30_000 + i;
+                let peer = 30_000 + (i ^ 1);
+                e.add_member(&Member {
+                    ifname: format!("uw{uid}"),
+                    ip: container_spec::ip_of(uid),
+                    dmz: false,
+                    links: vec![container_spec::ip_of(peer)],
+                });
+            }
+            let mut fw = Firewall::new("unbit", Nft::new());
+            let t = std::time::Instant::now();
+            fw.sync(&e).unwrap();
+            let full = t.elapsed();
+            let mut changed = e.clone();
+            changed.links.insert((container_spec::ip_of(30_000), container_spec::ip_of(30_002)));
+            let t = std::time::Instant::now();
+            fw.sync(&changed).unwrap();
+            let edit = t.elapsed();
+            let t = std::time::Instant::now();
+            assert!(!fw.verify().unwrap());
+            let verify = t.elapsed();
+            eprintln!("{n} containers: full table {full:?}, one link change {edit:?}, check {verify:?}");
+            fw.remove().unwrap();
+        }
     });
 }

@@ -25,7 +25,7 @@ static HOST_NS: OnceLock<OwnedFd> = OnceLock::new();
 static OWNER: Mutex<Option<(u32, String)>> = Mutex::new(None);
 
 /// How often the table is compared with what was applied.
-const VERIFY_EVERY: Duration = Duration::from_secs(2);
+const VERIFY_EVERY: Duration = Duration::from_secs(3);
 
 pub struct Network {
     firewall: Firewall,
