@@ -435,8 +435,15 @@ VirtualHost "{XMPP_DOMAIN}"
 // The relay
 
 /// `unbit-alarmd` for `node`, as the node Emperor starts it, with every third-party base URL
-/// on `receiver`, XMPP on `prosody` (if any), a 2 s timeout and a quota check every second.
-pub fn start_relay(node: &TestNode, api: &LocalApi, receiver: &Receiver, prosody: Option<&Prosody>) -> Instance {
+/// on `receiver`, XMPP on `prosody` (if any), the node's cgroup subtree, a 2 s timeout, a
+/// quota and memory check every second, and `extra` flags.
+pub fn start_relay(
+    node: &TestNode,
+    api: &LocalApi,
+    receiver: &Receiver,
+    prosody: Option<&Prosody>,
+    extra: &[&str],
+) -> Instance {
     let mut args = vec![
         "--settings".to_string(),
         api.node_sync_conf().display().to_string(),
@@ -458,7 +465,10 @@ pub fn start_relay(node: &TestNode, api: &LocalApi, receiver: &Receiver, prosody
         "2".into(),
         "--quota-interval".into(),
         "1".into(),
+        "--cgroup-name".into(),
+        node.cgroup_name.clone(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     if let Some(p) = prosody {
         args.extend([
             "--xmpp-server".into(),

@@ -126,7 +126,7 @@ fn oom_and_quota_alarms_reach_every_channel_once_per_period_and_a_slow_channel_d
         &["--unbit-quota", "auto"],
         &[("plugins/unbit_alarms_plugin.so", plugin_path("unbit_alarms"))],
     );
-    let relay = start_relay(&node, &api, &receiver, Some(&prosody));
+    let relay = start_relay(&node, &api, &receiver, Some(&prosody), &["--memory-threshold", "0"]);
     let keys = key_pair();
     node.put_spec(UID, &spec(&keys, SLACK_PATH));
     let socket = deploy(&node);
@@ -242,4 +242,51 @@ fn oom_and_quota_alarms_reach_every_channel_once_per_period_and_a_slow_channel_d
     assert!(crash[0]["msg"].as_str().unwrap().contains("unloyal bad behaving vassal found: crash.ini"), "{crash:?}");
     wait_file_contains(&home.join("logs/emperor.log"), "[unbit alarm crash-loop]", 1, SECONDS);
     std::fs::remove_file(home.join("vassals/crash.ini")).unwrap();
+}
+
+/// Holds `mb` MB until the next call.
+const HOLDER: &str = r#"
+import json
+held = []
+def application(env, start_response):
+    mb = int(env['PATH_INFO'].strip('/') or 0)
+    held.clear()
+    held.append(b'x' * (mb * 1024 * 1024))
+    start_response('200 OK', [('Content-Type', 'application/json')])
+    return [json.dumps({'held_mb': mb}).encode()]
+"#;
+
+#[test]
+fn memory_use_over_the_threshold_raises_an_alarm() {
+    const UID2: u32 = 30602;
+    let api = LocalApi::start(UID2);
+    let receiver = Receiver::start();
+    let node = TestNode::start(&["--unbit-quota", "none"]);
+    let relay = start_relay(&node, &api, &receiver, None, &["--memory-threshold", "60"]);
+    let keys = key_pair();
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec_json(UID2, "memory", 128, 128, &["ssh-ed25519 AAAA memory"], &keys)).unwrap();
+    spec["alarms"]["slack_webhook"] = format!("https://hooks.slack.com{SLACK_PATH}").into();
+    node.put_spec(UID2, &spec.to_string());
+    let socket = node.deploy_python(UID2, "holder", HOLDER);
+    wait_unix_ok(&socket, "/0", T).unwrap();
+    // Below the threshold: the relay checks every second and says nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(api.alarms(UID2).is_empty(), "an alarm below the threshold: {:?}", api.alarms(UID2));
+    // 90 MB of 128 MB held: over 60 %, under the limit.
+    let held = wait_unix_ok(&socket, "/90", T).unwrap();
+    assert!(held.body.contains("\"held_mb\": 90"), "{}", held.body);
+    let deadline = std::time::Instant::now() + SECONDS;
+    let record = loop {
+        if let Some(a) = api.alarms(UID2).into_iter().find(|a| a["class"] == "memory") {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no memory alarm; relay log:\n{}", relay.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let msg = record["msg"].as_str().unwrap();
+    assert!(msg.contains("of 128 MB") && msg.contains("over the 60% alarm threshold"), "{msg}");
+    let slack = receiver.wait_for(SLACK_PATH, 1, SECONDS);
+    assert_eq!(slack[0].json()["text"], msg);
+    assert!(node.emperor().log().matches("OUT OF MEMORY").count() == 0, "the holder was OOM-killed");
 }

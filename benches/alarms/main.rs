@@ -65,7 +65,7 @@ fn main() {
 
     let (mut to_api, mut to_slack) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let relay = start_relay(&node, &api, &receiver, None);
+        let relay = start_relay(&node, &api, &receiver, None, &["--memory-threshold", "0"]);
         wait_unix_ok(&socket, "/", Duration::from_secs(60)).unwrap();
         let before = oom_kills(&node);
         let hog = {

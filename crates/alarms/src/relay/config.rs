@@ -11,7 +11,8 @@ use std::time::Duration;
 
 pub const USAGE: &str = "unbit-alarmd --settings FILE --specs DIR --containers-dir DIR --socket PATH \
 [--node-name NAME] [--slack-base URL] [--pushover-base URL] [--pushbullet-base URL] \
-[--xmpp-server HOST:PORT] [--xmpp-ca FILE] [--timeout SECS] [--quota-interval SECS]";
+[--xmpp-server HOST:PORT] [--xmpp-ca FILE] [--timeout SECS] [--quota-interval SECS] \
+[--cgroup-name NAME] [--memory-threshold PERCENT]";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,6 +24,10 @@ pub struct Config {
     pub xmpp: xmpp::Connect,
     pub timeout: Duration,
     pub quota_interval: Duration,
+    /// The platform's cgroup subtree (`unbit-cgroup-name`), for the memory alarm.
+    pub cgroup_name: String,
+    /// Working set over this % of `memory_mb` raises `memory`; 0 turns it off.
+    pub memory_threshold: u64,
     pub policy: Policy,
     pub api_base: String,
     pub node_token: Option<String>,
@@ -56,6 +61,7 @@ impl Config {
         let mut bases = Bases::default();
         let mut xmpp = xmpp::Connect { timeout: Duration::from_secs(10), ..Default::default() };
         let (mut timeout, mut quota_interval) = (Duration::from_secs(10), Duration::from_secs(60));
+        let (mut cgroup_name, mut memory_threshold) = ("unbit".to_string(), 90);
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or(format!("{flag} needs a value"));
             match flag.as_str() {
@@ -71,6 +77,15 @@ impl Config {
                 "--xmpp-ca" => xmpp.ca_file = Some(PathBuf::from(value()?)),
                 "--timeout" => timeout = secs(&flag, &value()?)?,
                 "--quota-interval" => quota_interval = secs(&flag, &value()?)?,
+                "--cgroup-name" => cgroup_name = value()?,
+                "--memory-threshold" => {
+                    let v = value()?;
+                    memory_threshold = v
+                        .parse()
+                        .ok()
+                        .filter(|p| *p <= 100)
+                        .ok_or(format!("{flag}: expected a percentage (0 to 100, 0 = off), got `{v}`"))?;
+                }
                 "--help" | "-h" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}")),
             }
@@ -103,6 +118,8 @@ impl Config {
             xmpp,
             timeout,
             quota_interval,
+            cgroup_name,
+            memory_threshold,
             policy: Policy::default(),
             api_base,
             node_token,

@@ -9,10 +9,11 @@
 //! (symlink-safe), the API record (node credentials), Slack, Pushover, Pushbullet and XMPP,
 //! each (container, channel) with its own bounded queue, timeout and retries, so a channel
 //! that is slow or down delays nothing else. It also checks disk usage against each
-//! container's `quota_threshold`.
+//! container's `quota_threshold` and memory use against `--memory-threshold`.
 
 mod channels;
 mod config;
+mod memory;
 mod quota;
 mod server;
 
@@ -112,7 +113,9 @@ impl Relay {
         let bases = &self.cfg.bases;
         if let Some(hook) = a.slack_webhook.as_deref().filter(|s| !s.is_empty()) {
             match services::slack(bases, hook, uid, &self.cfg.node_name, msg) {
-                Ok(r) => self.enqueue(uid, Channel::Slack, Job::Http(r)),
+                Ok(r) => {
+                    self.enqueue(uid, Channel::Slack, Job::Http(r));
+                }
                 Err(e) => self.to_customer_log(uid, format!("[unbit alarm] not sent to Slack: {e}\n")),
             }
         }
@@ -157,7 +160,8 @@ impl Relay {
         });
     }
 
-    fn enqueue(self: &Arc<Self>, uid: u32, channel: Channel, job: Job) {
+    /// Queues `job` for the (container, channel) worker; `false` when it was dropped.
+    fn enqueue(self: &Arc<Self>, uid: u32, channel: Channel, job: Job) -> bool {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         let tx = queues
             .entry((uid, channel))
@@ -175,7 +179,9 @@ impl Relay {
             };
             log(&format!("container {uid}: alarm not queued for {}: {why}", channel.name()));
             self.to_customer_log(uid, format!("[unbit alarm] an alarm was not sent to {}: {why}\n", channel.name()));
+            return false;
         }
+        true
     }
 }
 
@@ -217,7 +223,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod time_tests {
     #[test]
     fn ctime_is_utc() {
         assert_eq!(super::ctime(0), "1970-01-01 00:00:00 UTC");
