@@ -36,6 +36,13 @@ def application(env, start_response):
             f.flush()
             os.fsync(f.fileno())
         body = {'filled_mb': 40}
+    elif path == '/forge':
+        import socket
+        s = socket.socket(socket.AF_UNIX)
+        s.connect('/run/subscribe/alarms')
+        s.sendall(b'{"uid": 30602, "kind": "oom", "msg": "forged for another container"}\n')
+        s.close()
+        body = {'sent': True}
     elif path == '/raise':
         uwsgi.alarm('mine', 'the app says: cache cold')
         body = {'raised': True}
@@ -235,6 +242,12 @@ fn oom_and_quota_alarms_reach_every_channel_once_per_period_and_a_slow_channel_d
         "an alarm setting restarted the container"
     );
     assert_eq!(identity(&socket), app_before, "an alarm setting restarted the container");
+
+    // --- A container cannot alarm for another one: the relay knows it by its uid
+    let forged = wait_unix_ok(&socket, "/forge", T).unwrap();
+    assert!(forged.body.contains("sent"), "{}", forged.body);
+    relay.wait_for_log(&format!("refused an alarm from container {UID} naming container 30602"), SECONDS).unwrap();
+    assert!(!relay.log().contains("forged for another container"));
 
     // --- A vassal in a crash loop: the container's own Emperor throttles it, its master raises
     std::fs::write(home.join("vassals/crash.ini"), "[uwsgi]\nhttp-socket = /nonexistent/dir/crash.sock\n").unwrap();

@@ -37,6 +37,8 @@ pub struct Relay {
     dedup: Mutex<Dedup>,
     recent: Mutex<HashMap<u32, Vec<i64>>>,
     watchers: Mutex<HashMap<u32, Vec<mpsc::Sender<String>>>>,
+    /// Open connections per peer uid (see `server::MAX_CONNECTIONS`).
+    connections: Mutex<HashMap<u32, usize>>,
     queues: Mutex<HashMap<(u32, Channel), mpsc::Sender<Job>>>,
     third_party: reqwest::Client,
     api: reqwest::Client,
@@ -65,6 +67,7 @@ impl Relay {
             dedup: Mutex::default(),
             recent: Mutex::default(),
             watchers: Mutex::default(),
+            connections: Mutex::default(),
             queues: Mutex::default(),
             third_party,
             api,

@@ -16,6 +16,39 @@ use tokio::sync::mpsc;
 const MAX_LINES: usize = 16;
 /// Connections allowed to stay open without sending anything (console watchers aside).
 const IDLE: Duration = Duration::from_secs(10);
+/// Connections one uid may hold open at once (its watchers among them): a container cannot
+/// use up the relay's descriptors. Root (the node Emperor) is not counted.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Counts a peer's open connection while it lives.
+pub(super) struct Open {
+    relay: Arc<Relay>,
+    uid: u32,
+}
+
+impl Open {
+    pub(super) fn new(relay: &Arc<Relay>, uid: u32) -> Option<Open> {
+        let mut open = relay.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(uid).or_default();
+        if *n >= MAX_CONNECTIONS {
+            return None;
+        }
+        *n += 1;
+        Some(Open { relay: relay.clone(), uid })
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut open = self.relay.connections.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
 
 pub fn bind(path: &Path) -> Result<UnixListener, String> {
     // Only a socket is replaced (a stale one from the last run): anything else there is not ours.
@@ -57,6 +90,13 @@ async fn connection(relay: Arc<Relay>, mut stream: UnixStream) {
             return;
         }
     }
+    let _open = match peer {
+        0 => None,
+        uid => match Open::new(&relay, uid) {
+            Some(o) => Some(o),
+            None => return log(&format!("container {uid}: over {MAX_CONNECTIONS} open connections; refused one")),
+        },
+    };
     let mut buf = Vec::new();
     let mut lines = 0;
     loop {

@@ -150,3 +150,14 @@ async fn a_429_is_retried_and_a_4xx_is_given_up_at_once() {
     assert_eq!(wait_seen(&script, "/services/T/B/gone", 1).await.len(), 1);
     assert_eq!(wait_seen(&script, "/services/T/B/limited", 3).await.len(), 3, "no retry after delivery");
 }
+
+#[tokio::test]
+async fn a_container_holds_a_bounded_number_of_connections() {
+    use super::server::{Open, MAX_CONNECTIONS};
+    let (relay, _dir) = relay("http://127.0.0.1:9", Duration::from_secs(1));
+    let mut held: Vec<Open> = (0..MAX_CONNECTIONS).map(|_| Open::new(&relay, 30601).unwrap()).collect();
+    assert!(Open::new(&relay, 30601).is_none());
+    assert!(Open::new(&relay, 30602).is_some(), "another container is not affected");
+    held.pop();
+    assert!(Open::new(&relay, 30601).is_some(), "a closed connection frees its place");
+}
