@@ -182,27 +182,31 @@ fn main() {
                 }
             }
         }
-        let batch = metrics::batch(unix, &containers, &domains);
+        let parts = metrics::batches(unix, &containers, &domains, metrics::MAX_REQUEST);
         figures.cycle_cpu_seconds = (thread_cpu() - cpu_before).as_secs_f64();
-        let pushed = api.post("/api/node/v1/metrics", &batch);
-        figures.cycle_wall_seconds = started.elapsed().as_secs_f64();
-        let ok = pushed.is_ok();
-        match pushed {
-            Ok(answer) => {
-                figures.last_push = unix;
-                log_change(&mut push_problem, None);
-                let skipped = answer["skipped"].as_array().cloned().unwrap_or_default();
-                if skipped != skipped_seen {
-                    for s in skipped.iter().filter(|s| !skipped_seen.contains(s)) {
-                        log(&format!("the API skipped: {}", s.as_str().unwrap_or_default()));
-                    }
-                    skipped_seen = skipped;
+        // Every part is sent even after one failed: each is stored on its own.
+        let (mut skipped, mut failure) = (Vec::new(), None);
+        for part in &parts {
+            match api.post("/api/node/v1/metrics", part) {
+                Ok(answer) => skipped.extend(answer["skipped"].as_array().cloned().unwrap_or_default()),
+                Err(e) => {
+                    failure.get_or_insert(e);
                 }
             }
-            Err(e) => {
-                figures.push_failures += 1;
-                log_change(&mut push_problem, Some(e));
+        }
+        figures.cycle_wall_seconds = started.elapsed().as_secs_f64();
+        let ok = failure.is_none();
+        if ok {
+            figures.last_push = unix;
+        } else {
+            figures.push_failures += 1;
+        }
+        log_change(&mut push_problem, failure);
+        if skipped != skipped_seen {
+            for s in skipped.iter().filter(|s| !skipped_seen.contains(s)) {
+                log(&format!("the API skipped: {}", s.as_str().unwrap_or_default()));
             }
+            skipped_seen = skipped;
         }
         node_figures(&mut figures);
         if let Ok(mut text) = latest.lock() {
