@@ -344,7 +344,7 @@ fn containers_are_isolated_linked_natted_and_torn_down() {
     w.put(A, &[B, D], false);
     let log = w.node().emperor().wait_for_log("container 30501: links updated", Duration::from_secs(10)).unwrap();
     let applied = t.elapsed();
-    let line = log.lines().find(|l| l.contains("container 30501: links updated")).unwrap_or_default().to_string();
+    let line = log.lines().rev().find(|l| l.contains("updated in")).unwrap_or_default().to_string();
     eprintln!("link change in the table {applied:?} after the spec write ({line})");
     let took = eventually("A and B linked", || tag_of(probe(&a, at(ip(B), 7000))).as_deref() == Some("B"));
     eprintln!("link applied and seen through a connection after {took:?} ({:?} after the spec write)", t.elapsed());

@@ -371,10 +371,11 @@ impl Firewall {
 
     /// Makes the table hold `want`: element edits from the last applied state (one `nft`
     /// run whose cost does not depend on the number of containers), or the whole table when
-    /// there is none or the edits are refused (the table was changed under us).
-    pub fn sync(&mut self, want: &Elements) -> Result<()> {
+    /// there is none or the edits are refused (the table was changed under us). Returns
+    /// whether anything had to change.
+    pub fn sync(&mut self, want: &Elements) -> Result<bool> {
         if self.applied.as_ref() == Some(want) {
-            return Ok(());
+            return Ok(false);
         }
         let edited = match &self.applied {
             Some(old) => {
@@ -387,7 +388,7 @@ impl Firewall {
             self.apply_full(want)?;
         }
         self.applied = Some(want.clone());
-        Ok(())
+        Ok(true)
     }
 
     fn apply_full(&mut self, want: &Elements) -> Result<()> {

@@ -48,25 +48,44 @@ pub fn node() -> Result<()> {
     sysctl::enable_forwarding()
 }
 
+/// What [`container`] could do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Built {
+    /// `uwsgi0` and its host end are up.
+    Yes,
+    /// The host end's name stayed taken in the node's namespace: another platform on this
+    /// machine runs a container with the same uid there. Nothing was changed; the container
+    /// has only `lo`.
+    NameTaken,
+}
+
+/// How long a host end's name may stay taken before [`Built::NameTaken`]: a restarted
+/// container's predecessor's namespace is destroyed by the kernel asynchronously, and with it
+/// the old pair.
+const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// In the container's cloned child: creates the veth pair (`uwsgi0` here, `uw<uid>` born in
 /// the node's namespace `host_ns`), configures the container end (`lo` up, `ip/8`, IPv6 off,
 /// a default route via [`GATEWAY`] unless dmz), then enters the node's namespace for the host
-/// end (up, proxy ARP answered at once, strict reverse-path filter, IPv6 off, `ip/32` route with the gateway as
-/// the node's source address) and comes back. A `uw<uid>` left by a predecessor whose
-/// namespace the kernel has not finished destroying is deleted first (only one instance of a
-/// container runs at a time, so the name can only be a dead one's).
-pub fn container(c: &ContainerNet, host_ns: BorrowedFd<'_>) -> Result<()> {
+/// end (up, proxy ARP answered at once, strict reverse-path filter, IPv6 off, `ip/32` route
+/// with the gateway as the node's source address) and comes back. A taken `uw<uid>` is waited
+/// for, never deleted: it is either a predecessor's the kernel is still tearing down, or
+/// another platform's container.
+pub fn container(c: &ContainerNet, host_ns: BorrowedFd<'_>) -> Result<Built> {
     let fail = |what: String| move |e: NetError| NetError(format!("container {}: {what}: {e}", c.uid));
     let own_ns = current_netns().map_err(fail("networking".into()))?;
     let mut nl = Netlink::open().map_err(fail("networking".into()))?;
-    let mut attempt = 0;
+    let started = std::time::Instant::now();
     loop {
         match nl.create_veth(CONTAINER_IF, &c.host_if, host_ns) {
             Ok(()) => break,
-            Err(e) if e.errno == Some(nix::errno::Errno::EEXIST as i32) && attempt < 50 => {
-                attempt += 1;
-                in_namespace(host_ns, own_ns.as_fd(), || Netlink::open()?.delete_link(&c.host_if).map(drop))
-                    .map_err(fail(format!("remove a leftover {}", c.host_if)))?;
+            Err(e) if e.errno == Some(nix::errno::Errno::EEXIST as i32) => {
+                if nl.index_of(CONTAINER_IF)?.is_some() {
+                    return Err(NetError(format!("container {}: {CONTAINER_IF} exists already", c.uid)));
+                }
+                if started.elapsed() >= NAME_WAIT {
+                    return Ok(Built::NameTaken);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => return Err(NetError(format!("container {}: create {CONTAINER_IF}/{}: {e}", c.uid, c.host_if))),
@@ -87,7 +106,8 @@ pub fn container(c: &ContainerNet, host_ns: BorrowedFd<'_>) -> Result<()> {
         let default = Route { dst: Ipv4Addr::UNSPECIFIED, len: 0, dev: inner, gateway: Some(GATEWAY), prefsrc: None };
         nl.add_route(&default).map_err(step(&format!("default route via {GATEWAY}")))?;
     }
-    in_namespace(host_ns, own_ns.as_fd(), || host_end(c)).map_err(fail(format!("configure {}", c.host_if)))
+    in_namespace(host_ns, own_ns.as_fd(), || host_end(c)).map_err(fail(format!("configure {}", c.host_if)))?;
+    Ok(Built::Yes)
 }
 
 fn host_end(c: &ContainerNet) -> Result<()> {

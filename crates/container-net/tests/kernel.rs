@@ -85,7 +85,7 @@ fn a_container_end_is_built_and_its_host_end_configured() {
         let child = std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let t = std::time::Instant::now();
-            setup::container(&c, host.as_fd()).unwrap();
+            assert_eq!(setup::container(&c, host.as_fd()).unwrap(), setup::Built::Yes);
             eprintln!("container end + host end built in {:?}", t.elapsed());
             let mut nl = Netlink::open().unwrap();
             let inner = nl.index_of("uwsgi0").unwrap().expect("uwsgi0 in the container");
@@ -142,5 +142,28 @@ fn cost_of_a_link_change() {
             eprintln!("{n} containers: full table {full:?}, one link change {edit:?}, check {verify:?}");
             fw.remove().unwrap();
         }
+    });
+}
+
+#[test]
+fn a_taken_host_name_is_left_alone() {
+    in_fresh_netns(|| {
+        let host = setup::current_netns().unwrap();
+        // Another platform's container 30508 in the same namespace.
+        Netlink::open().unwrap().create_veth("uw30508", "other0", host.as_fd()).unwrap();
+        let c = ContainerNet { uid: 30508, host_if: "uw30508".into(), ip: container_spec::ip_of(30508), dmz: false };
+        let built = std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let built = setup::container(&c, host.as_fd()).unwrap();
+                assert_eq!(Netlink::open().unwrap().index_of("uwsgi0").unwrap(), None);
+                built
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(built, setup::Built::NameTaken);
+        let mut nl = Netlink::open().unwrap();
+        assert!(nl.index_of("uw30508").unwrap().is_some() && nl.index_of("other0").unwrap().is_some());
     });
 }

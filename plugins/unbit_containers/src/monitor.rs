@@ -194,15 +194,10 @@ impl ContainersMonitor {
             Action::UpdateNetwork { spec } => {
                 let uid = spec.uid;
                 if let Some(net) = self.network.as_mut() {
-                    let started = std::time::Instant::now();
                     if let Err(e) = net.set_member(&spec) {
                         return self.hold_back(emperor, uid, e);
                     }
-                    uwsgi::log!(
-                        "container {uid}: links updated ({} links) in {} ms, no restart",
-                        spec.links.len(),
-                        started.elapsed().as_millis()
-                    );
+                    uwsgi::log!("container {uid}: links updated ({} links), no restart", spec.links.len());
                 }
                 running_specs::set(spec);
             }
@@ -276,7 +271,21 @@ impl ImperialMonitor for ContainersMonitor {
         let Some(desired) = self.desired() else { return };
         let running: Vec<u32> = emperor.vassal_names().iter().filter_map(|name| uid_of(name)).collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        for action in self.reconciler.plan(&desired, &running, now, settings::max_stops()) {
+        let actions = self.reconciler.plan(&desired, &running, now, settings::max_stops());
+        if let Some(net) = self.network.as_mut() {
+            // Every container this pass starts or relinks in one table edit (a node booting
+            // with thousands of containers makes one nft run, not thousands); `apply` then
+            // finds its elements in place, or retries and holds the container back.
+            for action in &actions {
+                if let Action::Run { spec, .. } | Action::UpdateNetwork { spec } = action {
+                    net.stage_member(spec);
+                }
+            }
+            if let Err(e) = net.sync() {
+                uwsgi::log!("container networking: {e}");
+            }
+        }
+        for action in actions {
             self.apply(emperor, action);
         }
         self.release_stopped(&running);

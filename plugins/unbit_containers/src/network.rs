@@ -84,13 +84,26 @@ impl Network {
         e
     }
 
-    fn sync(&mut self) -> Result<(), String> {
+    /// Makes the table hold every staged change (nothing to do when it already does); says
+    /// in the log what a change cost.
+    pub fn sync(&mut self) -> Result<(), String> {
         let want = self.elements();
-        self.firewall.sync(&want).map_err(|e| e.to_string())
+        let started = Instant::now();
+        let changed =
+            self.firewall.sync(&want).map_err(|e| format!("cannot update table inet {}: {e}", self.firewall.table))?;
+        if changed {
+            uwsgi::log!(
+                "container networking: table inet {} updated in {} ms",
+                self.firewall.table,
+                started.elapsed().as_millis()
+            );
+        }
+        Ok(())
     }
 
-    /// The container's elements (its interface and address, links, dmz), applied now.
-    pub fn set_member(&mut self, spec: &ContainerSpec) -> Result<(), String> {
+    /// Records the container's elements (its interface and address, links, dmz) for the next
+    /// [`Network::sync`].
+    pub fn stage_member(&mut self, spec: &ContainerSpec) {
         let member = Member {
             ifname: host_interface(spec.uid),
             ip: spec.ip(),
@@ -98,7 +111,12 @@ impl Network {
             links: spec.links.iter().map(|&peer| ip_of(peer)).collect(),
         };
         self.members.insert(spec.uid, member);
-        self.sync().map_err(|e| format!("container {}: cannot update the node's firewall: {e}", spec.uid))
+    }
+
+    /// The container's elements, applied now.
+    pub fn set_member(&mut self, spec: &ContainerSpec) -> Result<(), String> {
+        self.stage_member(spec);
+        self.sync().map_err(|e| format!("container {}: {e}", spec.uid))
     }
 
     /// Removes the container's elements (it is gone, and its interface with it).
@@ -194,5 +212,15 @@ pub fn child_setup(spec: &ContainerSpec) -> Result<(), String> {
         ));
     }
     let c = ContainerNet { uid, host_if: host_interface(uid), ip: spec.ip(), dmz: spec.dmz };
-    setup::container(&c, host.as_fd()).map_err(|e| e.to_string())
+    match setup::container(&c, host.as_fd()).map_err(|e| e.to_string())? {
+        setup::Built::Yes => {}
+        // Only lo: stricter than any network, and the validator refuses its IP announces (no
+        // uwsgi0 in its namespace). Taking the name over would cut the other container off.
+        setup::Built::NameTaken => uwsgi::log!(
+            "container {uid}: {} is taken in the node's network namespace (another platform on this machine runs a \
+             container {uid}); it runs without uwsgi0",
+            c.host_if
+        ),
+    }
+    Ok(())
 }
