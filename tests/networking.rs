@@ -499,6 +499,21 @@ fn reapplying_after_an_emperor_restart_gives_the_same_table() {
     w.container(30506);
     eventually("both containers back in the table", || w.table_json() == before);
     assert_eq!(w.table_json(), before);
+
+    // A spec change restarts a container at once: the new instance gets its uwsgi0 although
+    // its predecessor's namespace (and uw30505 with it) is torn down asynchronously.
+    let old = w.container(30505).inode();
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec_json(30505, "net30505", 300, 256, &["ssh-ed25519 AAAA net"], &w.keys)).unwrap();
+    spec["links"] = serde_json::json!([30506]);
+    w.node().put_spec(30505, &spec.to_string());
+    wait_until("container 30505 restarted with uwsgi0", Duration::from_secs(60), || w.container(30505).inode() != old);
+    assert!(!w.node().emperor().log().contains("runs without uwsgi0"), "{}", w.node().emperor().log());
+    let (p, q) = (w.container(30505), w.container(30506));
+    let _s = tcp_server(&q, at(ip(30506), 7000), "Q");
+    eventually("the restarted container linked again", || {
+        tag_of(probe(&p, at(ip(30506), 7000))).as_deref() == Some("Q")
+    });
 }
 
 #[test]
