@@ -26,6 +26,7 @@ const D: u32 = 30504;
 const NODE_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 fn ip(uid: u32) -> Ipv4Addr {
     container_spec::ip_of(uid)
@@ -202,6 +203,8 @@ impl World {
             let mut nl = Netlink::open().unwrap();
             let i = nl.index_of("inet0").unwrap().unwrap();
             nl.add_address(i, INTERNET, 24).unwrap();
+            // A cloud's metadata service, beyond the uplink like the real ones.
+            nl.add_address(i, METADATA, 32).unwrap();
             nl.set_up(i).unwrap();
             // Someone on the Internet who tries the containers' private addresses directly.
             nl.add_route(&Route {
@@ -337,6 +340,9 @@ fn containers_are_isolated_linked_natted_and_torn_down() {
     // Outbound NAT: the stand-in Internet sees the node's uplink address; dmz: nothing.
     assert_eq!(probe(&a, at(INTERNET, 7200)), Some(format!("internet {NODE_UPLINK}")));
     assert_eq!(probe(&d, at(INTERNET, 7200)), None, "a dmz container reached the uplink");
+    let _srv_meta = tcp_server(&w.internet, at(METADATA, 7200), "metadata");
+    assert_eq!(tag_of(probe(&w.node_ns, at(METADATA, 7200))).as_deref(), Some("metadata"));
+    assert_eq!(probe(&a, at(METADATA, 7200)), None, "a container reached a link-local metadata service");
 
     // Mutual link A <-> B and A <-> D: applied without a restart, within about a second.
     let a_ns = a.inode();

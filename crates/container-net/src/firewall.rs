@@ -101,6 +101,7 @@ pub fn render_table(table: &str, e: &Elements) -> Result<String> {
 		oifname @ifs ct status dnat accept
 		oifname @ifs drop
 		iifname @ifs ip daddr {net} drop
+		iifname @ifs ip daddr 169.254.0.0/16 drop
 		iifname @ifs ip saddr @dmz drop
 		iifname @ifs oifname @uplink accept
 		iifname @ifs drop
