@@ -245,7 +245,7 @@ impl QuotaBackend for ImageQuota {
         }
         let st =
             nix::sys::statvfs::fstatvfs(home.as_fd()).map_err(|e| JailError::io("fstatvfs", &home.path, e.into()))?;
-        Ok(Some((st.blocks() - st.blocks_free()) * st.fragment_size()))
+        Ok(Some(st.blocks().saturating_sub(st.blocks_free()) * st.fragment_size()))
     }
 
     fn apply_quota(&self, _: &dyn Syscalls, containers: &Dir, uid: u32, storage_mb: u64) -> Result<()> {
