@@ -52,6 +52,14 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `cmd` with `input` on its stdin; its output.
+fn fed(cmd: &mut Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -227,17 +235,11 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
     // The chart a customer opens: an SVG document (parsed by a real XML parser) with the line.
     let (status, svg) = curl(&format!("{}/metrics/container.cpu/{UID}.svg", api.url));
     assert_eq!(status, 200, "{svg}");
-    let parsed = Command::new("python3")
-        .args(["-c", "import sys, xml.etree.ElementTree as E; r = E.parse(sys.stdin).getroot(); print(r.tag)"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(svg.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let parsed = fed(
+        Command::new("python3")
+            .args(["-c", "import sys, xml.etree.ElementTree as E; r = E.parse(sys.stdin).getroot(); print(r.tag)"]),
+        &svg,
+    );
     assert!(parsed.status.success(), "not XML: {svg}");
     assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "{http://www.w3.org/2000/svg}svg");
     let line =
@@ -256,18 +258,7 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("promtool is missing: run scripts/install-deps.sh");
-    let check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(scrape.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let check = fed(Command::new(promtool).args(["check", "metrics"]), &scrape);
     assert!(
         check.status.success(),
         "promtool: {}{}\n{scrape}",
