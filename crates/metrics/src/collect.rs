@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// The container's end of its veth (`container_net::CONTAINER_IF`; that crate's netlink stack
+/// is not needed here for one name).
+const CONTAINER_END: &str = "uwsgi0";
+
 /// Where a container's counters live, after the same rule the containers plugin follows
 /// (`jail::cgroup::manager_for`): v1 when the memory controller is mounted as v1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +140,9 @@ pub struct Collector {
     pub layout: Layout,
     /// The homes (for the quota backend); `None`: quota is not collected.
     containers: Option<(jail::safefs::Dir, Box<dyn jail::QuotaBackend>)>,
-    /// `/sys/class/net`, a parameter so tests can point elsewhere.
+    /// `/sys/class/net` and `/proc`, parameters so tests can point elsewhere.
     sys_net: PathBuf,
+    proc: PathBuf,
     buf: String,
 }
 
@@ -153,7 +158,13 @@ impl Collector {
                 Some((opened, backend))
             }
         };
-        Ok(Collector { layout, containers, sys_net: PathBuf::from("/sys/class/net"), buf: String::new() })
+        Ok(Collector {
+            layout,
+            containers,
+            sys_net: PathBuf::from("/sys/class/net"),
+            proc: PathBuf::from("/proc"),
+            buf: String::new(),
+        })
     }
 
     /// The quota backend's name, for the start-up line ("none" when quota is not collected).
@@ -254,22 +265,31 @@ impl Collector {
         (s, source)
     }
 
+    /// The container's network bytes. The host end of its veth is authoritative (nothing in
+    /// the container can change which interface that is), but only when the container's own
+    /// namespace has the container end (`uwsgi0`): on a machine running two platforms, both
+    /// numbering containers from the same uid, `uw<uid>` can be the other platform's (whose
+    /// container then runs without one). Otherwise the namespace's own counters.
     fn network(&mut self, uid: u32, procs: &Path, put: &mut impl FnMut(Metric, Option<u64>)) -> Option<NetSource> {
-        let stats = self.sys_net.join(container_spec::host_interface(uid)).join("statistics");
-        // The host end of the veth receives what the container sends, and the reverse.
-        if let Some(host_rx) = self.read_single(&stats.join("rx_bytes")) {
-            put(Metric::NetTx, Some(host_rx));
-            put(Metric::NetRx, self.read_single(&stats.join("tx_bytes")));
-            return Some(NetSource::HostInterface);
-        }
         if !self.read(procs) {
             return None;
         }
         let pid = parse::lowest_pid(&self.buf)?;
-        if !self.read(Path::new(&format!("/proc/{pid}/net/dev"))) {
+        if !self.read(&self.proc.join(pid.to_string()).join("net/dev")) {
             return None;
         }
         let (rx, tx) = parse::net_dev(&self.buf);
+        if parse::has_interface(&self.buf, CONTAINER_END) {
+            let stats = self.sys_net.join(container_spec::host_interface(uid)).join("statistics");
+            // The host end receives what the container sends, and the reverse.
+            if let (Some(host_rx), Some(host_tx)) =
+                (self.read_single(&stats.join("rx_bytes")), self.read_single(&stats.join("tx_bytes")))
+            {
+                put(Metric::NetTx, Some(host_rx));
+                put(Metric::NetRx, Some(host_tx));
+                return Some(NetSource::HostInterface);
+            }
+        }
         put(Metric::NetRx, Some(rx));
         put(Metric::NetTx, Some(tx));
         Some(NetSource::Namespace)
@@ -314,13 +334,21 @@ mod tests {
         std::fs::write(dir.join("memory.current"), "4096\n").unwrap();
         std::fs::write(dir.join("memory.stat"), "anon 1024\nfile 2048\n").unwrap();
         std::fs::write(dir.join("io.stat"), "8:0 rbytes=10 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n").unwrap();
-        std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "4242\n77\n").unwrap();
+        let netdev = "Inter-|   Receive  |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n";
+        std::fs::create_dir_all(t.path().join("proc/77/net")).unwrap();
+        std::fs::write(
+            t.path().join("proc/77/net/dev"),
+            format!("{netdev}    lo: 9 1 0 0 0 0 0 0 9 1 0 0 0 0 0 0\nuwsgi0: 222 2 0 0 0 0 0 0 111 1 0 0 0 0 0 0\n"),
+        )
+        .unwrap();
         let net = t.path().join("net/uw30701/statistics");
         std::fs::create_dir_all(&net).unwrap();
         std::fs::write(net.join("rx_bytes"), "111\n").unwrap();
         std::fs::write(net.join("tx_bytes"), "222\n").unwrap();
         let mut c = Collector::new(Layout::V2 { root: t.path().join("unbit") }, None).unwrap();
         c.sys_net = t.path().join("net");
+        c.proc = t.path().join("proc");
         let (samples, source) = c.cycle();
         assert_eq!(samples.len(), 1, "only numeric cgroups are containers");
         let v = &samples[0].values;
@@ -330,6 +358,13 @@ mod tests {
         // host side rx (111) is what the container sent
         assert_eq!((v[&Metric::NetRx], v[&Metric::NetTx]), (222, 111));
         assert_eq!(source, Some(NetSource::HostInterface));
+        // Without uwsgi0 in the container's namespace, uw30701 is not its interface (another
+        // platform's): the namespace's own counters count.
+        std::fs::write(t.path().join("proc/77/net/dev"), format!("{netdev}  eth0: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0\n"))
+            .unwrap();
+        let (samples, source) = c.cycle();
+        assert_eq!((samples[0].values[&Metric::NetRx], samples[0].values[&Metric::NetTx]), (5, 6));
+        assert_eq!(source, Some(NetSource::Namespace));
         assert!(!v.contains_key(&Metric::Quota));
     }
 

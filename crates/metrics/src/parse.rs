@@ -90,6 +90,11 @@ pub fn net_dev(text: &str) -> (u64, u64) {
     (rx, tx)
 }
 
+/// Whether `/proc/<pid>/net/dev` lists the interface `name`.
+pub fn has_interface(text: &str, name: &str) -> bool {
+    text.lines().skip(2).any(|l| l.split_once(':').is_some_and(|(n, _)| n.trim() == name))
+}
+
 /// The lowest pid in a `cgroup.procs` listing: the container's init, forked first (the
 /// namespaces it made are the container's).
 pub fn lowest_pid(text: &str) -> Option<u32> {
@@ -196,6 +201,7 @@ lo:  123456     100    0    0    0     0          0         0   123456     100  
 uwsgi0: 5000 40 0 0 0 0 0 0 7000 50 0 0 0 0 0 0\n\
   eth1: 1 1 0 0 0 0 0 0 2 1 0 0 0 0 0 0\n";
         assert_eq!(net_dev(text), (5001, 7002));
+        assert!(has_interface(text, "uwsgi0") && has_interface(text, "eth1") && !has_interface(text, "uwsgi"));
     }
 
     #[test]

@@ -133,3 +133,65 @@ fn cpu_time_from_a_real_v2_cgroup() {
     assert_eq!(samples.iter().map(|s| s.uid).collect::<Vec<_>>(), [30703]);
     drop(busy);
 }
+
+/// Runs `ip` (iproute2) with `args`, failing the test with its stderr.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn network_bytes_from_the_host_end_of_a_real_veth_swapped() {
+    if !root() {
+        return;
+    }
+    let uid = 30704;
+    let host_if = container_spec::host_interface(uid);
+    let name = format!("unbit-metrics-net-test-{}", std::process::id());
+    let tree = Subtree { manager: cgroup::manager(&Linux, &name).unwrap(), uid };
+    tree.manager.ensure(uid, &Limits { memory_bytes: 64 << 20, cpu_weight: 100, pids_max: 32 }).unwrap();
+    // The container's init: a process in a network namespace of its own, in the cgroups.
+    let init = Busy(Command::new("unshare").args(["--net", "sleep", "600"]).stdin(Stdio::null()).spawn().unwrap());
+    let pid = init.0.id().to_string();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    wait_for("the namespace", || std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n != own));
+    for dir in tree.manager.dirs(uid) {
+        std::fs::write(dir.join("cgroup.procs"), &pid).unwrap();
+    }
+    struct Link(String);
+    impl Drop for Link {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+    // A /30 at the far end of the containers' 10/8 (no uid maps there), on this pair only.
+    ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "uwsgi0", "netns", &pid]);
+    let _link = Link(host_if.clone());
+    ip(&["addr", "add", "10.255.255.253/30", "dev", &host_if]);
+    ip(&["link", "set", &host_if, "up"]);
+    let inside = |args: &[&str]| {
+        let out = Command::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    inside(&["addr", "add", "10.255.255.254/30", "dev", "uwsgi0"]);
+    inside(&["link", "set", "uwsgi0", "up"]);
+    // Traffic from the node to the container: 5 datagrams of 1000 bytes (answered, if at
+    // all, by the container's kernel with ICMP errors: its transmit side).
+    let udp = std::net::UdpSocket::bind("10.255.255.253:0").unwrap();
+    for _ in 0..5 {
+        udp.send_to(&[7u8; 1000], "10.255.255.254:9").unwrap();
+    }
+    let mut collector = Collector::new(Layout::detect(&name).unwrap(), None).unwrap();
+    wait_for("the datagrams delivered", || collector.container(uid).0.values.get(&Metric::NetRx) >= Some(&5000));
+    let (sample, source) = collector.container(uid);
+    assert_eq!(source, Some(metrics::collect::NetSource::HostInterface));
+    let read = |f: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{host_if}/statistics/{f}")).unwrap().trim().parse().unwrap()
+    };
+    // What the container received is what the host end sent (at least the 5 datagrams); what
+    // it sent (ARP, ICMP) the host end received.
+    let (rx, tx) = (sample.values[&Metric::NetRx], sample.values[&Metric::NetTx]);
+    assert!(rx >= 5 * 1000 && tx > 0, "rx {rx} tx {tx}");
+    assert!(rx <= read("tx_bytes") && tx <= read("rx_bytes"), "host end read swapped");
+    drop(init);
+}
