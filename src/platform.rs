@@ -304,6 +304,19 @@ impl LocalPlatform {
         }
     }
 
+    /// Pids in container `uid`'s cgroups of this platform (not another platform's container
+    /// with the same uid, nor an ssh session's processes on the host).
+    pub fn container_pids(&self, uid: u32) -> Vec<i32> {
+        let mut pids: Vec<i32> = cgroup_dirs(&self.cgroup_name)
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join(uid.to_string()).join("cgroup.procs")).ok())
+            .flat_map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Everything of this platform still present: processes (its paths on their command line,
     /// or running as one of `uids`), mounts under the run dir, loop devices backed by files in
     /// it, cgroups of its subtree, and its runtime dir (the containers' ssh keys).

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use uwsgi_it::host::{pids_of_uid, processes, read_container_log, uwsgi_pids_of_uid, wait_until};
+use uwsgi_it::host::{processes, read_container_log, uwsgi_pids_of_uid, wait_until};
 use uwsgi_it::platform::LocalPlatform;
 
 const README: &str = include_str!("../README.md");
@@ -144,6 +144,13 @@ const SECURE: &str = "curl --resolve secure.mynewdomain.org:$ROUTER_HTTPS_PORT:1
 const SECURE_ALICE: &str = "curl --resolve secure.mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert secure.crt --cert alice.crt --key alice.key https://secure.mynewdomain.org:$ROUTER_HTTPS_PORT/";
 const ALICE: &str = "Hello /O=God of War 4 S.p.a./CN=alice";
 
+/// The container's own uWSGI processes on this platform: in its cgroups (not another platform's
+/// container of the same uid) and uWSGI (not an ssh session's shell, which joins the cgroups).
+fn container_uwsgi_pids(platform: &LocalPlatform, uid: u32) -> Vec<i32> {
+    let mine = platform.container_pids(uid);
+    uwsgi_pids_of_uid(uid).into_iter().filter(|p| mine.contains(p)).collect()
+}
+
 /// What an operator installs is what runs: the rendered configs are the shipped ones but for
 /// paths, ports and names, and every uWSGI instance was started from them and nothing else.
 #[track_caller]
@@ -217,7 +224,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(all.as_array().unwrap().iter().any(|c| c["uid"] == uid), "{all}");
     let container = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID"#);
     assert_eq!((container["distro"].clone(), container["server_address"].clone()), (Value::Null, "127.0.0.1".into()));
-    assert!(pids_of_uid(uid).is_empty(), "container {uid} runs before it has a distro and keys");
+    assert!(platform.container_pids(uid).is_empty(), "container {uid} runs before it has a distro and keys");
 
     // Distros.
     let distros = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/distros/"#);
@@ -386,7 +393,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(misdirected.starts_with("421 Misdirected Request"), "{misdirected}");
 
     // Tags: they do not reboot the container.
-    let before_tags = uwsgi_pids_of_uid(uid);
+    let before_tags = container_uwsgi_pids(&platform, uid);
     let foobar = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"foobar"}' $API/tags/"#);
     assert_eq!(foobar["name"], "foobar", "{foobar}");
     term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"name":"zeus"}' $API/tags/"#);
@@ -422,7 +429,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(before_tags.iter().all(|p| alive(*p)), "tagging restarted container {uid}");
 
     // Reboot: every process of the container is replaced, and the apps come back.
-    let before = uwsgi_pids_of_uid(uid);
+    let before = container_uwsgi_pids(&platform, uid);
     let rebooted = Instant::now();
     term.json(
         r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"reboot":1}' $API/containers/$CONTAINER_UID"#,
