@@ -8,14 +8,14 @@
 #
 # run-platform.sh runs it (`run-platform.sh --render-only` runs nothing else); its settings come
 # from the environment: RUN_DIR, API_PORT, ROUTER_PORT, ROUTER_HTTPS_PORT, DNS_PORT, SSH_PORT,
-# CGROUP_NAME, RUNTIME_DIR.
+# RECEIVERS_PORT, CGROUP_NAME, RUNTIME_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 table=scripts/local-overrides
 fail() { echo "render-configs: $*" >&2; exit 1; }
 
-for var in RUN_DIR API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT SSH_PORT CGROUP_NAME RUNTIME_DIR; do
+for var in RUN_DIR API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT SSH_PORT RECEIVERS_PORT CGROUP_NAME RUNTIME_DIR; do
   [[ -n ${!var:-} ]] || fail "$var is not set (scripts/run-platform.sh sets it)"
 done
 run=$RUN_DIR
@@ -24,7 +24,7 @@ for dir in "$run" "$root" "$RUNTIME_DIR"; do
   [[ $dir == /* && $dir != *[[:space:],%\$@\;\#\"\'\\]* ]] ||
     fail "$dir: must be an absolute path without blanks, commas, quotes or % \$ @ ; # \\"
 done
-for var in API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT SSH_PORT; do
+for var in API_PORT ROUTER_PORT ROUTER_HTTPS_PORT DNS_PORT SSH_PORT RECEIVERS_PORT; do
   [[ ${!var} =~ ^[0-9]{1,5}$ ]] || fail "$var=${!var} is not a port"
 done
 [[ $CGROUP_NAME =~ ^[A-Za-z0-9_.-]+$ ]] || fail "CGROUP_NAME=$CGROUP_NAME: letters, digits, _ . - only"
@@ -40,6 +40,7 @@ expand() {
   v=${v//'$API_PORT'/$API_PORT}
   v=${v//'$DNS_PORT'/$DNS_PORT}
   v=${v//'$SSH_PORT'/$SSH_PORT}
+  v=${v//'$RECEIVERS_PORT'/$RECEIVERS_PORT}
   v=${v//'$CGROUP_NAME'/$CGROUP_NAME}
   [[ $v != *'$'* ]] || return 1
   printf '%s' "$v"
@@ -131,6 +132,19 @@ master = true
 die-on-term = true
 attach-daemon2 = cmd=/usr/sbin/dnsmasq --keep-in-foreground --no-resolv --no-hosts --pid-file= --listen-address=127.0.0.1 --bind-interfaces --port=$DNS_PORT --conf-file=$zone,touch=$zone
 logto = $run/log/dns.log
+INI
+      ;;
+    local/receivers.ini)
+      cat <<INI
+; Local only (make run), not a node's service: one HTTP server on loopback standing in for
+; Slack, Pushover and Pushbullet (scripts/local-receivers.py), where the alarm relay's base URLs
+; point under make run (scripts/local-overrides). Each request it gets is a line of
+; $run/log/receivers.log.
+[uwsgi]
+master = true
+die-on-term = true
+attach-daemon2 = cmd=exec python3 $root/scripts/local-receivers.py $RECEIVERS_PORT $run/log/receivers.log
+logto = $run/log/receivers-server.log
 INI
       ;;
     *) fail "$table declares local $1, which this script does not know how to write" ;;

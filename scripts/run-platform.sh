@@ -6,12 +6,14 @@
 #   unbit-acme (which orders nothing here: no ACME CA runs locally), the customer sshd on
 #   loopback with its session broker, and the services Emperor running the HTTP router with the subscription validator; a DNS
 #   server on loopback standing in for the public DNS (the API's domain proof asks it, local
-#   only); a demo customer with one container.
+#   only); an HTTP server on loopback standing in for Slack, Pushover and Pushbullet (the alarm
+#   relay's base URLs point at it; each request is a line of run/log/receivers.log, local only);
+#   a demo customer with one container.
 # Prints the addresses and credentials and writes them to run/platform.env. Ctrl-C stops
 # everything and leaves no process, mount, loop device or cgroup behind.
 #
 # Settings (environment): RUN_DIR (./run), API_PORT (8080), ROUTER_PORT (8000), ROUTER_HTTPS_PORT
-# (8443), DNS_PORT (8053), SSH_PORT (2222), CGROUP_NAME (unbit-local), RUNTIME_DIR
+# (8443), DNS_PORT (8053), SSH_PORT (2222), RECEIVERS_PORT (8025), CGROUP_NAME (unbit-local), RUNTIME_DIR
 # (/run/unbit-local-<hash of the run dir>: the customer sshd's keys dir and the ssh broker's
 # socket, outside the repository, see scripts/local-overrides; removed when the platform stops).
 # The end-to-end test uses them to run beside a developer's own.
@@ -25,6 +27,7 @@ router_port=${ROUTER_PORT:-8000}
 router_https_port=${ROUTER_HTTPS_PORT:-8443}
 dns_port=${DNS_PORT:-8053}
 ssh_port=${SSH_PORT:-2222}
+receivers_port=${RECEIVERS_PORT:-8025}
 cgroup_name=${CGROUP_NAME:-unbit-local}
 runtime=${RUNTIME_DIR:-/run/unbit-local-$(printf '%s' "$run" | sha256sum | cut -c1-12)}
 # Removed with rm -rf when the platform stops: a dir of its own, never / or a shared parent.
@@ -32,7 +35,8 @@ runtime=${RUNTIME_DIR:-/run/unbit-local-$(printf '%s' "$run" | sha256sum | cut -
   { echo "run-platform: RUNTIME_DIR=$runtime: an absolute path of two or more plain names"; exit 2; }
 render() {
   RUN_DIR=$run API_PORT=$api_port ROUTER_PORT=$router_port ROUTER_HTTPS_PORT=$router_https_port \
-    DNS_PORT=$dns_port SSH_PORT=$ssh_port CGROUP_NAME=$cgroup_name RUNTIME_DIR=$runtime \
+    DNS_PORT=$dns_port SSH_PORT=$ssh_port RECEIVERS_PORT=$receivers_port CGROUP_NAME=$cgroup_name \
+    RUNTIME_DIR=$runtime \
     bash scripts/render-configs.sh
 }
 case "${1:-}" in
@@ -135,6 +139,8 @@ ROUTER_HTTPS=https://127.0.0.1:$router_https_port
   echo "DNS_PORT=$dns_port"
   echo "DNS_ZONE=$zone"
   echo "SSH_PORT=$ssh_port"
+  # The local stand-in for Slack, Pushover and Pushbullet: what the alarm relay sent them.
+  echo "RECEIVERS_LOG=$run/log/receivers.log"
   echo "UNBIT_ADMIN=\"$api_bin admin --db $db\""
   # The customer's side: the key the walk-through makes, the node's host key remembered in the
   # run dir (not in root's ~/.ssh), and a directory standing for the customer's laptop.
@@ -187,6 +193,9 @@ pids+=($!)
 # Local only: dnsmasq serving the zone file, standing in for the public DNS.
 uwsgi --ini "$run/etc/local/dns.ini" &
 pids+=($!)
+# Local only: Slack, Pushover and Pushbullet's stand-in, where the alarm relay's requests go.
+uwsgi --ini "$run/etc/local/receivers.ini" &
+pids+=($!)
 
 for _ in $(seq 100); do curl -fs -o /dev/null "$API/news/" && break; sleep 0.1; done
 cat <<INFO
@@ -199,6 +208,7 @@ uwsgi.it platform running (Ctrl-C stops it; data stays in $run)
   customer     $CUSTOMER_USER / $CUSTOMER_PASSWORD (as first created)
   container    $CONTAINER_UID (home: $run/containers/$CONTAINER_UID)
   DNS          127.0.0.1 port $dns_port, zone file $zone
+  alarms       Slack, Pushover and Pushbullet stand in on 127.0.0.1:$receivers_port, requests in $run/log/receivers.log
   ssh          ssh -p $ssh_port $CONTAINER_UID@127.0.0.1 (with a key set on the container through the API)
   supplier     $api_bin admin --db $db ...
   logs         $run/log/{api,services,router,node,dns}.log, container: $run/containers/$CONTAINER_UID/logs/emperor.log

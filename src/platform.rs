@@ -55,6 +55,7 @@ impl LocalPlatform {
             ("ROUTER_HTTPS_PORT".to_string(), free_port().to_string()),
             ("DNS_PORT".to_string(), free_port().to_string()),
             ("SSH_PORT".to_string(), free_port().to_string()),
+            ("RECEIVERS_PORT".to_string(), free_port().to_string()),
             ("CGROUP_NAME".to_string(), cgroup_name.clone()),
             ("RUNTIME_DIR".to_string(), runtime_dir.to_string_lossy().into_owned()),
         ];

@@ -88,7 +88,7 @@ pub fn read_overrides(table: &str, vars: &[(&str, String)]) -> Result<Overrides,
                     return Err(at(format!("unknown variable in {local}")));
                 }
                 let legit = if *option == "*" {
-                    production.starts_with('/') || is_address(production)
+                    production.starts_with('/') || is_address(production) || url_host(production).is_some()
                 } else {
                     NAME_OPTIONS.contains(option) && production.chars().all(is_name_char)
                 };
@@ -171,6 +171,16 @@ pub fn unmap(value: &str, maps: &[&Mapping]) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// `host[:port]` of an `http://` or `https://` URL (a service's base URL, which the table may
+/// map like an address), with a host of name characters only.
+fn url_host(s: &str) -> Option<&str> {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    let ok = !name.is_empty() && name.chars().all(is_name_char) && port.bytes().all(|b| b.is_ascii_digit());
+    ok.then_some(host)
 }
 
 /// Absolute paths and addresses in a rendered option value.
@@ -310,7 +320,9 @@ fn compare(
                 n + 1
             ));
         }
-        for a in addresses.iter().filter(|a| !locals.contains(&a.as_str())) {
+        // A local base URL (`http://127.0.0.1:PORT/prefix`) declares its address too.
+        let declared = |a: &str| locals.iter().any(|l| *l == a || url_host(l) == Some(a));
+        for a in addresses.iter().filter(|a| !declared(a)) {
             found.push(format!(
                 "etc/{rel} line {}: {a} is a production address with no local value in scripts/local-overrides",
                 n + 1
@@ -365,14 +377,18 @@ mod tests {
     #[test]
     fn the_table_maps_only_paths_addresses_and_names() {
         let vars = [("RUN", "/r".to_string()), ("ROUTER_PORT", "8000".to_string())];
-        let ok = "# c\n*  /containers  $RUN/containers\n*  0.0.0.0:80  127.0.0.1:$ROUTER_PORT\nplugins  unbit_x  /b/unbit_x\n\nlocal  a/b.ini  -  why not\n";
+        let ok = "# c\n*  /containers  $RUN/containers\n*  0.0.0.0:80  127.0.0.1:$ROUTER_PORT\nplugins  unbit_x  /b/unbit_x\n*  https://hooks.example.com  http://127.0.0.1:$ROUTER_PORT/x\n\nlocal  a/b.ini  -  why not\n";
         let o = read_overrides(ok, &vars).unwrap();
         assert_eq!(o.maps[0], map("*", "/containers", "/r/containers"));
         assert_eq!(o.maps[1].local, "127.0.0.1:8000");
+        assert_eq!(o.maps[3], map("*", "https://hooks.example.com", "http://127.0.0.1:8000/x"));
         assert_eq!(o.local_files, [LocalFile { path: "a/b.ini".into(), stands_in_for: None }]);
         for (bad, why) in [
             ("*  true  false\n", "only paths, addresses"),
             ("http-websockets  true  false\n", "only paths, addresses"),
+            ("*  60  5\n", "only paths, addresses"),
+            ("*  https://  http://x\n", "only paths, addresses"),
+            ("*  ftp://a.b  http://x\n", "only paths, addresses"),
             ("plugins  a/b  c\n", "only paths, addresses"),
             ("*  /a  $NOPE/a\n", "unknown variable"),
             ("*  /a  /x\n*  /b  /x\n", "already the local value of /a"),
