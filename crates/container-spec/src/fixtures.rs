@@ -25,5 +25,7 @@ pub fn spec(uid: u32) -> ContainerSpec {
         reboot_generation: 0,
         etc_hosts: vec!["127.0.0.1 localhost".into()],
         etc_resolv_conf: vec!["nameserver 127.0.0.1".into()],
+        custom_distros_storage: false,
+        customer: 0,
     }
 }

@@ -53,6 +53,22 @@ pub struct ContainerSpec {
     pub etc_hosts: Vec<String>,
     #[serde(default)]
     pub etc_resolv_conf: Vec<String>,
+    /// A container that stores custom distro images for the owner's other containers on this
+    /// node, in `~/distros/` (custom-distros.md). Never itself boots from one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub custom_distros_storage: bool,
+    /// The owning customer's id (the control API's). A custom distro is usable only from a
+    /// storage container with the same owner; 0 on hand-written specs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub customer: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +77,15 @@ pub enum Distro {
     /// A platform distro: a directory under the node's distros folder.
     Platform { path: String },
     /// A customer image stored in another container of the same customer on the same node:
-    /// `/containers/<storage_uid>/distros/<path>`.
-    Custom { storage_uid: u32, path: String },
+    /// `/containers/<storage_uid>/distros/<path>`. When the node finds the image unusable it
+    /// boots the container on `fallback` (a platform distro path, the container's default
+    /// distro) and raises a `distro` alarm.
+    Custom {
+        storage_uid: u32,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,12 +144,18 @@ impl ContainerSpec {
         c.range("pids_limit", self.pids_limit, 16, 4_194_304);
         match &self.distro {
             Distro::Platform { path } => c.path_component("distro.path", path),
-            Distro::Custom { storage_uid, path } => {
+            Distro::Custom { storage_uid, path, fallback } => {
                 c.range("distro.storage_uid", *storage_uid, BASE_UID, MAX_UID);
                 if *storage_uid == self.uid {
                     c.fail("distro.storage_uid", "a container cannot boot from its own image store");
                 }
+                if self.custom_distros_storage {
+                    c.fail("distro", "a custom_distros_storage container cannot use a custom distro");
+                }
                 c.path_component("distro.path", path);
+                if let Some(f) = fallback {
+                    c.path_component("distro.fallback", f);
+                }
             }
         }
         if self.ssh_keys.len() > 256 {

@@ -41,7 +41,7 @@ pub use home::{
 };
 pub use privileges::{drop_privileges_with, PrivilegeReport};
 pub use quota::{detect_quota_backend, QuotaBackend};
-pub use rootfs::{enter_jail_with, JAIL_MOUNTPOINTS};
+pub use rootfs::{check_custom_distro_with, enter_jail_with, CUSTOM_DISTRO_DIRS, JAIL_MOUNTPOINTS};
 pub use safefs::Displaced;
 pub use syscalls::Syscalls;
 
@@ -111,6 +111,12 @@ pub fn append_to_customer_log(paths: &NodePaths, uid: u32, text: &str) -> Result
 /// Creates `~/distros/` (containers that store custom distro images).
 pub fn ensure_distros_dir(paths: &NodePaths, spec: &ContainerSpec) -> Result<Vec<Displaced>> {
     ensure_distros_dir_with(&Linux, paths, spec)
+}
+
+/// Whether a custom distro image can be booted (see [`check_custom_distro_with`]); the Emperor
+/// asks before starting a container on one, and falls back to its default distro otherwise.
+pub fn check_custom_distro(paths: &NodePaths, distro: &container_spec::Distro) -> Result<()> {
+    rootfs::check_custom_distro_with(&Linux, paths, distro)
 }
 
 /// Creates (or updates) the container's cgroup with its limits. [`enter_jail`] does it too;

@@ -392,3 +392,18 @@ impl Syscalls for Linux {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(nix_err)
     }
 }
+
+/// Waits up to `timeout_ms` for `fd` to be readable (or hung up): `Ok(true)` when it is. For a
+/// descriptor the caller holds by number only, such as the Emperor's pipe a container's init
+/// inherited (uWSGI's vassal protocol hands it over as a number in the environment).
+pub fn wait_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd on the stack, valid for the call; poll(2) only reads `fd` as a number
+    // (a closed or invalid one comes back as POLLNVAL, not undefined behaviour).
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    Ok(r > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+}

@@ -49,6 +49,14 @@ pub const JAIL_MOUNTPOINTS: &[&str] = &[
     "etc/group",
 ];
 
+/// What custom-distros.md asks of every customer image, beyond [`JAIL_MOUNTPOINTS`]: the
+/// original pivoted onto `/.old_root` and checked it to tell an image from an arbitrary
+/// directory. The jail does not create a missing mountpoint (on a tmpfs overlay or otherwise):
+/// the image is mounted read-only as the customer built it, and one that lacks any of these is
+/// refused as a whole, so the container falls back to its default distro with an alarm saying
+/// what is missing (`unbit-oci-import` creates them all).
+pub const CUSTOM_DISTRO_DIRS: &[&str] = &[".old_root", "containers"];
+
 /// Home subtree -> where it appears in the container.
 const HOME_BINDS: &[(&str, &str)] =
     &[("run", "run"), ("tmp", "tmp"), ("tmp", "var/tmp"), ("logs", "var/log"), ("run/spool", "var/spool")];
@@ -200,9 +208,37 @@ fn open_distro(sys: &dyn Syscalls, paths: &NodePaths, containers: &Dir, distro: 
                 .map_err(|e| lookup_error("openat2", full.clone(), e))?;
             Ok(Dir { fd, path: full })
         }
-        Distro::Custom { storage_uid, path } => {
+        Distro::Custom { storage_uid, path, .. } => {
             open_dir(sys, containers, Path::new(&storage_uid.to_string()).join("distros").join(path))
         }
+    }
+}
+
+/// Whether a custom distro can be booted: reached below `<containers>/<storage_uid>/distros/`
+/// without any symlink, and holding [`CUSTOM_DISTRO_DIRS`] and every [`JAIL_MOUNTPOINTS`] entry
+/// as the right kind of object (no symlink either). The error lists everything missing.
+pub fn check_custom_distro_with(sys: &dyn Syscalls, paths: &NodePaths, distro: &Distro) -> Result<()> {
+    let containers = open_trusted_dir(sys, &paths.containers)?;
+    let image = open_distro(sys, paths, &containers, distro)?;
+    let mut missing = Vec::new();
+    for rel in CUSTOM_DISTRO_DIRS.iter().chain(JAIL_MOUNTPOINTS) {
+        let kind = if rel.starts_with("etc/") { FileKind::File } else { FileKind::Dir };
+        if let Err(e) = open_path(sys, &image, rel, kind) {
+            missing.push(match e {
+                JailError::Planted { found, .. } => format!("/{rel} (is {found})"),
+                _ => format!("/{rel}"),
+            });
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(JailError::verify(format!(
+            "{} is not a usable distro: it lacks {} (directories, regular files for the /etc \
+             entries, none of them a symlink)",
+            image.path.display(),
+            missing.join(", ")
+        )))
     }
 }
 

@@ -244,7 +244,7 @@ fn a_custom_distro_with_a_symlinked_mountpoint_is_refused() {
     // The customer's image points its /tmp at the host's /etc.
     f.symlink(image.join("tmp"), "/etc");
     let mut s = spec(UID);
-    s.distro = Distro::Custom { storage_uid: storage, path: "myimage".into() };
+    s.distro = Distro::Custom { storage_uid: storage, path: "myimage".into(), fallback: None };
     let e = run(&f, &paths, &s).unwrap_err();
     assert!(e.to_string().contains("tmp"), "{e}");
     assert!(matches!(e, JailError::Planted { .. }));

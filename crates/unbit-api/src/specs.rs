@@ -30,7 +30,7 @@ pub async fn specs_for_server(conn: &mut AnyConnection, server_id: i64) -> Resul
         "SELECT c.id, c.name, c.memory, c.storage, c.ssh_keys, c.quota_threshold, c.alarm_freq, \
                 c.jid, c.jid_secret, c.jid_destinations, c.pushover_user, c.pushover_token, \
                 c.pushover_sound, c.pushbullet_token, c.slack_webhook, c.nofollow, c.dmz, \
-                c.reboot_generation, cu.rsa_private_pem, cu.rsa_public_pem, \
+                c.reboot_generation, c.custom_distros_storage, c.customer_id, cu.rsa_private_pem, cu.rsa_public_pem, \
                 d.path AS distro_path, cd.path AS custom_path, cd.container_id AS custom_storage_id, \
                 s.etc_hosts, s.etc_resolv_conf \
          FROM containers c \
@@ -81,7 +81,11 @@ async fn links_of(conn: &mut AnyConnection, ids: &[i64]) -> Result<HashMap<i64, 
 fn spec_from_row(row: &AnyRow, links: Vec<u32>) -> Option<ContainerSpec> {
     let id = row.i64("id");
     let distro = match (row.opt_str("custom_path"), row.opt_i64("custom_storage_id")) {
-        (Some(path), Some(storage)) => Distro::Custom { storage_uid: uid_of(storage) as u32, path },
+        // Whether the image's storage container is the owner's, on this node, and a storage
+        // container is checked by the node itself, which falls back to `fallback` with an alarm.
+        (Some(path), Some(storage)) => {
+            Distro::Custom { storage_uid: uid_of(storage) as u32, path, fallback: row.opt_str("distro_path") }
+        }
         _ => Distro::Platform { path: row.opt_str("distro_path")? },
     };
     let ssh_keys: Vec<String> = serde_json::from_str(&row.str("ssh_keys")).unwrap_or_default();
@@ -113,6 +117,8 @@ fn spec_from_row(row: &AnyRow, links: Vec<u32>) -> Option<ContainerSpec> {
         reboot_generation: row.i64("reboot_generation") as u64,
         etc_hosts: lines(&row.str("etc_hosts")),
         etc_resolv_conf: lines(&row.str("etc_resolv_conf")),
+        custom_distros_storage: row.flag("custom_distros_storage"),
+        customer: row.i64("customer_id") as u64,
     })
 }
 

@@ -7,6 +7,7 @@
 //! from the guest rootfs runs before the drop.
 
 use crate::{running_specs, settings, vassal_config::uid_of};
+use container_spec::Distro;
 use std::os::fd::RawFd;
 use uwsgi::Vassal;
 
@@ -102,7 +103,62 @@ pub fn before_exec(v: &Vassal) -> Result<(), String> {
         .open(format!("{home}/logs/emperor.log"))
         .map_err(|e| format!("container {uid}: cannot open {home}/logs/emperor.log: {e}"))?;
     redirect_output(&log).map_err(|e| format!("container {uid}: cannot redirect output: {e}"))?;
-    jail::replace_environment(&env).map_err(|e| format!("container {uid}: {e}"))
+    jail::replace_environment(&env).map_err(|e| format!("container {uid}: {e}"))?;
+    let custom = running_specs::get(uid).is_some_and(|s| matches!(s.distro, Distro::Custom { .. }));
+    if custom {
+        exec_custom_master(uid, &v.name(), &env);
+    }
+    Ok(())
+}
+
+/// A container on a custom distro: its master is the first uWSGI of the search order
+/// (`vassal_config::CUSTOM_UWSGI_SEARCH`), exec'd here with the arguments uWSGI's Emperor gives
+/// a config-fed vassal, already as the container uid: the image's binaries, its dynamic loader
+/// and libraries included, never run with more than the container's own rights. With none, this
+/// process, still the platform's code, stays as the container's init ([`rc_local_init`]).
+fn exec_custom_master(uid: u32, vassal: &str, env: &[(&str, String)]) -> ! {
+    use std::os::unix::process::CommandExt;
+    let config = format!("emperor://{vassal}");
+    let search = crate::vassal_config::custom_uwsgi_search(uid);
+    let mut tried = Vec::new();
+    for bin in &search {
+        // exec only returns on failure: ENOENT, EACCES, ENOEXEC, a missing ELF interpreter...
+        let e = std::process::Command::new(bin).args(["--ini", &config]).exec();
+        tried.push(format!("{bin} ({e})"));
+    }
+    println!(
+        "[unbit node] container {uid}: no uWSGI in the custom distro or the home (tried {}): \
+         running ~/etc/rc.local under the platform's init",
+        tried.join(", ")
+    );
+    let pipe = env.iter().find(|(k, _)| *k == "UWSGI_EMPEROR_FD").and_then(|(_, v)| v.parse().ok());
+    rc_local_init(uid, pipe)
+}
+
+/// The init of a custom distro container without uWSGI: starts `~/etc/rc.local` with the
+/// image's `/bin/sh`, reaps every orphan (it is pid 1 of the container's pid namespace), and
+/// exits when the Emperor writes anything on its pipe (stop or reload) or closes it; the kernel
+/// then kills every process left in the namespace. Runs as the container uid.
+fn rc_local_init(uid: u32, emperor_pipe: Option<RawFd>) -> ! {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let rc = format!("/containers/{uid}/etc/rc.local");
+    if let Err(e) = crate::in_container::run_rc_local(&rc) {
+        println!("[unbit node] container {uid}: {e}");
+    }
+    let Some(fd) = emperor_pipe else { std::process::exit(1) };
+    loop {
+        match jail::linux::wait_readable(fd, 1000) {
+            Ok(false) => {}
+            // A message (stop or reload: either ends this instance), a closed pipe, or a pipe
+            // that cannot be watched: the Emperor starts a new one if it wants one.
+            Ok(true) | Err(_) => std::process::exit(0),
+        }
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
 }
 
 fn redirect_output(log: &std::fs::File) -> nix::Result<()> {

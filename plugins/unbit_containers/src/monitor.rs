@@ -18,7 +18,7 @@ use crate::reconcile::{Action, Reconciler};
 use crate::spec_folder::SpecFolder;
 use crate::vassal_config::{self, uid_of, vassal_name};
 use crate::{running_specs, settings};
-use container_spec::ContainerSpec;
+use container_spec::{ContainerSpec, Distro};
 use jail::{Displaced, NodePaths, QuotaBackend};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -37,6 +37,9 @@ pub struct ContainersMonitor {
     reported: BTreeMap<String, String>,
     /// Container networking (`unbit-network`), when on.
     network: Option<Network>,
+    /// This node's custom distro storage containers (uid -> owning customer), from the last
+    /// pass's specs: the only homes a custom distro may come from.
+    stores: BTreeMap<u32, u64>,
 }
 
 impl ContainersMonitor {
@@ -68,6 +71,7 @@ impl ContainersMonitor {
             oom_seen: BTreeMap::new(),
             reported: BTreeMap::new(),
             network,
+            stores: BTreeMap::new(),
         })
     }
 
@@ -158,6 +162,16 @@ impl ContainersMonitor {
                     Ok(moved) => self.tell_moved(uid, &moved),
                     Err(e) => return self.hold_back(emperor, uid, format!("cannot prepare its home: {e}")),
                 }
+                if spec.custom_distros_storage {
+                    match jail::ensure_distros_dir(&self.paths, &spec) {
+                        Ok(moved) => self.tell_moved(uid, &moved),
+                        Err(e) => return self.hold_back(emperor, uid, format!("cannot create its distros dir: {e}")),
+                    }
+                }
+                let fallback = match self.custom_distro_fallback(&spec) {
+                    Ok(f) => f,
+                    Err(why) => return self.hold_back(emperor, uid, why),
+                };
                 if self.reported.remove(&held_key(uid)).is_some() {
                     self.tell(uid, &format!("container {uid}: its spec can be applied again, starting it"));
                 }
@@ -168,8 +182,13 @@ impl ContainersMonitor {
                         return self.hold_back(emperor, uid, e);
                     }
                 }
-                let config = vassal_config::render(&spec, &self.paths.platform_dir);
+                let mut booted = spec.clone();
+                if let Some(d) = &fallback {
+                    booted.distro = d.clone();
+                }
+                let config = vassal_config::render(&booted, &self.paths.platform_dir);
                 running_specs::set(spec);
+                running_specs::set_fallback(uid, fallback);
                 match emperor.feed(&vassal_name(uid), &config, generation, 0, 0) {
                     Ok(()) if restart => {
                         let msg = format!("container {uid}: its spec changed, restarting it");
@@ -207,6 +226,39 @@ impl ContainersMonitor {
                 self.stopping.insert(uid);
             }
         }
+    }
+
+    /// For a container on a custom distro: `None` when the image can be booted, else the
+    /// platform distro it boots from instead (its spec's fallback), told to the customer in
+    /// `~/logs/emperor.log` and raised as a `distro` alarm. An image is usable only from a
+    /// storage container of the same owner on this node, below its `distros/`, with every
+    /// directory and file the jail needs (custom-distros.md). `Err` when there is no fallback.
+    fn custom_distro_fallback(&self, spec: &ContainerSpec) -> Result<Option<Distro>, String> {
+        let Distro::Custom { storage_uid, path, fallback } = &spec.distro else { return Ok(None) };
+        let uid = spec.uid;
+        let problem = match self.stores.get(storage_uid) {
+            None => format!(
+                "container {storage_uid} (its image store) is not a custom_distros_storage container on this node"
+            ),
+            Some(owner) if *owner != spec.customer => {
+                format!("container {storage_uid} (its image store) belongs to another customer")
+            }
+            Some(_) => match jail::check_custom_distro(&self.paths, &spec.distro) {
+                Ok(()) => return Ok(None),
+                Err(e) => e.to_string(),
+            },
+        };
+        let Some(fallback) = fallback else {
+            return Err(format!(
+                "cannot boot from custom distro {path:?}: {problem}; it has no default distro to fall back to"
+            ));
+        };
+        let msg = format!(
+            "container {uid}: cannot boot from custom distro {path:?}: {problem}; falling back to the default distro {fallback:?}"
+        );
+        self.tell(uid, &msg);
+        alarm(&self.paths, uid, "distro", &msg);
+        Ok(Some(Distro::Platform { path: fallback.clone() }))
     }
 
     fn release_stopped(&mut self, running: &[u32]) {
@@ -269,6 +321,7 @@ impl ImperialMonitor for ContainersMonitor {
             net.tick();
         }
         let Some(desired) = self.desired() else { return };
+        self.stores = desired.iter().filter(|s| s.custom_distros_storage).map(|s| (s.uid, s.customer)).collect();
         let running: Vec<u32> = emperor.vassal_names().iter().filter_map(|name| uid_of(name)).collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let actions = self.reconciler.plan(&desired, &running, now, settings::max_stops());

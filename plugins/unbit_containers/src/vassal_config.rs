@@ -2,12 +2,27 @@
 //! few booleans and the platform's own paths: no text a customer typed ever reaches it (the
 //! original templated names and tokens into a root-run config, its WEAK-1).
 
-use container_spec::ContainerSpec;
+use container_spec::{ContainerSpec, Distro};
 use std::fmt::Write;
 use std::path::Path;
 
 /// Where the platform dir (plugins, shortcuts.ini) appears inside every container.
 pub const PLATFORM_MOUNT: &str = "/opt/unbit";
+
+/// Where the container master's binary is looked for in a custom distro, in this order
+/// (custom-distros.md; `{home}` is `/containers/<uid>`, and `/usr/local` is the home again, so
+/// the first two name one file). The first that can be executed, as the container uid, is the
+/// container master, and its sub-Emperor runs customer vassals with the same search. An image
+/// with none of them runs the customer's `~/etc/rc.local` under the platform's own init
+/// (`container_child`). `/opt/unbit` is the platform's read-only dir in every container: an
+/// operator may ship a uWSGI there; `/usr/bin/uwsgi` is where distributions package it.
+pub const CUSTOM_UWSGI_SEARCH: &[&str] =
+    &["{home}/bin/uwsgi", "/usr/local/bin/uwsgi", "/opt/unbit/uwsgi/uwsgi", "/usr/bin/uwsgi"];
+
+/// [`CUSTOM_UWSGI_SEARCH`] for container `uid`.
+pub fn custom_uwsgi_search(uid: u32) -> Vec<String> {
+    CUSTOM_UWSGI_SEARCH.iter().map(|p| p.replace("{home}", &format!("/containers/{uid}"))).collect()
+}
 
 /// The vassal name for a container: `<uid>.ini`.
 pub fn vassal_name(uid: u32) -> String {
@@ -45,12 +60,31 @@ pub fn render(spec: &ContainerSpec, platform_dir: &Path) -> String {
     // A deploy is a file write: pick it up within a second, not the default three. The scan
     // is a readdir and a stat per vassal, negligible even for thousands of containers.
     line("emperor-freq = 1");
-    line(&format!("emperor-wrapper-override = {home}/bin/uwsgi"));
+    let custom = matches!(spec.distro, Distro::Custom { .. });
+    if custom {
+        // The sub-Emperor's default binary is the master's own, the last of the search.
+        for bin in custom_uwsgi_search(uid).iter().take(CUSTOM_UWSGI_SEARCH.len() - 1) {
+            line(&format!("emperor-wrapper-override = {bin}"));
+        }
+    } else {
+        line(&format!("emperor-wrapper-override = {home}/bin/uwsgi"));
+    }
     if spec.nofollow {
         line("emperor-nofollow = true");
     }
     if platform_dir.join("shortcuts.ini").is_file() {
         line(&format!("vassals-include-before = {PLATFORM_MOUNT}/shortcuts.ini"));
+    }
+    if custom {
+        // The platform's plugins are built for the platform distro's uWSGI and libc; a custom
+        // image's uWSGI may not load them, and a hook of a plugin that did not load stops the
+        // master. So only core options here: ~/etc/rc.local by the image's /bin/sh, in the
+        // background, as the container uid (the master has dropped privileges long before).
+        let rc = format!("{home}/etc/rc.local");
+        line(&format!(
+            "hook-master-start = safeexec:if [ -f {rc} ] && [ ! -L {rc} ]; then /bin/sh {rc} </dev/null & fi"
+        ));
+        return c;
     }
     if platform_dir.join("plugins/unbit_containers_plugin.so").is_file() {
         line(&format!("plugins-dir = {PLATFORM_MOUNT}/plugins"));
@@ -115,6 +149,27 @@ mod tests {
         assert!(config.contains("hook-emperor-stop = unbit-alarm:restart container 30601 is restarting"));
         assert!(config.contains("alarm = unbit-crash-loop unbit:crash-loop"));
         assert!(!render(&spec, Path::new("/nonexistent")).contains("unbit_alarms"));
+    }
+
+    #[test]
+    fn a_custom_distro_gets_the_search_order_and_no_platform_plugin() {
+        let platform = std::env::temp_dir().join(format!("unbit-vassal-config-custom-{}", std::process::id()));
+        std::fs::create_dir_all(platform.join("plugins")).unwrap();
+        std::fs::write(platform.join("plugins/unbit_containers_plugin.so"), b"").unwrap();
+        let mut spec = container_spec::fixtures::spec(30602);
+        spec.distro = Distro::Custom { storage_uid: 30603, path: "img".into(), fallback: None };
+        let config = render(&spec, &platform);
+        std::fs::remove_dir_all(&platform).unwrap();
+        assert!(
+            config.contains(
+                "emperor-wrapper-override = /containers/30602/bin/uwsgi\n\
+                 emperor-wrapper-override = /usr/local/bin/uwsgi\n\
+                 emperor-wrapper-override = /opt/unbit/uwsgi/uwsgi\n"
+            ),
+            "{config}"
+        );
+        assert!(!config.contains("plugins"), "{config}");
+        assert!(config.contains("hook-master-start = safeexec:if [ -f /containers/30602/etc/rc.local ]"));
     }
 
     fn serde_json_free_parse(json: &str) -> ContainerSpec {

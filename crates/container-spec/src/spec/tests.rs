@@ -39,6 +39,30 @@ fn traversal_in_distro_paths_is_rejected() {
 }
 
 #[test]
+fn custom_distro_paths_stay_inside_the_storage_containers_distros_dir() {
+    for bad in ["..", ".", "a/b", "", "../../30001", "/etc"] {
+        let mut spec = sample();
+        spec.distro = Distro::Custom { storage_uid: 30010, path: bad.into(), fallback: None };
+        assert!(spec.validate().is_err(), "path {bad:?} accepted");
+        spec.distro = Distro::Custom { storage_uid: 30010, path: "img".into(), fallback: Some(bad.into()) };
+        assert!(spec.validate().is_err(), "fallback {bad:?} accepted");
+    }
+    let mut spec = sample();
+    spec.distro = Distro::Custom { storage_uid: 30010, path: "img".into(), fallback: Some("bookworm".into()) };
+    assert!(spec.validate().is_ok());
+    // A storage container serves images; it never boots from one.
+    spec.custom_distros_storage = true;
+    assert!(spec.validate().is_err());
+}
+
+#[test]
+fn specs_without_the_custom_distro_fields_keep_their_boot_identity() {
+    let spec = sample();
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(!json.contains("custom_distros_storage") && !json.contains("customer"), "{json}");
+}
+
+#[test]
 fn out_of_range_uids_are_rejected() {
     for uid in [0, 29_999, MAX_UID + 1] {
         let mut spec = sample();
