@@ -39,14 +39,18 @@ all: plugins
 
 # cargo names a cdylib libNAME.so; uWSGI derives the entry symbol from the file name, so the
 # file must be NAME_plugin.so to export NAME_plugin.
+# With them the containers' NSS module, libnss_unbit.so.2 (crates/nss-unbit): it goes into the
+# platform dir's lib/ (/opt/unbit/lib in containers), where the distros link to it.
 plugins: deps
-	$(CARGO) build $(CARGO_FLAGS) $(addprefix -p ,$(PLUGINS))
+	$(CARGO) build $(CARGO_FLAGS) $(addprefix -p ,$(PLUGINS)) -p nss-unbit
 	@mkdir -p $(OUT)
 	@for p in $(PLUGINS); do \
 	  install -m 0755 $(CARGO_TARGET_DIR)/release/lib$$p.so $(OUT)/$${p}_plugin.so.tmp && \
 	  mv -f $(OUT)/$${p}_plugin.so.tmp $(OUT)/$${p}_plugin.so; \
 	done
-	@echo "plugins in $(OUT): $(PLUGINS)"
+	@install -m 0644 $(CARGO_TARGET_DIR)/release/libnss_unbit.so $(OUT)/libnss_unbit.so.2.tmp && \
+	  mv -f $(OUT)/libnss_unbit.so.2.tmp $(OUT)/libnss_unbit.so.2
+	@echo "plugins in $(OUT): $(PLUGINS) (and libnss_unbit.so.2)"
 
 install: plugins
 	@test -n "$(PLUGIN_DIR)" || { echo "cannot tell the target uWSGI's plugin dir; pass PLUGIN_DIR=..."; exit 1; }

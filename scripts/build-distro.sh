@@ -130,6 +130,21 @@ case $mode in
     # C.UTF-8 is built into Debian's libc; en_US.UTF-8 is the one customers' tools ask for.
     echo 'en_US.UTF-8 UTF-8' >"$work/etc/locale.gen"
     chroot "$work" locale-gen >/dev/null || { echo "build-distro: locale-gen failed in $work" >&2; exit 1; }
+    # Names of containers (`getent hosts 30002.local`): glibc's NSS loads libnss_unbit.so.2 from
+    # the libc's directory. The module is not copied in but linked to the platform dir, mounted
+    # read-only at /opt/unbit in every container: a new module reaches every container at its
+    # next start without rebuilding (or re-stamping) any distro, and a custom distro gets names
+    # with the same link and nsswitch line (docs/networking.md, "Names"). A platform dir
+    # without the module leaves a dangling link, which glibc skips as an unavailable source.
+    libc=$(find "$work/usr/lib" -maxdepth 2 -name libc.so.6 -print -quit)
+    [[ -n $libc ]] || { echo "build-distro: no libc.so.6 under $work/usr/lib" >&2; exit 1; }
+    ln -sfn /opt/unbit/lib/libnss_unbit.so.2 "$(dirname "$libc")/libnss_unbit.so.2"
+    # unbit right after files (a customer's own ~/etc/hosts wins), so before dns (no query
+    # leaves the container for a .local name) and before anything that claims .local (mdns).
+    sed -E -i '/^hosts:/{/[[:space:]]unbit([[:space:]]|$)/!{s/[[:space:]]files([[:space:]]|$)/ files unbit\1/;t;s/[[:space:]]dns([[:space:]]|$)/ unbit dns\1/;t;s/$/ unbit/}}' \
+      "$work/etc/nsswitch.conf"
+    grep -Eq '^hosts:.*[[:space:]]unbit([[:space:]]|$)' "$work/etc/nsswitch.conf" ||
+      { echo "build-distro: no hosts line in $work/etc/nsswitch.conf to add unbit to" >&2; exit 1; }
     ;;
 esac
 

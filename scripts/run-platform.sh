@@ -85,6 +85,9 @@ zone=$run/dns/zone.conf
 #   txt-record=mynewdomain.org,"uwsgi:aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 ZONE
 install -m 0644 target/plugins/*_plugin.so "$run/platform/plugins/"
+# The containers' <uid>.local names: the distro links libnss_unbit.so.2 to /opt/unbit/lib.
+install -d -m 0755 "$run/platform/lib"
+install -m 0644 target/plugins/libnss_unbit.so.2 "$run/platform/lib/"
 install -m 0644 shortcuts/shortcuts.ini "$run/platform/"
 api_bin=$root/target/release/unbit-api
 db=$run/api.sqlite

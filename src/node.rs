@@ -3,7 +3,7 @@
 //! `unbit_containers` over them. Dropping it stops the Emperor by PID, removes the cgroup
 //! subtree it created and the directories.
 
-use crate::harness::{plugin_path, project_root, Instance, InstanceBuilder};
+use crate::harness::{plugin_path, plugins_dir, project_root, Instance, InstanceBuilder};
 use crate::host::{cgroup_dirs, remove_cgroup_tree, unmount_below, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +34,9 @@ pub fn debian_distro() -> PathBuf {
     assert!(out.status.success(), "build-distro.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     dir
 }
+
+/// The containers' NSS module, in `make plugins`' output and in the platform dir's `lib/`.
+pub const NSS_MODULE: &str = "libnss_unbit.so.2";
 
 pub struct TestNode {
     pub root: tempfile::TempDir,
@@ -86,6 +89,13 @@ impl TestNode {
         // The jail refuses a distro reached through a symlink, so point at the real folder.
         let distros = distro.parent().unwrap().to_string_lossy().into_owned();
         std::fs::copy(plugin_path("unbit_containers"), r.join("platform/plugins/unbit_containers_plugin.so")).unwrap();
+        // The containers' NSS module (`<uid>.local` names) where the distro's link points, as on
+        // a node; a plugins dir built before the module existed has none.
+        let nss = plugins_dir().join(NSS_MODULE);
+        if nss.exists() {
+            std::fs::create_dir_all(r.join("platform/lib")).unwrap();
+            std::fs::copy(&nss, r.join("platform/lib").join(NSS_MODULE)).unwrap();
+        }
         for (name, source) in files {
             std::fs::copy(source, r.join("platform").join(name)).unwrap();
         }

@@ -6,7 +6,7 @@
 //!
 //! The containers are probed from inside their namespaces by threads of this test that
 //! entered them (`setns`), as root there: what a customer with root in their container could
-//! do at most. Uids 30501-30509 are this file's.
+//! do at most. Uids 30501-30509 and 30901-30903 (names) are this file's.
 
 use container_net::link::{Netlink, Route};
 use std::io::{Read, Write};
@@ -582,4 +582,76 @@ fn two_platforms_share_a_namespace_each_with_its_own_table() {
     let tables = w.node_ns.nft(&["list", "tables"]);
     assert!(!tables.contains("unbit-second") && tables.contains("table inet unbit\n"), "{tables}");
     assert_eq!(tag_of(probe(&p, at(ip(30508), 7000))).as_deref(), Some("Q"));
+}
+
+/// `argv` run inside container `uid` (all its namespaces, as its user), as the customer would
+/// run it in an ssh session.
+fn in_container(uid: u32, argv: &[&str]) -> std::process::Output {
+    let pid = pids_of_uid(uid).into_iter().find(|p| Netns::of_pid(*p).is_some()).expect("a process of the container");
+    let id = uid.to_string();
+    std::process::Command::new("nsenter")
+        .args(["--target", &pid.to_string(), "--all", "--setuid", &id, "--setgid", &id])
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a client in container `uid` gets from `host:port`, named as the customer names it,
+/// resolved by the container's own libc (`getaddrinfo`: the NSS module in the distro).
+fn connect_by_name(uid: u32, host: &str, port: u16) -> String {
+    let script = "import socket, sys\n\
+        try:\n    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)\n    print(b''.join(iter(lambda: s.recv(100), b'')).decode())\n\
+        except OSError as e:\n    print('failed', type(e).__name__)";
+    let out = in_container(uid, &["python3", "-c", script, host, &port.to_string()]);
+    assert!(out.status.success(), "python3 in container {uid}: {out:?}");
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn linked_containers_reach_each_other_by_name() {
+    let w = World::start();
+    let module = w.node().root.path().join("platform/lib").join(uwsgi_it::node::NSS_MODULE);
+    assert!(module.exists(), "{} missing: run `make plugins` first", module.display());
+    // 30901 links 30902; 30902 links nobody yet; 30903 is unlinked.
+    w.put(30901, &[30902], false);
+    w.put(30902, &[], false);
+    w.put(30903, &[], false);
+    let (_a, b, _c) = (w.container(30901), w.container(30902), w.container(30903));
+    let _server = tcp_server(&b, at(ip(30902), 7000), "B");
+
+    // The name resolves (the address is computed, whoever asks)...
+    let out = in_container(30901, &["getent", "hosts", "30902.local"]);
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        [ip(30902).to_string(), "30902.local".into()],
+        "{out:?}"
+    );
+    let out = in_container(30901, &["getent", "ahostsv4", "30902.LOCAL."]);
+    assert!(stdout(&out).starts_with(&format!("{} ", ip(30902))), "{out:?}");
+    let out = in_container(30901, &["getent", "hosts", &ip(30903).to_string()]);
+    assert_eq!(
+        stdout(&out).split_whitespace().collect::<Vec<_>>(),
+        [ip(30903).to_string(), "30903.local".into()],
+        "{out:?}"
+    );
+    for nobody in ["30902abc.local", "030902.local", "65534.local", "30902.local.example"] {
+        let out = in_container(30901, &["getent", "hosts", nobody]);
+        assert_eq!((out.status.code(), stdout(&out)), (Some(2), String::new()), "{nobody}: {out:?}");
+    }
+    // ...but reaches nothing until both linked.
+    assert_eq!(connect_by_name(30901, "30902.local", 7000), "failed TimeoutError");
+
+    w.put(30902, &[30901], false);
+    let mut last = String::new();
+    eventually("30901 connects to 30902.local", || {
+        last = connect_by_name(30901, "30902.local", 7000);
+        last.starts_with('B')
+    });
+    assert_eq!(last, format!("B {}", ip(30901)));
+    // The unlinked container resolves the name too, and still cannot connect.
+    assert_eq!(connect_by_name(30903, "30902.local", 7000), "failed TimeoutError");
 }
