@@ -65,8 +65,9 @@ fn v2_enables_controllers_on_every_ancestor_then_limits() {
     assert_eq!(
         w,
         vec![
-            ("/sys/fs/cgroup/cgroup.subtree_control".into(), "+memory +cpu +pids".into()),
-            ("/sys/fs/cgroup/unbit/cgroup.subtree_control".into(), "+memory +cpu +pids".into()),
+            // io is offered by this host: enabled too, for the metrics' disk I/O (no limit set).
+            ("/sys/fs/cgroup/cgroup.subtree_control".into(), "+memory +cpu +pids +io".into()),
+            ("/sys/fs/cgroup/unbit/cgroup.subtree_control".into(), "+memory +cpu +pids +io".into()),
             ("/sys/fs/cgroup/unbit/30001/memory.max".into(), "67108864".into()),
             ("/sys/fs/cgroup/unbit/30001/memory.swap.max".into(), "0".into()),
             ("/sys/fs/cgroup/unbit/30001/cpu.weight".into(), "200".into()),
