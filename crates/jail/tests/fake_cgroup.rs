@@ -87,8 +87,8 @@ fn v2_enables_controllers_on_every_ancestor_then_limits() {
 
     // Already enabled: nothing is written to subtree_control again.
     f.clear_calls();
-    f.file("/sys/fs/cgroup/cgroup.subtree_control", 0, b"cpu memory pids");
-    f.file("/sys/fs/cgroup/unbit/cgroup.subtree_control", 0, b"cpu memory pids");
+    f.file("/sys/fs/cgroup/cgroup.subtree_control", 0, b"cpu io memory pids");
+    f.file("/sys/fs/cgroup/unbit/cgroup.subtree_control", 0, b"cpu io memory pids");
     cg.ensure(30001, &LIMITS).unwrap();
     assert!(writes(&f).iter().all(|(p, _)| !p.ends_with("subtree_control")));
 
