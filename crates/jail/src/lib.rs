@@ -22,6 +22,7 @@ pub mod fake;
 pub mod fdpass;
 mod home;
 pub mod linux;
+pub mod loopbox;
 pub mod loopdev;
 mod mounts;
 mod privileges;

@@ -121,6 +121,12 @@ impl LoopDevice {
         device_path(self.number)
     }
 
+    /// The device's `dev_t` (what `st_dev` says of the files of a filesystem on it).
+    pub fn rdev(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.file.metadata()?.rdev())
+    }
+
     /// Re-reads the backing file's size after it grew.
     pub fn set_capacity(&self) -> io::Result<()> {
         // SAFETY: LOOP_SET_CAPACITY takes no argument.

@@ -9,11 +9,13 @@
 //!   feeds and stops container vassals, reports OOM kills;
 //! * [`container_child`]: in the Emperor's child, builds `uwsgi0` and the jail and drops
 //!   privileges;
+//! * [`loopboxes`]: customer ext4 images mounted into running containers;
 //! * [`network`]: the node's side of container networking (`unbit-network`);
 //! * [`in_container`]: hooks for the container master itself (rc.local, restart notice).
 
 mod container_child;
 mod in_container;
+pub mod loopboxes;
 mod monitor;
 mod network;
 pub mod reconcile;

@@ -13,6 +13,7 @@
 //! operator's log and the customer's own `~/logs/emperor.log`. What the node moved out of its
 //! way in the home is told to the customer there too.
 
+use crate::loopboxes::Loopboxes;
 use crate::network::Network;
 use crate::reconcile::{Action, Reconciler};
 use crate::spec_folder::SpecFolder;
@@ -37,6 +38,8 @@ pub struct ContainersMonitor {
     reported: BTreeMap<String, String>,
     /// Container networking (`unbit-network`), when on.
     network: Option<Network>,
+    /// The loopboxes mounted into running containers.
+    loopboxes: Loopboxes,
     /// This node's custom distro storage containers (uid -> owning customer), from the last
     /// pass's specs: the only homes a custom distro may come from.
     stores: BTreeMap<u32, u64>,
@@ -71,6 +74,7 @@ impl ContainersMonitor {
             oom_seen: BTreeMap::new(),
             reported: BTreeMap::new(),
             network,
+            loopboxes: Loopboxes::new(Path::new(dir)),
             stores: BTreeMap::new(),
         })
     }
@@ -343,6 +347,10 @@ impl ImperialMonitor for ContainersMonitor {
         }
         self.release_stopped(&running);
         self.check_oom(&running);
+        for event in self.loopboxes.pass(&self.paths, &running, now) {
+            self.tell(event.uid, &event.message);
+            alarm(&self.paths, event.uid, "loopbox", &event.message);
+        }
     }
 
     fn on_event(&mut self, emperor: &mut Emperor<'_>) {

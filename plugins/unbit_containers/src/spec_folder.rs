@@ -72,6 +72,9 @@ impl SpecFolder {
             let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
                 continue; // temp files of an atomic writer, editors' backups...
             };
+            if path.file_name().is_some_and(|n| n == crate::loopboxes::FILE) {
+                continue; // the node's loopboxes, read by the monitor's loopbox pass
+            }
             let parsed_uid = stem.parse::<u32>().ok();
             let reject = |reason: String| Rejected { file: path.clone(), uid: parsed_uid, reason };
             let Some(uid) = parsed_uid else {

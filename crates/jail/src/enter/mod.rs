@@ -29,7 +29,7 @@ use crate::linux::Linux;
 use ns::Namespace;
 use std::os::fd::OwnedFd;
 
-pub use ns::pidfd_open;
+pub use ns::{alive, pidfd_open};
 pub use proc_status::Status;
 
 /// A running container, pinned: its pid 1 (host pid and pidfd) and its namespaces, opened and
@@ -128,6 +128,13 @@ impl Container {
     /// Whether the container's pid 1 still runs.
     pub fn running(&self) -> bool {
         ns::alive(&self.pidfd)
+    }
+
+    /// The container's mount namespace (checked like the others), `None` when it shares the
+    /// caller's. What [`crate::loopbox`] mounts into, from a thread of its own.
+    pub fn mount_namespace(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.namespaces.iter().find(|(kind, _)| *kind == Namespace::Mnt).map(|(_, fd)| fd.as_fd())
     }
 }
 
