@@ -106,6 +106,16 @@ impl Api {
         Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
     }
 
+    /// This node's loopboxes (`[{id, uid, filename, mountpoint, ro}]`), as the containers
+    /// plugin reads them from the spec folder's `loopboxes.json`. An answer that is not such a
+    /// list is an error: the node keeps its last good file (and its mounts).
+    pub fn loopboxes(&self) -> Result<Vec<u8>, String> {
+        let v = self.get("/api/node/v1/loopboxes")?;
+        let list: Vec<container_spec::LoopboxSpec> =
+            serde_json::from_value(v).map_err(|e| format!("loopboxes answer is not a list of loopboxes: {e}"))?;
+        Ok(serde_json::to_vec_pretty(&list).expect("JSON re-serializes"))
+    }
+
     /// This node's port mappings (`{revision, mappings: [{proto, public_ip, public_port,
     /// private_ip, private_port}]}`), as the containers plugin's firewall reads them. An answer
     /// of another shape is an error: the node keeps its last good file.

@@ -10,7 +10,8 @@
 //! the customer sshd's keys and users in step with the folder (see [`node_sync::access`]).
 //! `--portmappings-file` (`/var/lib/unbit/portmappings.json`) keeps this node's port mappings
 //! (dedicated servers: public port -> container address and port) for the containers plugin's
-//! firewall, polled like the domains.
+//! firewall, polled like the domains. The node's loopboxes are polled the same way into the
+//! state dir's `loopboxes.json`, which the containers plugin mounts from.
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
 use node_sync::access;
@@ -187,11 +188,15 @@ fn sync_access(args: &Args, removed: &[u32]) {
     }
 }
 
-/// One poll of a list the node keeps as a file (domains, port mappings): written atomically
-/// when it changed; on an API error the last good file stays.
-fn sync_file(what: &str, fetched: Result<Vec<u8>, String>, file: &std::path::Path) {
+/// Where the node's loopboxes go in the state dir (the spec folder): the containers plugin
+/// reads them there (`unbit_containers::loopboxes::FILE`).
+const LOOPBOXES_FILE: &str = "loopboxes.json";
+
+/// One poll of a list the node keeps as a file (domains, port mappings, loopboxes): written
+/// atomically when it changed; on an API error the last good file stays.
+fn sync_file(what: &str, fetched: Result<Vec<u8>, String>, file: &std::path::Path, mode: u32) {
     match fetched {
-        Ok(bytes) => match folder::write_if_changed(file, &bytes, folder::DOMAINS_MODE) {
+        Ok(bytes) => match folder::write_if_changed(file, &bytes, mode) {
             Ok(true) => log(&format!("{what} updated in {}", file.display())),
             Ok(false) => {}
             Err(e) => log(&format!("cannot write {}: {e}", file.display())),
@@ -209,16 +214,18 @@ fn main() {
         log(&e);
         std::process::exit(2)
     });
-    if args.domains_file.is_some() || args.portmappings_file.is_some() {
-        // Neither has a long poll: a light poll every 2 s keeps changes "within seconds".
+    {
+        // None has a long poll: a light poll every 2 s keeps changes "within seconds".
         let lists_api = Api::new(&args.api, args.auth.clone(), args.long_poll).expect("same settings as above");
         let (domains, portmappings) = (args.domains_file.clone(), args.portmappings_file.clone());
+        let loopboxes = args.state_dir.join(LOOPBOXES_FILE);
         let poll = move || {
+            sync_file("loopboxes", lists_api.loopboxes(), &loopboxes, folder::SPEC_MODE);
             if let Some(file) = &domains {
-                sync_file("domains", lists_api.domains(), file);
+                sync_file("domains", lists_api.domains(), file, folder::DOMAINS_MODE);
             }
             if let Some(file) = &portmappings {
-                sync_file("port mappings", lists_api.portmappings(), file);
+                sync_file("port mappings", lists_api.portmappings(), file, folder::DOMAINS_MODE);
             }
         };
         if args.once {
