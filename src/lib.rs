@@ -9,6 +9,7 @@ pub mod harness;
 pub mod host;
 pub mod http;
 pub mod node;
+pub mod oci_kit;
 pub mod platform;
 pub mod ports;
 pub mod ssh;

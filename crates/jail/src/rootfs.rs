@@ -54,7 +54,8 @@ pub const JAIL_MOUNTPOINTS: &[&str] = &[
 /// directory. The jail does not create a missing mountpoint (on a tmpfs overlay or otherwise):
 /// the image is mounted read-only as the customer built it, and one that lacks any of these is
 /// refused as a whole, so the container falls back to its default distro with an alarm saying
-/// what is missing (`unbit-oci-import` creates them all).
+/// what is missing (`unbit-oci-import` creates them all). (`containers` is a jail mountpoint
+/// too; it is listed here as the customer contract names it.)
 pub const CUSTOM_DISTRO_DIRS: &[&str] = &[".old_root", "containers"];
 
 /// Home subtree -> where it appears in the container.
@@ -221,7 +222,7 @@ pub fn check_custom_distro_with(sys: &dyn Syscalls, paths: &NodePaths, distro: &
     let containers = open_trusted_dir(sys, &paths.containers)?;
     let image = open_distro(sys, paths, &containers, distro)?;
     let mut missing = Vec::new();
-    for rel in CUSTOM_DISTRO_DIRS.iter().chain(JAIL_MOUNTPOINTS) {
+    for rel in CUSTOM_DISTRO_DIRS.iter().chain(JAIL_MOUNTPOINTS.iter().filter(|m| !CUSTOM_DISTRO_DIRS.contains(m))) {
         let kind = if rel.starts_with("etc/") { FileKind::File } else { FileKind::Dir };
         if let Err(e) = open_path(sys, &image, rel, kind) {
             missing.push(match e {

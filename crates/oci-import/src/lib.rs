@@ -239,7 +239,8 @@ pub fn apply_layer(tree: &Tree, reader: impl Read, report: &mut Report) -> Resul
 /// What the node needs of a distro it boots (custom-distros.md and the jail's mountpoints):
 /// created when missing; a symlink where the jail mounts is replaced (the jail follows none).
 fn make_bootable(tree: &Tree, report: &mut Report) -> Result<()> {
-    for rel in jail::CUSTOM_DISTRO_DIRS.iter().chain(jail::JAIL_MOUNTPOINTS) {
+    let mountpoints = jail::JAIL_MOUNTPOINTS.iter().filter(|m| !jail::CUSTOM_DISTRO_DIRS.contains(m));
+    for rel in jail::CUSTOM_DISTRO_DIRS.iter().chain(mountpoints) {
         let path = Path::new(rel);
         let seed: &[u8] = match *rel {
             "etc/passwd" => b"root:x:0:0:root:/root:/bin/sh\n",

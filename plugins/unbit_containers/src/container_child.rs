@@ -141,6 +141,11 @@ fn exec_custom_master(uid: u32, vassal: &str, env: &[(&str, String)]) -> ! {
 /// then kills every process left in the namespace. Runs as the container uid.
 fn rc_local_init(uid: u32, emperor_pipe: Option<RawFd>) -> ! {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // This process is the Emperor's image, with the node's state in its memory (other
+    // containers' specs among it): the privilege drop already made it non-dumpable, so the
+    // container uid can neither ptrace it nor read its memory; said again, should a kernel
+    // setting ever change that.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let rc = format!("/containers/{uid}/etc/rc.local");
     if let Err(e) = crate::in_container::run_rc_local(&rc) {
         println!("[unbit node] container {uid}: {e}");
