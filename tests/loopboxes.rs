@@ -236,10 +236,27 @@ fn loopboxes_are_mounted_into_the_running_container_and_follow_the_rules() {
     assert_eq!(n.pid1(uid), Some(pid), "no restart through all of it");
 }
 
+/// A stand-in for the node's alarm relay on its socket in the subscription dir (`alarms`, the
+/// relay's protocol: one JSON line per alarm): collects what the Emperor hands it.
+fn relay(dir: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> {
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("alarms")).unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(conn)).map_while(Result::ok) {
+                sink.lock().unwrap().push(serde_json::from_str(&line).unwrap_or_default());
+            }
+        }
+    });
+    got
+}
+
 #[test]
 fn loopboxes_come_back_after_a_restart_and_their_devices_go_when_the_container_stops() {
     let uid = 31002;
     let (_guard, n) = Node::start();
+    let alarms = relay(&n.node.subscribe_dir());
     let before = loops_below(n.node.root.path());
     let pid = n.run_container(uid, 0);
     let home = n.home(uid);
@@ -249,6 +266,11 @@ fn loopboxes_come_back_after_a_restart_and_their_devices_go_when_the_container_s
     n.set_loopboxes(&[(11, uid, "box", "data/box", false)]);
     n.wait_log(uid, "loopbox 11: mounted ~/box on ~/data/box");
     assert!(n.inside(uid, &format!("echo kept > /containers/{uid}/data/box/f")).status.success());
+    wait_until("the loopbox alarm at the relay", T, || {
+        alarms.lock().unwrap().iter().any(|a| {
+            a["kind"] == "loopbox" && a["msg"].as_str().is_some_and(|m| m.contains("loopbox 11: mounted ~/box"))
+        })
+    });
 
     // A restart (an explicit reboot) makes a new mount namespace: the node mounts it again.
     let new_pid = {
