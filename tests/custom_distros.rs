@@ -26,6 +26,7 @@ const BROKEN: u32 = 31103;
 const OTHER_CUSTOMER: u32 = 31104;
 const NOT_ON_NODE: u32 = 31105;
 const OCI_USER: u32 = 31106;
+const ESCAPE: u32 = 31108;
 /// A uid no container of the node has: a "store" on another node.
 const ELSEWHERE: u32 = 31109;
 const CUSTOMER: u64 = 7;
@@ -158,7 +159,14 @@ fn custom_distros_boot_read_only_and_unusable_ones_fall_back_with_an_alarm() {
     // An image without /.old_root.
     sh(&format!("setpriv --reuid={STORE} --regid={STORE} --clear-groups mkdir -p {}/broken/etc", distros.display()));
 
-    for uid in [USER, BROKEN, OTHER_CUSTOMER, NOT_ON_NODE] {
+    // A "distro" that is a symlink out of distros/, to a complete distro elsewhere on the host.
+    sh(&format!(
+        "setpriv --reuid={STORE} --regid={STORE} --clear-groups ln -s {} {}/escape",
+        debian_distro().display(),
+        distros.display()
+    ));
+
+    for uid in [USER, BROKEN, OTHER_CUSTOMER, NOT_ON_NODE, ESCAPE] {
         seed_home(&node, uid);
     }
     node.put_spec(USER, &spec(USER, &keys, CUSTOMER, custom("deb"), false));
@@ -167,6 +175,7 @@ fn custom_distros_boot_read_only_and_unusable_ones_fall_back_with_an_alarm() {
     let elsewhere =
         serde_json::json!({"kind": "custom", "storage_uid": ELSEWHERE, "path": "deb", "fallback": "bookworm"});
     node.put_spec(NOT_ON_NODE, &spec(NOT_ON_NODE, &keys, CUSTOMER, elsewhere, false));
+    node.put_spec(ESCAPE, &spec(ESCAPE, &keys, CUSTOMER, custom("escape"), false));
 
     // Booted from the image, read-only, nosuid, nodev, everything as the container's uid; the
     // container master is the image's own uWSGI (custom-distros.md's search order).
@@ -186,6 +195,7 @@ fn custom_distros_boot_read_only_and_unusable_ones_fall_back_with_an_alarm() {
         (BROKEN, "lacks /.old_root, /containers"),
         (OTHER_CUSTOMER, "belongs to another customer"),
         (NOT_ON_NODE, "is not a custom_distros_storage container on this node"),
+        (ESCAPE, "distros/escape"),
     ] {
         let p = probe(&node, uid);
         assert!(p.contains("marker=none"), "{uid} booted the image: {p}");
