@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use uwsgi_it::alarm_kit::Received;
 use uwsgi_it::host::{processes, read_container_log, uwsgi_pids_of_uid, wait_until};
 use uwsgi_it::platform::LocalPlatform;
 
@@ -127,6 +128,39 @@ fn block_with(marker: &str) -> String {
     found[0].to_string()
 }
 
+/// A line of the local stand-in's log (`scripts/local-receivers.py`): `DATE TIME UTC METHOD
+/// PATH CONTENT-TYPE [Access-Token: TOKEN] BODY`.
+fn received(line: &str) -> Received {
+    let f: Vec<&str> = line.splitn(7, ' ').collect();
+    assert_eq!(f.len(), 7, "not a request line: {line}");
+    let mut headers = vec![("content-type".to_string(), f[5].to_string())];
+    let mut body = f[6];
+    if let Some(rest) = body.strip_prefix("Access-Token: ") {
+        let (token, after) = rest.split_once(' ').unwrap_or((rest, ""));
+        headers.push(("access-token".into(), token.into()));
+        body = after;
+    }
+    Received {
+        seq: 0,
+        at: Instant::now(),
+        method: f[3].into(),
+        path: f[4].into(),
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// The alarm's text in a request: Slack's `text`, Pushover's `message`, Pushbullet's `body`.
+fn alarm_text(r: &Received) -> String {
+    let text = match r.header("content-type") {
+        Some("application/x-www-form-urlencoded") => r.form().get("message").cloned(),
+        _ => serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|b| b.get("text").or(b.get("body")).and_then(Value::as_str).map(str::to_string)),
+    };
+    text.unwrap_or_default()
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -143,6 +177,9 @@ const HTTPS: &str = "curl --resolve mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1
 const SECURE: &str = "curl --resolve secure.mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert secure.crt https://secure.mynewdomain.org:$ROUTER_HTTPS_PORT/";
 const SECURE_ALICE: &str = "curl --resolve secure.mynewdomain.org:$ROUTER_HTTPS_PORT:127.0.0.1 --cacert secure.crt --cert alice.crt --key alice.key https://secure.mynewdomain.org:$ROUTER_HTTPS_PORT/";
 const ALICE: &str = "Hello /O=God of War 4 S.p.a./CN=alice";
+const OTHER_APP: &str = "Hello from the other container";
+const ALARM_SETTINGS: &str = r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d '{"alarm_freq": 300, "quota_threshold": 10, "slack_webhook": "https://hooks.slack.com/services/T0DEMO/B0DEMO/demoWebhookSecret", "pushover_user": "uDemoPushoverUser", "pushover_token": "aDemoPushoverToken"}' $API/containers/$CONTAINER_UID"#;
+const OOM: &str = r#"$SSH $CONTAINER_UID@127.0.0.1 "python3 -c 'bytes(1) * (1 << 30)'""#;
 
 /// The container's own uWSGI processes on this platform: in its cgroups (not another platform's
 /// container of the same uid) and uWSGI (not an ssh session's shell, which joins the cgroups).
@@ -192,6 +229,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
         "SFTP",
         "SCP",
         "CLIENT_DIR",
+        "RECEIVERS_LOG",
     ] {
         assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
     }
@@ -246,10 +284,10 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     let keys_set = Instant::now();
     let login = "$SSH $CONTAINER_UID@127.0.0.1 'id; hostname; pwd; ls'";
     let entered = term.until(login, T, |out| out.starts_with(&format!("uid={uid}({uid}) gid={uid}({uid})")));
-    let shown = term.run(login);
-    let lines: Vec<&str> = shown.lines().collect();
-    assert_eq!(lines.get(2).copied(), Some(format!("/containers/{uid}").as_str()), "{shown}");
-    assert!(lines.contains(&"vassals") && lines.contains(&"logs"), "the home as the container sees it: {shown}");
+    let session = term.run(login);
+    let lines: Vec<&str> = session.lines().collect();
+    assert_eq!(lines.get(2).copied(), Some(format!("/containers/{uid}").as_str()), "{session}");
+    assert!(lines.contains(&"vassals") && lines.contains(&"logs"), "the home as the container sees it: {session}");
     println!(
         "ssh into container {uid} worked {:.1} s after its keys were set ({:.1} s of retries)",
         keys_set.elapsed().as_secs_f64(),
@@ -438,7 +476,8 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     term.until(ROUND_ROBIN, T, all_three);
     println!("after a reboot the three apps answered again in {:.1} s", rebooted.elapsed().as_secs_f64());
 
-    // Links: a second customer's container; both sides link, one unlinks.
+    // Links: a second customer's container serving HTTP on its uwsgi0 address; ours reaches it
+    // only while both sides are linked.
     term.run("$UNBIT_ADMIN customer add --username anothercustomer --password secret1 --email another@example.com");
     let other: u32 = term
         .assign(
@@ -448,16 +487,166 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
         .trim()
         .parse()
         .unwrap();
-    term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d "{\"link\": $OTHER_UID}" $API/containers/$CONTAINER_UID"#);
+    let set = term.json(
+        r#"curl -u anothercustomer:secret1 -X POST -d "{\"distro\": 1, \"ssh_keys\": [\"$(cat $SSH_KEY.pub)\"]}" $API/containers/$OTHER_UID"#,
+    );
+    assert_eq!((set["distro"].clone(), set["ssh_keys"].as_array().map(Vec::len)), (1.into(), Some(1)), "{set}");
+    let other_ip = term.assign(
+        "OTHER_IP",
+        r#"OTHER_IP=$(curl -s -u anothercustomer:secret1 $API/containers/$OTHER_UID | python3 -c 'import json, sys; print(json.load(sys.stdin)["ip"])')"#,
+    );
+    assert!(other_ip.starts_with("10.") && other_ip.parse::<std::net::Ipv4Addr>().is_ok(), "{other_ip}");
+    // The other container starts once it has a distro and a key; its uwsgi0 has the API's ip.
+    term.until("$SSH $OTHER_UID@127.0.0.1 'hostname -I'", T, |out| out.split_whitespace().eq([other_ip.as_str()]));
+    term.run(&block_with("vassals/hello.ini"));
+    let from_other = r#"$SSH $OTHER_UID@127.0.0.1 "curl -s -m 3 http://$OTHER_IP:8080/""#;
+    term.until(from_other, T, |out| out == OTHER_APP);
+    let from_ours = r#"$SSH $CONTAINER_UID@127.0.0.1 "curl -s -m 3 http://$OTHER_IP:8080/""#;
+    let refused = |why: &str| {
+        let ran = term.try_run(from_ours);
+        assert!(!ran.ok && !ran.stdout.contains("Hello"), "{why}, container {uid} reached {other_ip}: {}", ran.stdout);
+    };
+    refused("unlinked");
+    let linked = term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d "{\"link\": $OTHER_UID}" $API/containers/$CONTAINER_UID"#,
+    );
+    assert_eq!(linked["linked_to"], serde_json::json!([other]), "{linked}");
+    // What a link costs (an element edit) is done within a second; a second and a half more
+    // and a one-sided link that let traffic through would show.
+    std::thread::sleep(Duration::from_millis(1500));
+    refused("linked on one side only");
+    let both = Instant::now();
     term.json(r#"curl -u anothercustomer:secret1 -X POST -d "{\"link\": $CONTAINER_UID}" $API/containers/$OTHER_UID"#);
     let linked = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/containers/$CONTAINER_UID"#);
     assert_eq!(linked["linked_to"], serde_json::json!([other]), "{linked}");
+    term.until(from_ours, T, |out| out == OTHER_APP);
+    println!("linked containers talking over uwsgi0 {:.1} s after the second link", both.elapsed().as_secs_f64());
+    // By name too: <uid>.local is the container's address.
+    let by_name = term.run(r#"$SSH $CONTAINER_UID@127.0.0.1 "getent hosts $OTHER_UID.local""#);
+    assert_eq!(by_name.split_whitespace().collect::<Vec<_>>(), [other_ip.as_str(), &format!("{other}.local")]);
+    let by_name = term.run(r#"$SSH $CONTAINER_UID@127.0.0.1 "curl -s -m 3 http://$OTHER_UID.local:8080/""#);
+    assert_eq!(by_name, OTHER_APP);
     let unlinked = term.json(
         r#"curl -u anothercustomer:secret1 -X POST -d "{\"unlink\": $CONTAINER_UID}" $API/containers/$OTHER_UID"#,
     );
     assert_eq!(unlinked["linked_to"], serde_json::json!([]), "{unlinked}");
-    // A link change reboots the container; let the apps come back before stopping.
+    let cut = Instant::now();
+    loop {
+        let ran = term.try_run(from_ours);
+        if !ran.ok && !ran.stdout.contains("Hello") {
+            break;
+        }
+        assert!(cut.elapsed() < T, "container {uid} still reaches {other_ip} {T:?} after the unlink");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    refused("after the unlink");
+    // Link changes restart neither container.
     term.until(ROUND_ROBIN, T, all_three);
+
+    // Alarms: Slack and Pushover at the local stand-in, an OOM kill from an ssh session and the
+    // home over quota_threshold, read in the API, the container's log and the receivers' log.
+    let receivers = PathBuf::from(&env["RECEIVERS_LOG"]);
+    let before_alarms = container_uwsgi_pids(&platform, uid);
+    let settings = term.json(ALARM_SETTINGS);
+    assert_eq!((settings["alarm_freq"].clone(), settings["quota_threshold"].clone()), (300.into(), 10.into()));
+    // node-sync writes the spec the relay reads at each alarm within a couple of seconds.
+    let spec = platform.run_dir.join(format!("specs/{uid}.json"));
+    wait_until("the container's spec has the alarm settings", T, || {
+        std::fs::read_to_string(&spec)
+            .is_ok_and(|s| s.contains("demoWebhookSecret") && s.contains("aDemoPushoverToken"))
+    });
+    let oom_at = Instant::now();
+    shown(OOM);
+    let hog = term.shell(&format!("{OOM}\necho \"ssh exited $?\""));
+    let status = hog.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(
+        status.starts_with("ssh exited ") && status != "ssh exited 0",
+        "1 GiB was allocated in a 512 MB container: {}{}",
+        hog.stdout,
+        hog.stderr
+    );
+    println!("the OOM-killed command: {status} ({:?})", hog.stderr.trim());
+    let records = r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" "$API/alarms/?container=$CONTAINER_UID""#;
+    let has = |out: &str, class: &str, text: &str| {
+        serde_json::from_str::<Value>(out).ok().and_then(|v| v.as_array().cloned()).is_some_and(|a| {
+            a.iter().any(|r| {
+                r["class"] == class && r["container"] == uid && r["msg"].as_str().is_some_and(|m| m.contains(text))
+            })
+        })
+    };
+    term.until(records, T, |out| has(out, "oom", "OUT OF MEMORY"));
+    println!("the OOM alarm in GET /alarms/ {:.1} s after the command was run", oom_at.elapsed().as_secs_f64());
+    let quota_at = Instant::now();
+    term.run("$SSH $CONTAINER_UID@127.0.0.1 'dd if=/dev/zero of=fill.bin bs=1M count=250 status=none'");
+    // The relay checks disk use once a minute.
+    term.until(records, Duration::from_secs(150), |out| has(out, "quota", "over the 10% alarm threshold"));
+    println!("the quota alarm in GET /alarms/ {:.1} s after dd began", quota_at.elapsed().as_secs_f64());
+    term.until("$SSH $CONTAINER_UID@127.0.0.1 'grep \"unbit alarm\" logs/emperor.log'", T, |out| {
+        out.lines().any(|l| l.starts_with("[unbit alarm oom]") && l.contains("OUT OF MEMORY"))
+            && out.lines().any(|l| l.starts_with("[unbit alarm quota]") && l.contains("disk usage"))
+    });
+    let slack_path = "/slack/services/T0DEMO/B0DEMO/demoWebhookSecret";
+    let pushover_path = "/pushover/1/messages.json";
+    let sent = term.until("grep -e /slack/ -e /pushover/ $RECEIVERS_LOG", T, |out| {
+        let got: Vec<Received> = out.lines().map(received).collect();
+        ["OUT OF MEMORY", "disk usage"].iter().all(|what| {
+            [slack_path, pushover_path]
+                .iter()
+                .all(|path| got.iter().any(|r| r.path == *path && alarm_text(r).contains(what)))
+        })
+    });
+    println!("Slack and Pushover got both alarms {:.1} s after the quota alarm's record", sent.as_secs_f64());
+    // The exact requests: Slack's JSON, Pushover's form, one of each per alarm (alarm_freq).
+    let log = std::fs::read_to_string(&receivers).unwrap();
+    let got: Vec<Received> = log.lines().map(received).collect();
+    let slack: Vec<&Received> = got.iter().filter(|r| r.path == slack_path).collect();
+    let pushover: Vec<&Received> = got.iter().filter(|r| r.path == pushover_path).collect();
+    for (channel, requests) in [("Slack", &slack), ("Pushover", &pushover)] {
+        for what in ["OUT OF MEMORY", "disk usage"] {
+            let n = requests.iter().filter(|r| alarm_text(r).contains(what)).count();
+            assert_eq!(n, 1, "{channel} got {n} requests with {what:?} (alarm_freq allows one):\n{log}");
+        }
+    }
+    let body = slack.iter().map(|r| r.json()).find(|b| b["text"].as_str().unwrap().contains("OUT OF MEMORY")).unwrap();
+    assert!(body["text"].as_str().unwrap().starts_with(&format!("container {uid}: OUT OF MEMORY")), "{body}");
+    assert!(body["username"].as_str().unwrap().ends_with(&format!("/{uid}")), "{body}");
+    assert_eq!(body["icon_emoji"], ":heavy_exclamation_mark:");
+    let form = pushover.iter().map(|r| r.form()).find(|f| f["message"].contains("OUT OF MEMORY")).unwrap();
+    assert_eq!(
+        (form["token"].as_str(), form["user"].as_str()),
+        ("aDemoPushoverToken", "uDemoPushoverUser"),
+        "{form:?}"
+    );
+    assert_eq!(form["title"], format!("uwsgi.it container {uid}"));
+    assert!(form["timestamp"].parse::<i64>().is_ok_and(|t| t > 1_600_000_000), "{form:?}");
+    term.run("$SSH $CONTAINER_UID@127.0.0.1 'rm fill.bin'");
+    assert!(before_alarms.iter().all(|p| alive(*p)), "alarm settings or the OOM restarted container {uid}");
+
+    // Metrics: the CPU series has samples and the chart draws them. A line needs two samples
+    // on the same side of the reboot above (a counter that drops breaks the line), a minute
+    // apart: at most three minutes after the reboot.
+    let series = r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" "$API/metrics/container.cpu/$CONTAINER_UID""#;
+    let chart =
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -o cpu.svg "$API/metrics/container.cpu/$CONTAINER_UID.svg""#;
+    let svg_file = PathBuf::from(&env["CLIENT_DIR"]).join("cpu.svg");
+    let data_line = |svg: &str| svg.lines().any(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\""));
+    let drawn = Instant::now();
+    loop {
+        term.run(chart);
+        let svg = std::fs::read_to_string(&svg_file).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG: {svg}");
+        assert!(svg.contains(&format!("container.cpu of {uid}")), "{svg}");
+        if data_line(&svg) {
+            break;
+        }
+        assert!(drawn.elapsed() < Duration::from_secs(200), "no data line in the chart after 200 s: {svg}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!("the CPU chart had its line {:.1} s into the metrics step", drawn.elapsed().as_secs_f64());
+    let samples = term.json(series);
+    let samples = samples.as_array().unwrap();
+    assert!(samples.len() >= 2, "{samples:?}");
+    assert!(samples.windows(2).all(|w| w[0][0].as_i64() < w[1][0].as_i64()), "ordered by time: {samples:?}");
 
     // Ctrl-C: nothing of the platform stays behind.
     let status = platform.ctrl_c();
