@@ -28,6 +28,25 @@ fn deploy(api: &Api, f: &crate::Fixture, uid: u32, who: &Who) -> Value {
 }
 
 both! {
+    fn a_custom_distro_reaches_the_node_with_its_store_owner_and_fallback(api) {
+        let f = crate::fixture(&mut api);
+        api.post_json(&f.kratos, &format!("/containers/{}", f.k2), json!({"custom_distros_storage": true, "distro": f.distro, "ssh_keys": [ssh_key()]})).expect(200);
+        let cd = api.post_json(&f.kratos, &format!("/custom_distros/{}", f.k2), json!({"name": "deb", "path": "deb"})).expect(201);
+        deploy(&api, &f, f.k1, &f.kratos);
+        api.post_json(&f.kratos, &format!("/containers/{}", f.k1), json!({"custom_distro": cd["id"]})).expect(200);
+        deploy(&api, &f, f.z1, &f.zeus);
+        let (_, specs) = node_specs(&api, &f.node, None);
+        let of = |uid: u32| specs.iter().find(|s| s.uid == uid).unwrap().clone();
+        let (store, user, other) = (of(f.k2), of(f.k1), of(f.z1));
+        assert!(store.custom_distros_storage && !user.custom_distros_storage);
+        assert_eq!(
+            user.distro,
+            container_spec::Distro::Custom { storage_uid: f.k2, path: "deb".into(), fallback: Some("bookworm".into()) }
+        );
+        // The node compares owners: the same customer's containers carry the same id, another's a different one.
+        assert!(user.customer != 0 && user.customer == store.customer && other.customer != user.customer);
+    }
+
     fn nodes_get_only_their_deployable_containers(api) {
         let f = crate::fixture(&mut api);
         let (rev0, specs) = node_specs(&api, &f.node, None);
