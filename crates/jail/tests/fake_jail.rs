@@ -258,6 +258,36 @@ fn a_custom_distro_with_a_symlinked_mountpoint_is_refused() {
 }
 
 #[test]
+fn the_custom_distro_check_lists_what_an_image_lacks_and_refuses_symlinks() {
+    let (f, paths) = prepared();
+    let storage = 30002;
+    let image = paths.containers.join(format!("{storage}/distros/myimage"));
+    let distro = Distro::Custom { storage_uid: storage, path: "myimage".into(), fallback: Some("bookworm".into()) };
+    f.dir(image.clone(), storage, 0o755);
+    for m in jail::JAIL_MOUNTPOINTS {
+        if m.starts_with("etc/") {
+            f.file(image.join(m), storage, b"");
+        } else {
+            f.dir(image.join(m), storage, 0o755);
+        }
+    }
+    // No /.old_root: named; an /etc entry that is a symlink: named with what it is.
+    f.symlink(image.join("etc/resolv.conf"), "../run/resolv.conf");
+    let e = jail::check_custom_distro_with(&f, &paths, &distro).unwrap_err().to_string();
+    assert!(e.contains("lacks /.old_root, /etc/resolv.conf (is a symlink)"), "{e}");
+    f.dir(image.join(".old_root"), storage, 0o755);
+    f.file(image.join("etc/resolv.conf"), storage, b"");
+    jail::check_custom_distro_with(&f, &paths, &distro).unwrap();
+    // Nothing was mounted or changed by the check.
+    assert!(!f.calls().iter().any(|c| matches!(c, Call::Mount { .. } | Call::PivotRoot { .. })));
+    // The image itself reached through a symlink is refused.
+    let (f, paths) = prepared();
+    f.dir(paths.containers.join(format!("{storage}/distros")), storage, 0o755);
+    f.symlink(paths.containers.join(format!("{storage}/distros/myimage")), "/");
+    assert!(jail::check_custom_distro_with(&f, &paths, &distro).is_err());
+}
+
+#[test]
 fn a_distro_without_opt_unbit_is_reported() {
     let (f, paths) = prepared();
     // Recreate the distro without the mountpoint.
