@@ -380,3 +380,69 @@ fn the_security_suite_every_hostile_loopbox_is_refused_and_the_host_is_unchanged
     n.set_loopboxes(&[(35, a, "good", "mnt", false)]);
     n.wait_log(a, "loopbox 35: mounted ~/good on ~/mnt");
 }
+
+/// `curl` as the API's customer; the answer's body as JSON.
+fn api_call(api: &uwsgi_it::alarm_kit::LocalApi, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+    let auth = format!("{}:{}", api.customer.0, api.customer.1);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail-with-body", "-u", &auth, "-X", method]);
+    if let Some(b) = body {
+        cmd.args(["-d", b]);
+    }
+    let out = run(cmd.arg(format!("{}/api/{path}", api.url)));
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// One pass of `unbit-node-sync` against the API into `state`; the loopboxes file it wrote.
+fn node_sync_once(api: &uwsgi_it::alarm_kit::LocalApi, state: &Path) -> Vec<u8> {
+    run(Command::new(uwsgi_it::ssh::release_binary("unbit-node-sync"))
+        .arg("--settings")
+        .arg(api.node_sync_conf())
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--once"));
+    std::fs::read(state.join("loopboxes.json")).unwrap()
+}
+
+#[test]
+fn a_loopbox_made_through_the_api_reaches_the_node_through_node_sync() {
+    let uid = 31005;
+    let api = uwsgi_it::alarm_kit::LocalApi::start(uid);
+    let (_guard, n) = Node::start();
+    n.run_container(uid, 0);
+    let home = n.home(uid);
+    uwsgi_it::node::wait_for_path(&home.join("logs/emperor.log"), T);
+    make_image(&home.join("zeus001"), 4, uid);
+    mkdir_as(&home.join("zeus"), uid);
+
+    // The quickstart's call; node-sync's file, handed to the node as node-sync would (here in
+    // a state dir of its own: the test's container spec is not the API's).
+    let made = api_call(
+        &api,
+        "POST",
+        "loopboxes",
+        Some(&format!(r#"{{"container":{uid},"filename":"zeus001","mountpoint":"zeus"}}"#)),
+    );
+    let id = made["id"].as_u64().unwrap_or_else(|| panic!("no id in {made}"));
+    let state = tempfile::tempdir().unwrap();
+    let file = node_sync_once(&api, state.path());
+    let listed: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{"id": id, "uid": uid, "filename": "zeus001", "mountpoint": "zeus", "ro": false}])
+    );
+    let specs = n.node.root.path().join("specs");
+    let hand_over = |bytes: &[u8]| {
+        std::fs::write(specs.join(".lb.tmp"), bytes).unwrap();
+        std::fs::rename(specs.join(".lb.tmp"), specs.join("loopboxes.json")).unwrap();
+    };
+    hand_over(&file);
+    n.wait_log(uid, &format!("loopbox {id}: mounted ~/zeus001 on ~/zeus"));
+
+    api_call(&api, "DELETE", &format!("loopboxes/{id}"), None);
+    let file = node_sync_once(&api, state.path());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&file).unwrap(), serde_json::json!([]));
+    hand_over(&file);
+    n.wait_log(uid, &format!("loopbox {id} (~/zeus001 on ~/zeus): removed; the image stays: unmounted"));
+    assert!(home.join("zeus001").is_file());
+}

@@ -53,11 +53,18 @@ pub struct Loopboxes {
     containers: BTreeMap<u32, Boxes>,
     /// What is wrong with the file, reported once.
     file_problem: Option<String>,
+    /// Containers that could not be entered, with the reason said.
+    refused: BTreeMap<u32, String>,
 }
 
 impl Loopboxes {
     pub fn new(spec_folder: &Path) -> Self {
-        Loopboxes { file: spec_folder.join(FILE), containers: BTreeMap::new(), file_problem: None }
+        Loopboxes {
+            file: spec_folder.join(FILE),
+            containers: BTreeMap::new(),
+            file_problem: None,
+            refused: BTreeMap::new(),
+        }
     }
 
     /// Every loopbox the file lists, per container; `None` when the file cannot be read (then
@@ -95,6 +102,7 @@ impl Loopboxes {
         let Some(desired) = self.desired() else { return events };
         // A container that stopped took its mounts with its mount namespace.
         self.containers.retain(|uid, _| running.contains(uid));
+        self.refused.retain(|uid, _| running.contains(uid));
         for &uid in running {
             let want = desired.get(&uid).map(Vec::as_slice).unwrap_or_default();
             self.pass_container(paths, uid, want, now, &mut events);
@@ -163,10 +171,17 @@ impl Loopboxes {
             // Still being built (or just gone): the next pass sees.
             Ok(None) => return,
             Err(e) => {
-                uwsgi::log!("loopboxes: {e}");
+                // A container whose namespaces fail the ownership rule (its pid 1 was made to
+                // unshare a user namespace): nothing is mounted into it; said once.
+                let message = format!("container {uid}: loopboxes not mounted: {e}");
+                if self.refused.get(&uid) != Some(&message) {
+                    self.refused.insert(uid, message.clone());
+                    say(None, 0, message);
+                }
                 return;
             }
         };
+        self.refused.remove(&uid);
         let b = match self.containers.entry(uid) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => match jail::enter::pidfd_open(container.pid) {
