@@ -473,6 +473,48 @@ mod tests {
         refused(stat(FileKind::File, 31001, 1, MIN_IMAGE_SIZE - 1), "under the 1 MiB minimum");
     }
 
+    #[test]
+    fn the_image_is_looked_at_through_o_path_first_then_opened_read_only_for_a_read_only_loopbox() {
+        use crate::fake::{Call, Fake};
+        let f = Fake::new();
+        let big = vec![0u8; MIN_IMAGE_SIZE as usize];
+        f.dir("/containers", 0, 0o755)
+            .dir("/containers/31001", 31001, 0o755)
+            .file("/containers/31001/zeus001", 31001, &big)
+            .file("/containers/31001/null", 31001, b"")
+            .edit("/containers/31001/null", |n| {
+                n.kind = FileKind::CharDevice;
+                n.rdev = (1, 3);
+            });
+        let paths = NodePaths { containers: "/containers".into(), ..NodePaths::default() };
+        let home = open_home(&f, &paths, 31001).unwrap();
+        let opens = || -> Vec<(i32, u64)> {
+            f.calls()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Call::Open { flags, resolve, .. } => Some((flags, resolve)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (ro, access) in [(true, libc::O_RDONLY), (false, libc::O_RDWR)] {
+            f.clear_calls();
+            // The fake's descriptors read as empty: the superblock check is where it stops.
+            let e = open_image(&f, &home, &LoopboxSpec { ro, ..spec() }).unwrap_err();
+            assert!(e.contains("no ext4 filesystem"), "{e}");
+            let o = opens();
+            assert_eq!(o.len(), 2, "{o:?}");
+            assert_eq!(o[0].0 & libc::O_PATH, libc::O_PATH, "looked at without being opened first");
+            assert_eq!(o[1].0 & libc::O_ACCMODE, access, "ro: {ro}");
+            assert!(o.iter().all(|(flags, r)| *r == RESOLVE_IN_HOME && flags & libc::O_NOFOLLOW != 0), "{o:?}");
+        }
+        // A device node is refused on the O_PATH look: its driver's open never runs.
+        f.clear_calls();
+        let e = open_image(&f, &home, &LoopboxSpec { filename: "null".into(), ..spec() }).unwrap_err();
+        assert!(e.contains("character device"), "{e}");
+        assert_eq!(opens().len(), 1);
+    }
+
     fn superblock(blocks: u32, log_block: u32) -> tempfile::NamedTempFile {
         let mut img = vec![0u8; 2048];
         img[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
