@@ -46,9 +46,9 @@ case "${1:-}" in
 esac
 [[ $(id -u) -eq 0 ]] || { echo "run-platform: run as root (containers need namespaces, cgroups, mounts)"; exit 1; }
 
-echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme, the ssh enter tool and broker, the alarm relay, the metrics collector)"
+echo "== building (plugins, unbit-api, unbit-node-sync, unbit-acme, the ssh enter tool and broker, the alarm relay, the metrics collector, the OCI importer)"
 make -s plugins >/dev/null
-cargo build -q --release -p unbit-api -p node-sync -p acme -p ssh-session -p alarms -p metrics
+cargo build -q --release -p unbit-api -p node-sync -p acme -p ssh-session -p alarms -p metrics -p oci-import
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$root/distros-cache/bookworm"
 
@@ -89,6 +89,9 @@ install -m 0644 target/plugins/*_plugin.so "$run/platform/plugins/"
 install -d -m 0755 "$run/platform/lib"
 install -m 0644 target/plugins/libnss_unbit.so.2 "$run/platform/lib/"
 install -m 0644 shortcuts/shortcuts.ini "$run/platform/"
+# Tools customers run inside their containers (/opt/unbit/bin): the Docker/OCI importer.
+install -d -m 0755 "$run/platform/bin"
+install -m 0755 target/release/unbit-oci-import "$run/platform/bin/"
 api_bin=$root/target/release/unbit-api
 db=$run/api.sqlite
 # The database holds every container's subscription private key, as the spec files do (0600):
