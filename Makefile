@@ -11,7 +11,7 @@
 
 CARGO        ?= cargo
 UWSGI_BIN    ?= $(shell command -v uwsgi 2>/dev/null || echo uwsgi)
-PLUGINS      := unbit_containers uwsgi_selftest unbit_subscriptions unbit_router unbit_vassal unbit_alarms
+PLUGINS      := unbit_containers uwsgi_selftest unbit_subscriptions unbit_router unbit_vassal unbit_alarms unbit_cluster
 CARGO_FLAGS  ?= --release
 
 export UWSGI_BIN
