@@ -8,8 +8,9 @@
 //! * a loopbox gone from the file is unmounted, its image left alone;
 //! * a mounted image deleted or replaced is unmounted; one resized is unmounted and mounted
 //!   again [`RESIZE_WAIT`] seconds later, when its new size passes the checks;
-//! * a loopbox that cannot be mounted is retried every [`RETRY_WAIT`] seconds and its reason
-//!   told once (not at every retry);
+//! * a loopbox that cannot be mounted is retried after [`RETRY_WAIT`] seconds, then, while it
+//!   fails the same way, after twice as long each time up to [`RETRY_MAX`] (a kernel that
+//!   refuses a broken image says so in its log at every try), and its reason is told once;
 //! * a stopped container is forgotten: its loop devices are freed by the kernel (autoclear)
 //!   when its mount namespace goes.
 //!
@@ -29,6 +30,13 @@ pub const FILE: &str = "loopboxes.json";
 pub const RESIZE_WAIT: i64 = 30;
 /// Seconds between two attempts at a loopbox that could not be mounted.
 pub const RETRY_WAIT: i64 = 5;
+/// The longest wait between two attempts at a loopbox that keeps failing the same way.
+pub const RETRY_MAX: i64 = 60;
+
+/// Seconds before the next attempt after `failures` identical failures in a row (1 or more).
+pub fn retry_wait(failures: u32) -> i64 {
+    RETRY_WAIT.saturating_mul(1 << failures.saturating_sub(1).min(8)).min(RETRY_MAX)
+}
 
 /// Something to tell a container's customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +54,8 @@ struct Boxes {
     not_before: BTreeMap<u64, i64>,
     /// The last thing said per loopbox, so a retry that fails the same way says nothing.
     said: BTreeMap<u64, String>,
+    /// Identical failures in a row per loopbox.
+    failures: BTreeMap<u64, u32>,
 }
 
 pub struct Loopboxes {
@@ -190,6 +200,7 @@ impl Loopboxes {
                     mounted: BTreeMap::new(),
                     not_before: BTreeMap::new(),
                     said: BTreeMap::new(),
+                    failures: BTreeMap::new(),
                 }),
                 Err(err) => {
                     uwsgi::log!("loopboxes: container {uid}: pidfd_open({}): {err}", container.pid);
@@ -230,21 +241,38 @@ impl Loopboxes {
                     );
                     b.mounted.insert(spec.id, m);
                     b.not_before.remove(&spec.id);
+                    b.failures.remove(&spec.id);
                     say(Some(b), spec.id, message);
                 }
                 Err(e) => {
-                    b.not_before.insert(spec.id, now + RETRY_WAIT);
                     let message = format!(
                         "container {uid}: loopbox {} ({} on {}) not mounted: {e}",
                         spec.id,
                         show(&spec.filename),
                         show(&spec.mountpoint)
                     );
-                    if b.said.get(&spec.id) != Some(&message) {
-                        say(Some(b), spec.id, message);
-                    }
+                    let failures = if b.said.get(&spec.id) == Some(&message) {
+                        b.failures.get(&spec.id).copied().unwrap_or(0) + 1
+                    } else {
+                        say(Some(&mut *b), spec.id, message);
+                        1
+                    };
+                    b.failures.insert(spec.id, failures);
+                    b.not_before.insert(spec.id, now + retry_wait(failures));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopbox_failing_the_same_way_is_tried_less_and_less_often_up_to_a_minute() {
+        let waits: Vec<i64> = (1..=6).map(retry_wait).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(retry_wait(u32::MAX), RETRY_MAX);
     }
 }
