@@ -8,6 +8,7 @@ pub mod alarm_kit;
 pub mod harness;
 pub mod host;
 pub mod http;
+pub mod netns;
 pub mod node;
 pub mod oci_kit;
 pub mod platform;

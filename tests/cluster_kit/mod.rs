@@ -1,0 +1,302 @@
+//! Three nodes of a Legion in network namespaces on one machine, as `tests/clustering.rs` and
+//! `benches/cluster` run them (see the test's header and docs/clustering.md).
+
+#![allow(dead_code)]
+
+#[path = "../../plugins/unbit_subscriptions/tests/kit/mod.rs"]
+pub mod domains_kit;
+
+use container_net::link::Netlink;
+use domains_kit::{domain_entry, start_router, write_domains, Router, RouterSetup};
+use openssl::pkey::{PKey, Private};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+pub use uwsgi_it::netns::Netns;
+use uwsgi_it::node::{key_pair, spec_json, TestNode};
+use uwsgi_it::{Instance, InstanceBuilder};
+
+pub const B_UID: u32 = 31201;
+pub const C_UID: u32 = 31202;
+pub const DOMAIN: &str = "cluster.example";
+pub const FLOATING: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 100);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 254);
+pub const T: Duration = Duration::from_secs(90);
+pub const LEGION: &str = "unbit-test";
+
+/// Whether `dev` in `ns` has `ip`.
+pub fn has_address(ns: &Netns, dev: &str, ip: Ipv4Addr) -> bool {
+    ns.run(|| {
+        let mut nl = Netlink::open().unwrap();
+        nl.index_of(dev).unwrap().is_some_and(|i| nl.has_address(i, ip).unwrap())
+    })
+}
+
+pub struct NodeKey {
+    pub key: PKey<Private>,
+    pub hex: String,
+}
+
+pub fn node_key() -> NodeKey {
+    let key = PKey::generate_ed25519().unwrap();
+    let hex = unbit_cluster::members::public_hex(&key).unwrap();
+    NodeKey { key, hex }
+}
+
+/// One node. Fields drop in order: the fastrouter instance, the router, the Emperor (and its
+/// containers), then the folder and the namespace.
+pub struct Node {
+    pub cluster: Option<Instance>,
+    pub router: Option<Router>,
+    pub emperor: Option<TestNode>,
+    pub name: &'static str,
+    pub ip: Ipv4Addr,
+    pub key: NodeKey,
+    pub dir: tempfile::TempDir,
+    pub ns: Netns,
+}
+
+impl Node {
+    pub fn cluster_log(&self) -> String {
+        self.cluster.as_ref().map(|c| c.log()).unwrap_or_default()
+    }
+
+    /// The nodes of `key` in this node's HTTP router, read in its namespace.
+    pub fn nodes_of(&self, key: &str) -> Vec<String> {
+        let r = self.router.as_ref().unwrap();
+        self.ns.run(|| r.nodes_of(key))
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub lan: Netns,
+}
+
+pub fn write_key(path: &Path, key: &PKey<Private>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+    f.write_all(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+}
+
+impl Cluster {
+    /// The Legion; with `containers`, B and C run one each, serving the domain.
+    pub fn start(containers: bool) -> Cluster {
+        let lan = Netns::new();
+        lan.sh(&format!(
+            "ip link set lo up && ip link add br0 type bridge && ip link set br0 up && ip addr add {CLIENT}/24 dev br0 \
+             && sysctl -qw net.ipv4.neigh.br0.base_reachable_time_ms=1000 net.ipv4.neigh.br0.delay_first_probe_time=1"
+        ));
+        let customer = key_pair();
+        let names = ["a", "b", "c"];
+        let mut nodes: Vec<Node> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let ns = Netns::new();
+                let ip = Ipv4Addr::new(192, 168, 250, i as u8 + 1);
+                let peer = format!("n{name}");
+                let lan_fd = lan.0.try_clone().unwrap();
+                ns.run(|| {
+                    let mut nl = Netlink::open().unwrap();
+                    nl.create_veth("lan0", &peer, lan_fd.as_fd()).unwrap();
+                    let i = nl.index_of("lan0").unwrap().unwrap();
+                    nl.add_address(i, ip, 24).unwrap();
+                    nl.set_up(i).unwrap();
+                    let lo = nl.index_of("lo").unwrap().unwrap();
+                    nl.set_up(lo).unwrap();
+                });
+                lan.sh(&format!("ip link set {peer} master br0 up"));
+                let dir = tempfile::Builder::new().prefix("unbit-cluster-").tempdir().unwrap();
+                Node { cluster: None, router: None, emperor: None, name, ip, key: node_key(), dir, ns }
+            })
+            .collect();
+        let members = serde_json::json!({
+            "members": nodes.iter().map(|n| serde_json::json!({
+                "name": n.name,
+                "cluster": format!("{}:3022", n.ip),
+                "fastrouter": format!("{}:1999", n.ip),
+                "public_key": n.key.hex,
+            })).collect::<Vec<_>>()
+        });
+        // The Legion's shared secret (32 bytes of key for aes-256-cbc, see docs/clustering.md).
+        let mut raw = [0u8; 16];
+        openssl::rand::rand_bytes(&mut raw).unwrap();
+        let secret: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let legion_nodes: Vec<String> = nodes.iter().map(|n| format!("{}:4242", n.ip)).collect();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let d = node.dir.path();
+            std::fs::write(d.join("members.json"), members.to_string()).unwrap();
+            write_key(&d.join("node.key"), &node.key.key);
+            let domains = d.join("domains.json");
+            write_domains(&domains, &[domain_entry(DOMAIN, &[B_UID, C_UID], &customer.1)]);
+            let emperor = node.ns.run(|| TestNode::start_with_shortcuts(&["--unbit-quota", "none"]));
+            let (subscribe, homes) = (emperor.subscribe_dir(), emperor.containers_dir());
+            let http_socket = subscribe.join("http");
+            let router = node.ns.run(|| {
+                start_router(RouterSetup {
+                    extra: &["--http=0.0.0.0:80"],
+                    ..RouterSetup::new(&http_socket, &homes, &domains, 1)
+                })
+            });
+            let fr = d.join("fastrouter");
+            std::fs::create_dir(&fr).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&fr, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let valor = 300 - 100 * i;
+            let others: Vec<String> = legion_nodes
+                .iter()
+                .filter(|a| !a.starts_with(&format!("{}:", node.ip)))
+                .map(|a| format!("{LEGION} {a}"))
+                .collect();
+            let fr_ = fr.display().to_string();
+            let legion = vec![format!("{LEGION} {}:4242 {valor} aes-256-cbc:{secret}", node.ip)];
+            let ini = shipped_fastrouter_ini(&[
+                ("plugins", vec!["fastrouter".into()]),
+                ("fastrouter", vec![format!("{}:1999", node.ip)]),
+                ("fastrouter-subscription-server", vec![format!("{fr_}/subscriptions.sock")]),
+                ("unbit-subscriptions-socket", vec![format!("{}/fastrouter", subscribe.display())]),
+                ("unbit-subscriptions-router", vec![format!("{fr_}/cluster.sock")]),
+                ("unbit-subscriptions-domains", vec![domains.display().to_string()]),
+                ("unbit-subscriptions-containers-dir", vec![homes.display().to_string()]),
+                ("unbit-cluster-node", vec![node.name.to_string()]),
+                ("unbit-cluster-members", vec![format!("{}/members.json", d.display())]),
+                ("unbit-cluster-key", vec![format!("{}/node.key", d.display())]),
+                ("unbit-cluster-relay", vec![format!("{fr_}/cluster.sock")]),
+                ("unbit-cluster-relay-to", vec![format!("{fr_}/subscriptions.sock")]),
+                ("unbit-cluster-router", vec![format!("{}/subscriptions.sock", router.private.path().display())]),
+                ("legion", legion),
+                ("legion-node", others),
+                ("legion-lord", vec![format!("{LEGION} cmd:ip addr add {FLOATING}/24 dev lan0")]),
+                ("legion-unlord", vec![format!("{LEGION} cmd:ip addr del {FLOATING}/24 dev lan0")]),
+            ]);
+            let cluster = node.ns.run(|| {
+                InstanceBuilder::new(&format!("cluster-{}", node.name))
+                    .ini(&ini)
+                    .project_plugin("unbit_subscriptions")
+                    .project_plugin("unbit_cluster")
+                    .start()
+            });
+            cluster.wait_for_log("cluster receiver: members' announces on", T).unwrap();
+            node.cluster = Some(cluster);
+            node.router = Some(router);
+            node.emperor = Some(emperor);
+        }
+        let cluster = Cluster { nodes, lan };
+        for (node, uid) in [(1, B_UID), (2, C_UID)].into_iter().filter(|_| containers) {
+            let n = &cluster.nodes[node];
+            let e = n.emperor.as_ref().unwrap();
+            e.put_spec(uid, &spec_json(uid, &format!("cl{uid}"), 256, 256, &["ssh-ed25519 AAAA cl"], &customer));
+            let home = e.home(uid);
+            uwsgi_it::node::wait_for_path(&home.join("vassals"), T);
+            let app = format!(
+                "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'served by node {}']\n",
+                n.name
+            );
+            std::fs::write(home.join("app.py"), app).unwrap();
+            std::fs::write(
+                home.join("vassals/app.ini"),
+                format!("[uwsgi]\nplugin = 0:python3\nwsgi-file = $(HOME)/app.py\ncluster-domain = {DOMAIN}\n"),
+            )
+            .unwrap();
+        }
+        cluster
+    }
+
+    /// `count` requests for the domain through the floating address, from the LAN: their
+    /// bodies (an error's text for a failed one).
+    pub fn through_floating(&self, count: usize) -> Vec<String> {
+        self.lan.run(|| (0..count).map(|_| get(FLOATING, DOMAIN).unwrap_or_else(|e| format!("error: {e}"))).collect())
+    }
+
+    pub fn lord(&self) -> Option<&Node> {
+        self.nodes.iter().find(|n| has_address(&n.ns, "lan0", FLOATING))
+    }
+
+    /// Sends raw datagrams to `to`'s cluster listener from `from`'s namespace and address.
+    pub fn send_from(&self, from: &Netns, src: Ipv4Addr, to: &Node, datagrams: &[Vec<u8>]) {
+        let dst = SocketAddr::new(to.ip.into(), 3022);
+        from.run(|| {
+            let s = UdpSocket::bind(SocketAddr::new(src.into(), 0)).unwrap();
+            for d in datagrams {
+                s.send_to(d, dst).unwrap();
+            }
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = n.cluster_log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {} fastrouter instance ----", n.name);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        // Instances first (their Drop stops them by PID), then folders and namespaces.
+        for n in &mut self.nodes {
+            n.cluster.take();
+            n.router.take();
+            n.emperor.take();
+        }
+    }
+}
+
+/// `vassals-examples/legion/fastrouter.ini` as a node of this test runs it: the options in
+/// `set` replaced by these values (each must be in the shipped file, so a renamed option fails
+/// here), the host's own paths (the mkdir hooks of /run, the log file) left out, every other
+/// line as shipped.
+pub fn shipped_fastrouter_ini(set: &[(&str, Vec<String>)]) -> String {
+    let shipped =
+        std::fs::read_to_string(uwsgi_it::harness::project_root().join("vassals-examples/legion/fastrouter.ini"))
+            .unwrap();
+    let host_only = ["if-not-dir", "hook-asap", "endif", "logto", "log-maxsize"];
+    let option = |line: &str| -> Option<String> {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with([';', '#', '[']) {
+            return None;
+        }
+        Some(l.split('=').next().unwrap().trim().to_string())
+    };
+    let shipped_options: Vec<String> = shipped.lines().filter_map(option).collect();
+    for (name, _) in set {
+        assert!(shipped_options.iter().any(|o| o == name), "the shipped fastrouter.ini has no {name}");
+    }
+    let mut out = String::new();
+    for line in shipped.lines() {
+        match option(line) {
+            Some(o) if host_only.contains(&o.as_str()) || set.iter().any(|(n, _)| *n == o) => {}
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for (name, values) in set {
+        for v in values {
+            out.push_str(&format!("{name} = {v}\n"));
+        }
+    }
+    out
+}
+
+/// One HTTP/1.0 GET with a Host header; the body on a 200.
+pub fn get(ip: Ipv4Addr, host: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::new(ip.into(), 80), Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    let (head, body) = r.split_once("\r\n\r\n").ok_or("no header end")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(head.lines().next().unwrap_or("").to_string());
+    }
+    Ok(body.to_string())
+}
