@@ -109,6 +109,28 @@ fn a_cluster_domain_is_balanced_across_nodes_through_the_lord_and_survives_its_d
     let bodies = cluster.through_floating(20);
     let (on_b, on_c) = (count(&bodies, "served by node b"), count(&bodies, "served by node c"));
     assert!(on_b >= 5 && on_c >= 5, "still balanced across B and C: {bodies:?}");
+
+    // C dies too: the new Lord's router drops C's fastrouter (at the first refused or timed-out
+    // connection, or after 30 s of silence) and B's container serves every request.
+    cluster.nodes[1].ns.sh("ip link set lan0 down");
+    let c = cluster.nodes.remove(1);
+    drop(c);
+    eventually(T, || {
+        let bodies = cluster.through_floating(6);
+        if count(&bodies, "served by node b") == 6 {
+            Ok(())
+        } else {
+            Err(format!("{bodies:?}"))
+        }
+    })
+    .unwrap();
+    // ...and leaves its pool when C has been silent for the routers' tolerance (30 s).
+    let b = &cluster.nodes[0];
+    eventually(T, || match b.nodes_of(DOMAIN) {
+        n if n.iter().any(|n| n == "192.168.250.3:1999") => Err(format!("B's router still has {n:?}")),
+        _ => Ok(()),
+    })
+    .unwrap();
 }
 
 #[test]
