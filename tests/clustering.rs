@@ -2,7 +2,7 @@
 //! network namespace this test creates, joined by a bridge in a fourth namespace (the "LAN",
 //! 192.168.250.0/24, where the test's client sits at .254). Each node runs a node Emperor, the
 //! HTTP router with its validator, and the fastrouter instance of
-//! `legion/fastrouter.ini`: stock uWSGI's Legion member, the fastrouter, the
+//! `vassals-examples/legion/fastrouter.ini`: stock uWSGI's Legion member, the fastrouter, the
 //! validator of `/subscribe/fastrouter` and the cluster's relay and receiver
 //! (`plugins/unbit_cluster`). Node A has the highest valor (the Lord, holding the floating
 //! address .100) and no container; B and C each run one container of the same customer with

@@ -248,12 +248,14 @@ impl Drop for Cluster {
     }
 }
 
-/// `legion/fastrouter.ini` as a node of this test runs it: the options in
+/// `vassals-examples/legion/fastrouter.ini` as a node of this test runs it: the options in
 /// `set` replaced by these values (each must be in the shipped file, so a renamed option fails
 /// here), the host's own paths (the mkdir hooks of /run, the log file) left out, every other
 /// line as shipped.
 pub fn shipped_fastrouter_ini(set: &[(&str, Vec<String>)]) -> String {
-    let shipped = std::fs::read_to_string(uwsgi_it::harness::project_root().join("legion/fastrouter.ini")).unwrap();
+    let shipped =
+        std::fs::read_to_string(uwsgi_it::harness::project_root().join("vassals-examples/legion/fastrouter.ini"))
+            .unwrap();
     let host_only = ["if-not-dir", "hook-asap", "endif", "logto", "log-maxsize"];
     let option = |line: &str| -> Option<String> {
         let l = line.trim();

@@ -1,6 +1,6 @@
 //! `unbit_cluster`: the nodes of a Legion serve each other's `cluster-domain`s.
 //!
-//! Loaded into the node's fastrouter instance (`legion/fastrouter.ini`),
+//! Loaded into the node's fastrouter instance (`vassals-examples/legion/fastrouter.ini`),
 //! next to stock uWSGI's Legion (which elects the Lord holding the floating address) and the
 //! platform's subscription validator on `/subscribe/fastrouter`:
 //!
