@@ -491,7 +491,7 @@ fn main() {
     let ours = ours();
     let mut stock = tuntap();
     // A short warm-up on every path (ARP, the router's first packets, TCP's first windows).
-    for p in [&veth, &ours.path, &stock.path] {
+    for p in [&veth, &ours.path] {
         throughput(p, 16 << 20).unwrap_or_else(|e| panic!("{}: warm-up transfer: {e}", p.name));
         round_trips(p, 200).unwrap_or_else(|e| panic!("{}: warm-up round trips: {e}", p.name));
     }
@@ -499,6 +499,19 @@ fn main() {
     let mut gbit: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut broken: Vec<Vec<String>> = vec![Vec::new(); 3];
+    // The stock router drops peers under load (see STALL), during the warm-up too.
+    for attempt in 1.. {
+        match throughput(&stock.path, 16 << 20).and_then(|_| round_trips(&stock.path, 200)) {
+            Ok(_) => break,
+            Err(e) => {
+                eprintln!("stock tuntap broke in the warm-up: {e}");
+                broken[2].push(format!("warm-up: {e}"));
+                assert!(attempt < 5, "stock tuntap broke in {attempt} warm-ups");
+                drop(stock);
+                stock = tuntap();
+            }
+        }
+    }
     for round in 0..rounds {
         for k in 0..3 {
             let i = (k + round) % 3;
@@ -528,18 +541,18 @@ fn main() {
         "between two containers: {rounds} rounds, {} MiB per transfer, {pings} one-byte round trips per round",
         bytes >> 20
     );
-    println!("| path | Gbit/s (median) | min-max | of raw veth | RTT median | RTT p99 | broken runs |");
+    println!("| path | Gbit/s (median) | min-max | of raw veth | RTT median | RTT p99 | times the path broke |");
     println!("|---|---|---|---|---|---|---|");
     for i in 0..3 {
         if gbit[i].is_empty() {
-            println!("| {} | - | - | - | - | - | {} of {rounds} |", names[i], broken[i].len());
+            println!("| {} | - | - | - | - | - | {} |", names[i], broken[i].len());
             continue;
         }
         let g = median(gbit[i].clone());
         let lo = gbit[i].iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = gbit[i].iter().cloned().fold(0.0, f64::max);
         println!(
-            "| {} | {g:.2} | {lo:.2}-{hi:.2} | {:.1} % | {:.1} µs | {:.1} µs | {} of {rounds} |",
+            "| {} | {g:.2} | {lo:.2}-{hi:.2} | {:.1} % | {:.1} µs | {:.1} µs | {} |",
             names[i],
             g / ceiling * 100.0,
             percentile(&mut rtt[i], 0.5),
