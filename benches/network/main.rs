@@ -28,7 +28,8 @@
 //! request/response round trips on one `TCP_NODELAY` connection. Sender and receiver are threads
 //! of this program that entered the two namespaces (`setns`), so they share the machine's two
 //! cores with the forwarding (the tuntap router is a third process). Each of `BENCH_ROUNDS` (3)
-//! rounds measures the three paths in a rotated order; the table gives medians.
+//! rounds measures the three paths in a rotated order; the table gives medians. `BENCH_STARTS`
+//! (30): how many child-side setups and element edits are timed for the start cost.
 //!
 //! Needs root. Every namespace is anonymous, held only by this program's descriptors, so the
 //! kernel removes it (and every interface and route in it) when the program ends, also on a
