@@ -87,6 +87,7 @@ pub fn render_table(table: &str, e: &Elements) -> Result<String> {
 		iifname @ifs meta nfproto ipv6 drop
 		iifname @ifs iifname . ip saddr != @ctr_if_ip drop
 		iifname @ifs fib saddr . iif oif missing drop
+		iifname @ifs ip saddr . ip daddr @links ip daddr . ip saddr @links notrack
 	}}
 	chain input {{
 		type filter hook input priority filter; policy accept;

@@ -22,6 +22,8 @@ fn the_table_holds_the_elements_and_fixed_rules() {
     assert!(t.contains("elements = { 10.0.1.248 }"), "{t}");
     assert!(t.contains("elements = { 198.18.0.1 . 8080 : 10.0.1.247 . 80 }"), "{t}");
     assert!(t.contains("ip saddr . ip daddr @links ip daddr . ip saddr @links accept"));
+    // Linked pairs are checked per packet, so they need no conntrack state.
+    assert!(t.contains("iifname @ifs ip saddr . ip daddr @links ip daddr . ip saddr @links notrack"), "{t}");
     assert!(t.contains("ip daddr 10.0.0.0/8 drop"));
     assert!(t.contains("ip daddr 169.254.0.0/16 drop"), "cloud metadata services stay out of reach");
     // The same elements render the same text, whatever order they were added in.
