@@ -648,6 +648,45 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     assert!(samples.len() >= 2, "{samples:?}");
     assert!(samples.windows(2).all(|w| w[0][0].as_i64() < w[1][0].as_i64()), "ordered by time: {samples:?}");
 
+    // Loopboxes: the quickstart's zeus example, mounted into the running container and gone
+    // after DELETE, the image kept.
+    let zeus_pids = container_uwsgi_pids(&platform, uid);
+    term.run(
+        "$SSH $CONTAINER_UID@127.0.0.1 'dd if=/dev/zero of=zeus001 bs=512 count=200000 status=none && /sbin/mkfs.ext4 -q zeus001 && mkdir zeus'",
+    );
+    let made = term.json(
+        r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X POST -d "{\"container\": $CONTAINER_UID, \"filename\": \"zeus001\", \"mountpoint\": \"zeus\"}" $API/loopboxes"#,
+    );
+    let zeus_id = made["id"].as_u64().unwrap_or_else(|| panic!("no loopbox id: {made}"));
+    let listed = term.json(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/loopboxes"#);
+    assert!(listed.as_array().unwrap().iter().any(|l| l["id"] == zeus_id && l["mountpoint"] == "zeus"), "{listed}");
+    let inside = r#"$SSH $CONTAINER_UID@127.0.0.1 'grep loopbox logs/emperor.log; grep " $HOME/zeus " /proc/self/mounts; echo hello > zeus/hello.txt; ls -ln zeus'"#;
+    let mounted = Instant::now();
+    let shown = loop {
+        let ran = term.try_run(inside);
+        if ran.ok && ran.stdout.contains(&format!("loopbox {zeus_id}: mounted ~/zeus001 on ~/zeus")) {
+            break ran.stdout;
+        }
+        assert!(mounted.elapsed() < T, "{inside}\nstill printed {:?} {:?}", ran.stdout, ran.stderr);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!("the zeus loopbox was mounted {:.1} s after the API call", mounted.elapsed().as_secs_f64());
+    assert!(shown.lines().any(|l| l.starts_with("/dev/loop") && l.contains(" ext4 ")), "{shown}");
+    assert!(shown.lines().any(|l| l.contains("hello.txt") && l.contains(&format!(" {uid} {uid} "))), "{shown}");
+    assert_eq!(container_uwsgi_pids(&platform, uid), zeus_pids, "mounting restarted the container");
+    let got = term.assign(
+        "ZEUS_ID",
+        r#"ZEUS_ID=$(curl -s -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/loopboxes | python3 -c 'import json, sys; print([l["id"] for l in json.load(sys.stdin) if l["filename"] == "zeus001"][0])')"#,
+    );
+    assert_eq!(got.trim(), zeus_id.to_string());
+    term.run(r#"curl -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" -X DELETE $API/loopboxes/$ZEUS_ID"#);
+    wait_until("the zeus loopbox is unmounted after DELETE", T, || {
+        read_container_log(&PathBuf::from(&env["CONTAINERS_DIR"]), uid)
+            .unwrap_or_default()
+            .contains(&format!("loopbox {zeus_id} (~/zeus001 on ~/zeus): removed; the image stays: unmounted"))
+    });
+    assert!(home.join("zeus001").is_file(), "the image stays after DELETE");
+
     // Ctrl-C: nothing of the platform stays behind.
     let status = platform.ctrl_c();
     assert!(platform.output().contains("== stopped; data kept in"), "{}", platform.output());
