@@ -19,6 +19,26 @@ impl Netns {
         .unwrap()
     }
 
+    /// The namespace of a running process (a container's, through one of its processes).
+    pub fn of_pid(pid: i32) -> Option<Netns> {
+        std::fs::File::open(format!("/proc/{pid}/ns/net")).ok().map(|f| Netns(f.into()))
+    }
+
+    /// The namespace's inode: equal for two handles on the same namespace.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::File::from(self.0.try_clone().unwrap()).metadata().unwrap().ino()
+    }
+
+    /// A detached thread inside the namespace (servers that live until the test ends).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        let fd = self.0.try_clone().unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        });
+    }
+
     /// Runs `f` on a thread inside the namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {

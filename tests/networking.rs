@@ -11,12 +11,12 @@
 use container_net::link::{Netlink, Route};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uwsgi_it::host::{pids_of_uid, wait_until};
+use uwsgi_it::netns::Netns;
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
 
 const A: u32 = 30501;
@@ -34,50 +34,14 @@ fn ip(uid: u32) -> Ipv4Addr {
 
 // ---- namespaces ----
 
-/// A network namespace held open by a descriptor; it is freed with the last descriptor and
-/// process, so a failing test leaves nothing behind.
-struct Netns(OwnedFd);
+/// What these tests read of a namespace (the kit's `Netns` makes, enters and holds it).
+trait Inspect {
+    fn nft(&self, args: &[&str]) -> String;
+    fn links(&self) -> Vec<String>;
+    fn routes(&self) -> String;
+}
 
-impl Netns {
-    fn new() -> Netns {
-        std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
-            Netns(container_net::setup::current_netns().unwrap())
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// A container's namespace, through one of its processes.
-    fn of_pid(pid: i32) -> Option<Netns> {
-        std::fs::File::open(format!("/proc/{pid}/ns/net")).ok().map(|f| Netns(f.into()))
-    }
-
-    fn inode(&self) -> u64 {
-        std::fs::File::from(self.0.try_clone().unwrap()).metadata().unwrap().ino()
-    }
-
-    /// Runs `f` on a thread inside the namespace (processes it spawns live there too).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::setns(self.0.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-
-    /// A detached thread inside the namespace (servers).
-    fn spawn(&self, f: impl FnOnce() + Send + 'static) {
-        let fd = self.0.try_clone().unwrap();
-        std::thread::spawn(move || {
-            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        });
-    }
-
+impl Inspect for Netns {
     fn nft(&self, args: &[&str]) -> String {
         self.run(|| {
             let out = std::process::Command::new("nft").args(args).output().expect("nft (Debian package nftables)");
