@@ -35,6 +35,10 @@ pub struct Elements {
     pub uplink: BTreeSet<String>,
     pub pm_tcp: PortMap,
     pub pm_udp: PortMap,
+    /// The node's tunnel to the other nodes of its Legion (links across nodes, crate
+    /// `cluster-links`): traffic through it passes only between a linked pair, and nothing
+    /// from it reaches the node or an unlinked container.
+    pub tunnel: BTreeSet<String>,
 }
 
 /// One container as the table sees it.
@@ -78,6 +82,7 @@ pub fn render_table(table: &str, e: &Elements) -> Result<String> {
     set(w, "links", "ipv4_addr . ipv4_addr", e.links.iter().map(|(a, b)| format!("{a} . {b}")));
     set(w, "dmz", "ipv4_addr", e.dmz.iter().map(|a| a.to_string()));
     set(w, "uplink", "ifname", e.uplink.iter().map(|i| format!("\"{i}\"")));
+    set(w, "tunnel", "ifname", e.tunnel.iter().map(|i| format!("\"{i}\"")));
     map(w, "pm_tcp", &e.pm_tcp);
     map(w, "pm_udp", &e.pm_udp);
     let net = crate::CONTAINER_NET;
@@ -88,16 +93,23 @@ pub fn render_table(table: &str, e: &Elements) -> Result<String> {
 		iifname @ifs iifname . ip saddr != @ctr_if_ip drop
 		iifname @ifs fib saddr . iif oif missing drop
 		iifname @ifs ip saddr . ip daddr @links ip daddr . ip saddr @links notrack
+		iifname @tunnel meta nfproto ipv6 drop
+		iifname @tunnel fib saddr . iif oif missing drop
 	}}
 	chain input {{
 		type filter hook input priority filter; policy accept;
 		iifname @ifs ct state established,related accept
 		iifname @ifs drop
+		iifname @tunnel drop
 	}}
 	chain forward {{
 		type filter hook forward priority filter; policy accept;
 		iifname @ifs oifname @ifs ip saddr . ip daddr @links ip daddr . ip saddr @links accept
 		iifname @ifs oifname @ifs drop
+		iifname @ifs oifname @tunnel ip saddr . ip daddr @links accept
+		iifname @tunnel oifname @ifs ip daddr . ip saddr @links accept
+		iifname @tunnel drop
+		oifname @tunnel drop
 		ct state established,related accept
 		oifname @ifs ct status dnat accept
 		oifname @ifs drop
@@ -158,7 +170,7 @@ fn check(table: &str, e: &Elements) -> Result<()> {
             "{table:?} is not a usable nftables table name (a letter, then letters, digits, _ -)"
         )));
     }
-    for name in e.ifs.iter().chain(e.ctr_if_ip.iter().map(|(i, _)| i)).chain(e.uplink.iter()) {
+    for name in e.ifs.iter().chain(e.ctr_if_ip.iter().map(|(i, _)| i)).chain(e.uplink.iter()).chain(e.tunnel.iter()) {
         if !is_safe_ifname(name) {
             return Err(NetError(format!("{name:?} is not an interface name")));
         }
@@ -196,6 +208,8 @@ pub fn render_changes(table: &str, old: &Elements, new: &Elements) -> Result<Str
     let (g, a) = diff(&old.uplink, &new.uplink);
     let f = |v: Vec<String>| v.into_iter().map(|x| format!("\"{x}\"")).collect();
     edit("uplink", f(g), f(a));
+    let (g, a) = diff(&old.tunnel, &new.tunnel);
+    edit("tunnel", f(g), f(a));
     for (name, o, n) in [("pm_tcp", &old.pm_tcp, &new.pm_tcp), ("pm_udp", &old.pm_udp, &new.pm_udp)] {
         // A changed target is a delete then an add of the same key (maps hold one value a key).
         let gone: Vec<String> =
@@ -319,6 +333,7 @@ pub fn listed_elements(e: &Elements) -> BTreeMap<String, Vec<String>> {
     sets.insert("links".into(), e.links.iter().map(|(a, b)| json!({"concat": [ip(a), ip(b)]})).collect());
     sets.insert("dmz".into(), e.dmz.iter().map(ip).collect());
     sets.insert("uplink".into(), e.uplink.iter().map(|i| json!(i)).collect());
+    sets.insert("tunnel".into(), e.tunnel.iter().map(|i| json!(i)).collect());
     for (name, m) in [("pm_tcp", &e.pm_tcp), ("pm_udp", &e.pm_udp)] {
         let elems =
             m.iter().map(|((pa, pp), (ca, cp))| json!([{"concat": [ip(pa), pp]}, {"concat": [ip(ca), cp]}])).collect();

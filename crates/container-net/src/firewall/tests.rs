@@ -78,3 +78,22 @@ fn names_that_could_break_the_script_are_refused() {
     assert!(render_table("unbit", &e).is_err());
     assert!(render_changes("unbit", &Elements::default(), &e).is_err());
 }
+
+#[test]
+fn the_tunnel_to_other_nodes_passes_linked_pairs_only() {
+    let old = two_linked();
+    let mut new = old.clone();
+    new.tunnel.insert("unbit-wg".into());
+    let t = render_table("unbit", &new).unwrap();
+    assert!(t.contains("set tunnel {\n\t\ttype ifname\n\t\telements = { \"unbit-wg\" }"), "{t}");
+    // Out: the local container linked the remote one; in: the local container links the sender.
+    assert!(t.contains("iifname @ifs oifname @tunnel ip saddr . ip daddr @links accept"), "{t}");
+    assert!(t.contains("iifname @tunnel oifname @ifs ip daddr . ip saddr @links accept"), "{t}");
+    // Before the established rule: an unlink cuts a connection across nodes too.
+    let drop_in = t.find("iifname @tunnel drop\n\t\toifname @tunnel drop").expect("tunnel drops in forward");
+    assert!(drop_in < t.find("ct state established,related accept\n\t\toifname").unwrap(), "{t}");
+    assert!(t.contains("iifname @tunnel fib saddr . iif oif missing drop"), "{t}");
+    assert_eq!(render_changes("unbit", &old, &new).unwrap(), "add element inet unbit tunnel { \"unbit-wg\" }\n");
+    new.tunnel.insert("bad\"name".into());
+    assert!(render_table("unbit", &new).is_err());
+}
