@@ -130,7 +130,8 @@ fn container(node: &Netns, uid: u32) -> (Netns, Duration) {
     let host = node.0.try_clone().unwrap();
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let c = ContainerNet { uid, host_if: format!("uw{uid}"), ip: ip(uid), dmz: false };
+        let owner = container_net::owner::Owner::current("bench").unwrap();
+        let c = ContainerNet { uid, host_if: format!("uw{uid}"), ip: ip(uid), dmz: false, owner };
         let t = Instant::now();
         let built = setup::container(&c, host.as_fd()).unwrap();
         let took = t.elapsed();

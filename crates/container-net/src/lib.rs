@@ -3,6 +3,8 @@
 //!
 //! * [`addr`]: IPv4 addresses and prefixes (parsing, masks), property-tested;
 //! * [`link`]: netlink (veth pairs, addresses, routes, up), synchronous, no external binary;
+//! * [`owner`]: whose a host end is (its alias), so the platform deletes its dead containers'
+//!   host ends and nothing else;
 //! * [`sysctl`]: the per-interface and per-namespace kernel switches;
 //! * [`firewall`]: the table's fixed rules and its sets and maps, rendered for `nft -f -`,
 //!   changed by element edits;
@@ -14,6 +16,7 @@
 pub mod addr;
 pub mod firewall;
 pub mod link;
+pub mod owner;
 pub mod portmap;
 pub mod setup;
 pub mod sysctl;

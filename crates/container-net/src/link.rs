@@ -166,6 +166,55 @@ impl Netlink {
         }
     }
 
+    /// Deletes interface `index` (for a veth end, the whole pair), but only if it is still
+    /// called `name`: an index is never reused while the interface lives, and the name check
+    /// keeps a lookup-then-delete from hitting an interface renamed in between. `false` if it
+    /// was gone.
+    pub fn delete_index(&mut self, index: u32, name: &str) -> Result<bool> {
+        if self.name_of(index)?.as_deref() != Some(name) {
+            return Ok(false);
+        }
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno == Some(libc_enodev()) => Ok(false),
+            Err(e) => Err(NetError(format!("delete interface {name}: {e}"))),
+        }
+    }
+
+    /// Sets interface `index`'s alias (`IFLA_IFALIAS`, at most 255 bytes).
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> std::result::Result<(), RequestError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK).map(drop)
+    }
+
+    /// Every interface of the namespace as `(index, name, alias)`.
+    pub fn links(&mut self) -> Result<Vec<(u32, String, Option<String>)>> {
+        let replies = self
+            .request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)
+            .map_err(|e| NetError(format!("list interfaces: {e}")))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let (mut name, mut alias) = (None, None);
+                    for a in l.attributes {
+                        match a {
+                            LinkAttribute::IfName(n) => name = Some(n),
+                            LinkAttribute::IfAlias(a) => alias = Some(a),
+                            _ => {}
+                        }
+                    }
+                    Some((l.header.index, name?, alias))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Brings interface `index` up.
     pub fn set_up(&mut self, index: u32) -> std::result::Result<(), RequestError> {
         let mut msg = LinkMessage::default();
@@ -251,19 +300,7 @@ impl Netlink {
 
     /// The names of every interface of the namespace.
     pub fn link_names(&mut self) -> Result<Vec<String>> {
-        let replies = self
-            .request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)
-            .map_err(|e| NetError(format!("list interfaces: {e}")))?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .collect())
+        Ok(self.links()?.into_iter().map(|(_, name, _)| name).collect())
     }
 
     /// Whether `ip` is an address of interface `index`.

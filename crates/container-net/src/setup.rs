@@ -3,6 +3,7 @@
 //! container's fresh network namespace, before anything of the customer runs.
 
 use crate::link::{Netlink, Route};
+use crate::owner::Owner;
 use crate::{sysctl, NetError, Result, CONTAINER_IF, GATEWAY};
 use nix::sched::CloneFlags;
 use std::net::Ipv4Addr;
@@ -17,6 +18,8 @@ pub struct ContainerNet {
     pub ip: Ipv4Addr,
     /// No default route (and no way to the uplink in the table either).
     pub dmz: bool,
+    /// Written on the host end: the platform and the container's first process.
+    pub owner: Owner,
 }
 
 /// The calling thread's network namespace, to come back to or to hand to a child.
@@ -67,10 +70,13 @@ const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// In the container's cloned child: creates the veth pair (`uwsgi0` here, `uw<uid>` born in
 /// the node's namespace `host_ns`), configures the container end (`lo` up, `ip/8`, IPv6 off,
 /// a default route via [`GATEWAY`] unless dmz), then enters the node's namespace for the host
-/// end (up, proxy ARP answered at once, strict reverse-path filter, IPv6 off, `ip/32` route
-/// with the gateway as the node's source address) and comes back. A taken `uw<uid>` is waited
-/// for, never deleted: it is either a predecessor's the kernel is still tearing down, or
-/// another platform's container.
+/// end (its owner as alias, up, proxy ARP answered at once, strict reverse-path filter, IPv6
+/// off, `ip/32` route with the gateway as the node's source address) and comes back.
+///
+/// A taken `uw<uid>` that this platform's dead container left (its namespace kept alive by
+/// the kernel) is deleted and the pair built again; any other taken name is waited for
+/// [`NAME_WAIT`], never deleted: it belongs to a container still stopping, or to another
+/// platform on the machine.
 pub fn container(c: &ContainerNet, host_ns: BorrowedFd<'_>) -> Result<Built> {
     let fail = |what: String| move |e: NetError| NetError(format!("container {}: {what}: {e}", c.uid));
     let own_ns = current_netns().map_err(fail("networking".into()))?;
@@ -82,6 +88,13 @@ pub fn container(c: &ContainerNet, host_ns: BorrowedFd<'_>) -> Result<Built> {
             Err(e) if e.errno == Some(nix::errno::Errno::EEXIST as i32) => {
                 if nl.index_of(CONTAINER_IF)?.is_some() {
                     return Err(NetError(format!("container {}: {CONTAINER_IF} exists already", c.uid)));
+                }
+                let reclaimed = in_namespace(host_ns, own_ns.as_fd(), || {
+                    remove_dead_host_ends(&c.owner.platform, Some(&c.host_if))
+                })
+                .map_err(fail(format!("reclaim {}", c.host_if)))?;
+                if !reclaimed.is_empty() {
+                    continue;
                 }
                 if started.elapsed() >= NAME_WAIT {
                     return Ok(Built::NameTaken);
@@ -114,6 +127,7 @@ fn host_end(c: &ContainerNet) -> Result<()> {
     let mut nl = Netlink::open()?;
     let index =
         nl.index_of(&c.host_if)?.ok_or_else(|| NetError(format!("{} is not in the node's namespace", c.host_if)))?;
+    nl.set_alias(index, &c.owner.to_string()).map_err(|e| NetError(format!("mark {} as ours: {e}", c.host_if)))?;
     sysctl::disable_ipv6(&c.host_if)?;
     sysctl::ipv4(&c.host_if, "proxy_arp", "1")?;
     // The kernel delays proxy ARP answers to broadcast requests by up to 0.8 s by default (to
@@ -124,6 +138,24 @@ fn host_end(c: &ContainerNet) -> Result<()> {
     nl.set_up(index).map_err(|e| NetError(format!("bring {} up: {e}", c.host_if)))?;
     let route = Route { dst: c.ip, len: 32, dev: index, gateway: None, prefsrc: Some(GATEWAY) };
     nl.add_route(&route).map_err(|e| NetError(format!("route {}/32 via {}: {e}", c.ip, c.host_if)))
+}
+
+/// In the node's namespace: deletes the host ends (and so the pairs) of `platform`'s
+/// containers whose first process is gone, all of them or only `only`. Returns their names.
+/// Interfaces without the platform's alias are never touched.
+pub fn remove_dead_host_ends(platform: &str, only: Option<&str>) -> Result<Vec<String>> {
+    let mut nl = Netlink::open()?;
+    let mut removed = Vec::new();
+    for (index, name, alias) in nl.links()? {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let Some(owner) = alias.as_deref().and_then(Owner::parse) else { continue };
+        if owner.platform == platform && !owner.alive() && nl.delete_index(index, &name)? {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }
 
 /// Runs `f` in namespace `ns`, then returns to `back` whatever `f` did.

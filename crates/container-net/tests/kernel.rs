@@ -4,6 +4,7 @@
 
 use container_net::firewall::{render_table, Elements, Firewall, Member, Nft};
 use container_net::link::Netlink;
+use container_net::owner::Owner;
 use container_net::setup::{self, ContainerNet};
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -15,6 +16,55 @@ fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
     .join()
     .expect("the namespace thread panicked")
+}
+
+/// This test process as the owner of the host ends it builds (platform `kt`).
+fn me() -> Owner {
+    Owner::current("kt").unwrap()
+}
+
+/// An owner that ran and is gone (a `sleep` killed and reaped).
+fn dead(platform: &str) -> Owner {
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().parse().unwrap();
+    let owner = Owner { platform: platform.into(), pid: child.id(), start };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    owner
+}
+
+/// A namespace kept alive by a descriptor only, as the kernel keeps a dead container's while
+/// its sockets finish.
+fn lingering_netns() -> std::os::fd::OwnedFd {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        setup::current_netns().unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A pair `host`/`peer0` (peer in `ns`) with `owner` written on the host end.
+fn pair(host: &str, ns: &std::os::fd::OwnedFd, owner: Option<&Owner>) {
+    let mut nl = Netlink::open().unwrap();
+    nl.create_veth(host, "peer0", ns.as_fd()).unwrap();
+    if let Some(o) = owner {
+        let index = nl.index_of(host).unwrap().unwrap();
+        nl.set_alias(index, &o.to_string()).unwrap();
+    }
+}
+
+/// What [`setup::container`] builds for `c` from a fresh namespace (a thread that unshared).
+fn build_in_new_netns(c: &ContainerNet, host: &std::os::fd::OwnedFd) -> setup::Built {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            setup::container(c, host.as_fd()).unwrap()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 fn elements() -> Elements {
@@ -81,7 +131,13 @@ fn a_container_end_is_built_and_its_host_end_configured() {
     in_fresh_netns(|| {
         let host = setup::current_netns().unwrap();
         setup::node().unwrap();
-        let c = ContainerNet { uid: 30509, host_if: "uw30509".into(), ip: container_spec::ip_of(30509), dmz: false };
+        let c = ContainerNet {
+            uid: 30509,
+            host_if: "uw30509".into(),
+            ip: container_spec::ip_of(30509),
+            dmz: false,
+            owner: me(),
+        };
         let child = std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let t = std::time::Instant::now();
@@ -151,7 +207,13 @@ fn a_taken_host_name_is_left_alone() {
         let host = setup::current_netns().unwrap();
         // Another platform's container 30508 in the same namespace.
         Netlink::open().unwrap().create_veth("uw30508", "other0", host.as_fd()).unwrap();
-        let c = ContainerNet { uid: 30508, host_if: "uw30508".into(), ip: container_spec::ip_of(30508), dmz: false };
+        let c = ContainerNet {
+            uid: 30508,
+            host_if: "uw30508".into(),
+            ip: container_spec::ip_of(30508),
+            dmz: false,
+            owner: me(),
+        };
         let built = std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -165,5 +227,59 @@ fn a_taken_host_name_is_left_alone() {
         assert_eq!(built, setup::Built::NameTaken);
         let mut nl = Netlink::open().unwrap();
         assert!(nl.index_of("uw30508").unwrap().is_some() && nl.index_of("other0").unwrap().is_some());
+    });
+}
+
+#[test]
+fn a_dead_containers_host_end_is_reclaimed_and_nothing_else() {
+    in_fresh_netns(|| {
+        let host = setup::current_netns().unwrap();
+        setup::node().unwrap();
+        let held: Vec<_> = (0..4).map(|_| lingering_netns()).collect();
+        pair("uw30506", &held[0], Some(&dead("kt"))); // ours, dead: reclaimed
+        pair("uw30505", &held[1], Some(&me())); // ours, alive: kept
+        pair("uw30504", &held[2], Some(&dead("other"))); // another platform's: kept
+        pair("uw30503", &held[3], None); // no alias: kept
+        let removed = setup::remove_dead_host_ends("kt", None).unwrap();
+        assert_eq!(removed, vec!["uw30506".to_string()]);
+        let names = Netlink::open().unwrap().link_names().unwrap();
+        for kept in ["uw30505", "uw30504", "uw30503"] {
+            assert!(names.contains(&kept.to_string()), "{kept} was deleted: {names:?}");
+        }
+
+        // A restarted container whose predecessor's namespace lingers gets its pair at once.
+        let lingering = lingering_netns();
+        pair("uw30507", &lingering, Some(&dead("kt")));
+        let c = ContainerNet {
+            uid: 30507,
+            host_if: "uw30507".into(),
+            ip: container_spec::ip_of(30507),
+            dmz: false,
+            owner: me(),
+        };
+        let built = build_in_new_netns(&c, &host);
+        assert_eq!(built, setup::Built::Yes);
+        let mut nl = Netlink::open().unwrap();
+        let index = nl.index_of("uw30507").unwrap().expect("the new host end");
+        let alias = nl.links().unwrap().into_iter().find(|l| l.0 == index).unwrap().2;
+        assert_eq!(alias.as_deref().and_then(Owner::parse), Some(me()), "the new host end names its owner");
+    });
+}
+
+#[test]
+fn a_running_containers_host_end_is_waited_for_not_taken() {
+    in_fresh_netns(|| {
+        let host = setup::current_netns().unwrap();
+        let held = lingering_netns();
+        pair("uw30502", &held, Some(&me()));
+        let c = ContainerNet {
+            uid: 30502,
+            host_if: "uw30502".into(),
+            ip: container_spec::ip_of(30502),
+            dmz: false,
+            owner: me(),
+        };
+        let built = build_in_new_netns(&c, &host);
+        assert_eq!(built, setup::Built::NameTaken);
     });
 }

@@ -7,6 +7,7 @@
 
 use crate::settings;
 use container_net::firewall::{Elements, Firewall, Member, Nft, PortMap};
+use container_net::owner::Owner;
 use container_net::setup::{self, ContainerNet};
 use container_spec::{host_interface, ip_of, ContainerSpec};
 use std::collections::BTreeMap;
@@ -119,12 +120,17 @@ impl Network {
         self.sync().map_err(|e| format!("container {}: {e}", spec.uid))
     }
 
-    /// Removes the container's elements (it is gone, and its interface with it).
+    /// Removes the container's elements and its host end (it is gone; its namespace, and so
+    /// the pair, may outlive it while the kernel finishes its sockets).
     pub fn remove_member(&mut self, uid: u32) {
         if self.members.remove(&uid).is_some() {
             if let Err(e) = self.sync() {
                 uwsgi::log!("container {uid}: cannot remove its firewall elements: {e}");
             }
+        }
+        let table = &self.firewall.table;
+        if let Err(e) = setup::remove_dead_host_ends(table, Some(&host_interface(uid))) {
+            uwsgi::log!("container {uid}: cannot remove its interface {}: {e}", host_interface(uid));
         }
     }
 
@@ -174,8 +180,8 @@ impl Network {
     }
 }
 
-/// At the Emperor's exit: the Emperor that made the table removes it (its containers, and so
-/// their interfaces and routes, are gone with it).
+/// At the Emperor's exit (after its last vassal died): the Emperor that made the table removes
+/// it and its dead containers' host ends (and with them their routes).
 extern "C" fn remove_table_at_exit() {
     // Nothing may unwind out of an atexit handler.
     let _ = std::panic::catch_unwind(remove_table);
@@ -187,6 +193,9 @@ fn remove_table() {
         if pid == std::process::id() {
             if let Err(e) = nft().delete(&table) {
                 uwsgi::log!("container networking: cannot remove table inet {table}: {e}");
+            }
+            if let Err(e) = setup::remove_dead_host_ends(&table, None) {
+                uwsgi::log!("container networking: cannot remove the containers' interfaces: {e}");
             }
         }
     }
@@ -211,7 +220,10 @@ pub fn child_setup(spec: &ContainerSpec) -> Result<(), String> {
             "container {uid}: unbit-network needs emperor-use-clone with net: the container shares the node's network"
         ));
     }
-    let c = ContainerNet { uid, host_if: host_interface(uid), ip: spec.ip(), dmz: spec.dmz };
+    // Before the jail mounts the container's /proc: the node's still numbers this child.
+    let owner =
+        Owner::current(&settings::network_table()).map_err(|e| format!("container {uid}: /proc/self/stat: {e}"))?;
+    let c = ContainerNet { uid, host_if: host_interface(uid), ip: spec.ip(), dmz: spec.dmz, owner };
     match setup::container(&c, host.as_fd()).map_err(|e| e.to_string())? {
         setup::Built::Yes => {}
         // Only lo: stricter than any network, and the validator refuses its IP announces (no
