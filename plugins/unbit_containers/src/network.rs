@@ -68,9 +68,10 @@ impl Network {
             uwsgi::log!("container networking: table inet {table} will outlive the Emperor: {e}");
         }
         uwsgi::log!(
-            "container networking on: table inet {table}, uplink {}, port mappings from {}",
+            "container networking on: table inet {table}, uplink {}, port mappings from {}, links across nodes {}",
             net.uplink.as_deref().unwrap_or("(none: no NAT, no port mappings)"),
-            net.portmaps_path.display()
+            net.portmaps_path.display(),
+            settings::network_tunnel().map_or("off".to_string(), |t| format!("through {t}"))
         );
         Ok(net)
     }
@@ -81,6 +82,7 @@ impl Network {
             e.add_member(m);
         }
         e.uplink.extend(self.uplink.clone());
+        e.tunnel.extend(settings::network_tunnel());
         (e.pm_tcp, e.pm_udp) = self.pm.clone();
         e
     }

@@ -15,6 +15,7 @@ static MAX_STOPS: Setting<usize> = Setting::new();
 static NETWORK: Setting<bool> = Setting::new();
 static NETWORK_UPLINK: Setting<String> = Setting::new();
 static NETWORK_TABLE: Setting<String> = Setting::new();
+static NETWORK_TUNNEL: Setting<String> = Setting::new();
 static PORTMAPPINGS: Setting<PathBuf> = Setting::new();
 
 pub fn declare(reg: &mut Registry) {
@@ -49,6 +50,11 @@ pub fn declare(reg: &mut Registry) {
             &NETWORK_UPLINK,
         )
         .option("unbit-network-table", "name of the node's own table, inet family (default unbit)", &NETWORK_TABLE)
+        .option(
+            "unbit-network-tunnel",
+            "the node's tunnel to the other nodes of its Legion (unbit-links): only linked pairs cross it (default none)",
+            &NETWORK_TUNNEL,
+        )
         .option(
             "unbit-portmappings",
             "node-sync's port mappings file, applied as DNAT (default /var/lib/unbit/portmappings.json)",
@@ -87,6 +93,10 @@ pub fn network_uplink() -> Option<String> {
 
 pub fn network_table() -> String {
     NETWORK_TABLE.get_or("unbit".into())
+}
+
+pub fn network_tunnel() -> Option<String> {
+    NETWORK_TUNNEL.get()
 }
 
 pub fn portmappings() -> PathBuf {
