@@ -33,7 +33,7 @@ OUT := $(CARGO_TARGET_DIR)/plugins
 # -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\"" -> /usr/lib/uwsgi/plugins
 PLUGIN_DIR ?= $(shell echo '$(TARGET_CFLAGS)' | tr ' ' '\n' | sed -n 's/^-DUWSGI_PLUGIN_DIR=//p' | tr -d '"\\')
 
-.PHONY: all deps plugins binaries install uninstall test check clean run
+.PHONY: all deps plugins binaries install uninstall test check clean run legion-demo
 
 all: plugins
 
@@ -80,6 +80,11 @@ check:
 # A local single-node platform (API, node Emperor, demo customer); Ctrl-C stops it.
 run: deps
 	@bash scripts/run-platform.sh
+
+# A small Legion on this machine: three nodes in network namespaces, a cluster domain balanced
+# across two of them through the Lord's address, the Lord's failover (docs/clustering.md).
+legion-demo: deps
+	@bash scripts/legion-demo.sh
 
 clean:
 	$(CARGO) clean
