@@ -8,9 +8,14 @@
 //! address .100) and no container; B and C each run one container of the same customer with
 //! `cluster-domain = cluster.example`.
 //!
+//! HTTPS: every node's router has an https socket with the node's own default certificate and
+//! the front door (`plugins/unbit_router`); an `ssl-cluster-domain` served by a container on
+//! C only is answered on the Lord with the customer's certificate, which C's relay sealed to
+//! each member's X25519 key.
+//!
 //! Nothing leaves the namespaces; they go with their descriptors, the instances are stopped by
-//! PID, the nodes' folders and cgroups removed, also when a check fails. Uids 31201-31209 are
-//! this file's.
+//! PID, the nodes' folders and cgroups removed, also when a check fails. Uids 31201-31209 and
+//! 31251 are this file's.
 
 mod cluster_kit;
 
@@ -18,6 +23,7 @@ use cluster_kit::domains_kit::eventually;
 use cluster_kit::*;
 use std::time::Instant;
 use unbit_cluster::message::{self, Announce, Cmd};
+use unbit_cluster::sealed::{self, Header, Op};
 
 fn count(bodies: &[String], text: &str) -> usize {
     bodies.iter().filter(|b| b.as_str() == text).count()
@@ -34,9 +40,7 @@ fn announce(node: &str, seq: u64, key: &str) -> Announce {
 #[test]
 fn a_cluster_domain_is_balanced_across_nodes_through_the_lord_and_survives_its_death() {
     let mut cluster = Cluster::start(true);
-    let lord =
-        eventually(T, || cluster.lord().map(|n| n.name).ok_or_else(|| "no node holds the floating address".into()))
-            .unwrap();
+    let lord = cluster.wait_for_lord();
     assert_eq!(lord, "a", "the highest valor is the Lord");
 
     // A has no container: the domain reaches it from B and C, each through its fastrouter.
@@ -92,7 +96,7 @@ fn a_cluster_domain_is_balanced_across_nodes_through_the_lord_and_survives_its_d
     cluster.nodes[0].ns.sh("ip link set lan0 down");
     let a = cluster.nodes.remove(0);
     drop(a);
-    let moved = eventually(T, || cluster.lord().map(|n| n.name).ok_or_else(|| "no Lord yet".into())).unwrap();
+    let moved = cluster.wait_for_lord();
     assert_eq!(moved, "b", "the next valor takes the address");
     let address_moved = killed.elapsed();
     eventually(T, || match cluster.lan.run(|| get(FLOATING, DOMAIN)) {
@@ -176,4 +180,135 @@ fn forged_replayed_and_foreign_announces_are_refused_and_logged() {
     for refused in ["foreign.example", "forged.example", "elsewhere.example", "stale.example"] {
         assert!(b.nodes_of(refused).is_empty(), "{refused} reached the router");
     }
+}
+
+#[test]
+fn an_ssl_cluster_domain_of_another_node_is_served_over_https_by_the_lord_and_after_its_death() {
+    let mut cluster = Cluster::start(false);
+    let lord = cluster.wait_for_lord();
+    assert_eq!(lord, "a");
+    // Before any container serves it, the Lord has no certificate for the name: its own.
+    assert_eq!(subject_cn(&cluster.served_certificate(FLOATING, TLS_DOMAIN).unwrap()), "node-a.default");
+
+    // Only C runs a container of the domain, with the customer's certificate (serial 1).
+    let home = cluster.serve_tls(2);
+    let body = eventually(T, || cluster.curl_https(FLOATING, TLS_DOMAIN)).unwrap();
+    assert_eq!(body, "served by node c");
+    let served = cluster.served_certificate(FLOATING, TLS_DOMAIN).unwrap();
+    assert_eq!((subject_cn(&served), serial(&served)), (TLS_DOMAIN.to_string(), 1), "the customer's certificate");
+    let a = &cluster.nodes[0];
+    assert!(
+        a.cluster_log().contains(&format!("cluster: serving the certificate of {TLS_DOMAIN} from member c")),
+        "{}",
+        a.cluster_log()
+    );
+    // On the Lord the pair is a root-only file of the router's cluster index (the kit's router
+    // runs as root; on a node the file is 0440 root:unbit-router).
+    let entry = a.router.as_ref().unwrap().private.path().join("cluster-sni").join(TLS_DOMAIN);
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&entry).unwrap()) & 0o777;
+    assert_eq!(mode, 0o400, "{}", entry.display());
+    // B, not the Lord, has it too: ready for a failover.
+    let b_entry = cluster.nodes[1].router.as_ref().unwrap().private.path().join("cluster-sni").join(TLS_DOMAIN);
+    assert!(b_entry.exists());
+
+    // Renewal: the customer replaces the pair on C; the Lord serves the new one (at C's
+    // vassal's next announce, every 10 s, plus the router's 1 s re-check).
+    let renewed = Instant::now();
+    cluster.write_tls(&home, 2);
+    eventually(T, || match cluster.served_certificate(FLOATING, TLS_DOMAIN).map(|c| serial(&c)) {
+        Ok(2) => Ok(()),
+        other => Err(format!("the Lord serves {other:?}")),
+    })
+    .unwrap();
+    eprintln!(
+        "renewal: the Lord serves the new certificate {:.1} s after it was written",
+        renewed.elapsed().as_secs_f64()
+    );
+
+    // The Lord dies: B takes the address and serves the domain with the customer's certificate.
+    cluster.nodes[0].ns.sh("ip link set lan0 down");
+    let a = cluster.nodes.remove(0);
+    drop(a);
+    let moved = cluster.wait_for_lord();
+    assert_eq!(moved, "b");
+    let body = eventually(T, || cluster.curl_https(FLOATING, TLS_DOMAIN)).unwrap();
+    assert_eq!(body, "served by node c");
+    assert_eq!(serial(&cluster.served_certificate(FLOATING, TLS_DOMAIN).unwrap()), 2);
+
+    // C stops serving the domain: the new Lord's cluster index drops the pair; the name gets
+    // B's own certificate again (and curl refuses it).
+    std::fs::remove_file(home.join("vassals/app.ini")).unwrap();
+    let b = &cluster.nodes[0];
+    b.cluster.as_ref().unwrap().wait_for_log(&format!("no member serves {TLS_DOMAIN} with a certificate"), T).unwrap();
+    assert!(!b_entry.exists());
+    eventually(T, || match cluster.served_certificate(FLOATING, TLS_DOMAIN).map(|c| subject_cn(&c)) {
+        Ok(cn) if cn == "node-b.default" => Ok(()),
+        other => Err(format!("the Lord serves {other:?}")),
+    })
+    .unwrap();
+    assert!(cluster.curl_https(FLOATING, TLS_DOMAIN).is_err());
+}
+
+#[test]
+fn tampered_replayed_and_misdirected_sealed_certificates_are_refused_and_logged() {
+    let cluster = Cluster::start(false);
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let public = |k: &openssl::pkey::PKey<openssl::pkey::Private>| {
+        openssl::pkey::PKey::public_key_from_raw_bytes(&k.raw_public_key().unwrap(), openssl::pkey::Id::X25519).unwrap()
+    };
+    let pair = sni_index::testing::server(&["sealed.example"], sni_index::testing::KeyKind::P256, None, 1);
+    let entry = sni_index::Bundle::from_pem(&pair.cert_pem(), &pair.key_pem(), None)
+        .unwrap()
+        .encode("sealed.example", TLS_UID, "~/tls.crt")
+        .unwrap();
+    let head = |to: &str, seq: u64| Header {
+        node: "c".into(),
+        to: to.into(),
+        seq,
+        unix_ms: now_ms(),
+        op: Op::Put,
+        name: "sealed.example".into(),
+    };
+    let log = |needle: &str| b.cluster.as_ref().unwrap().wait_for_log(needle, T).unwrap();
+
+    // C says it serves the name, then gives B its certificate: B writes it.
+    let serves = message::seal(&announce("c", 10, "sealed.example"), &c.key.key).unwrap();
+    cluster.send_from(&c.ns, c.ip, b, &[serves]);
+    let genuine = sealed::seal(&head("b", 11), Some(&entry), &c.key.key, &public(&b.key.x25519)).unwrap();
+    cluster.send_from(&c.ns, c.ip, b, std::slice::from_ref(&genuine));
+    log("cluster: serving the certificate of sealed.example from member c");
+    let index = b.router.as_ref().unwrap().private.path().join("cluster-sni");
+    assert_eq!(std::fs::read(index.join("sealed.example")).unwrap(), entry);
+
+    // The same datagram again.
+    cluster.send_from(&c.ns, c.ip, b, std::slice::from_ref(&genuine));
+    log("certificate of sealed.example by member c: replayed");
+
+    // A bit of the ciphertext flipped on the way.
+    let mut flipped = sealed::seal(&head("b", 12), Some(&entry), &c.key.key, &public(&b.key.x25519)).unwrap();
+    let at = flipped.len() - 100;
+    flipped[at] ^= 1;
+    cluster.send_from(&c.ns, c.ip, b, &[flipped]);
+    log("bad signature for member c (certificate of sealed.example)");
+
+    // Signed by C but sealed to another key than B's: it does not open.
+    let other = openssl::pkey::PKey::generate_x25519().unwrap();
+    let wrong_key = sealed::seal(&head("b", 13), Some(&entry), &c.key.key, &public(&other)).unwrap();
+    cluster.send_from(&c.ns, c.ip, b, &[wrong_key]);
+    log("does not decrypt with this node's X25519 key");
+
+    // Sealed to A, sent to B.
+    let for_a = sealed::seal(&head("a", 14), Some(&entry), &c.key.key, &public(&a.key.x25519)).unwrap();
+    cluster.send_from(&c.ns, c.ip, b, &[for_a]);
+    log("the certificate of sealed.example by member c is sealed to member a");
+
+    // C's name and key, from the LAN; and a node that is not a member.
+    let elsewhere = sealed::seal(&head("b", 15), Some(&entry), &c.key.key, &public(&b.key.x25519)).unwrap();
+    cluster.send_from(&cluster.lan, CLIENT, b, &[elsewhere]);
+    log("REFUSED a sealed certificate from 192.168.250.254");
+    assert!(b.cluster_log().contains("claims to be member c but comes from 192.168.250.254"));
+
+    // None of these changed what B holds: the genuine pair, nothing else.
+    assert_eq!(std::fs::read(index.join("sealed.example")).unwrap(), entry);
+    assert_eq!(std::fs::read_dir(&index).unwrap().count(), 1);
 }

@@ -9,6 +9,10 @@
 //!   has B's container (a local pinned socket) and C's fastrouter in the pool; per request the
 //!   body says which node served it; median and 90th percentile of each, and through the
 //!   Lord's floating address (A has no container: every request crosses to B or C);
+//! * **HTTPS on the Lord for a new `ssl-cluster-domain`** served by a container on C only: from
+//!   the vassal file written until C's own router serves the customer's certificate, and from
+//!   there until the Lord's router has the pair C sealed to it (its cluster index) and serves it
+//!   (a real handshake, `openssl s_client`); then a renewed pair on C until the Lord serves it;
 //! * **failover**: the Lord's link goes down and its processes stop; until the floating
 //!   address is on the new Lord, and until a request through it succeeds again.
 //!
@@ -17,13 +21,12 @@
 //! ```
 //!
 //! Knobs: `BENCH_REQUESTS` (400), `BENCH_PROPAGATION_ROUNDS` (3). Needs root. It uses the test's
-//! uids (31201, 31202): do not run it while `cargo test --test clustering` runs. Everything is
+//! uids (31201, 31202, 31251): do not run it while `cargo test --test clustering` runs. Everything is
 //! stopped by PID and removed at the end, also on a panic (the kit's `Drop`s).
 
 #[path = "../../tests/cluster_kit/mod.rs"]
 mod cluster_kit;
 
-use cluster_kit::domains_kit::eventually;
 use cluster_kit::*;
 use std::time::{Duration, Instant};
 
@@ -58,7 +61,7 @@ fn main() {
     let requests = knob("BENCH_REQUESTS", 400);
     let rounds = knob("BENCH_PROPAGATION_ROUNDS", 3);
     let mut cluster = Cluster::start(true);
-    eventually(T, || cluster.lord().map(|n| n.name).ok_or_else(|| "no Lord yet".to_string())).unwrap();
+    cluster.wait_for_lord();
     let c_fr = "192.168.250.3:1999".to_string();
     until("the Lord's pool of both nodes", || cluster.nodes[0].nodes_of(DOMAIN).len() == 2);
 
@@ -116,6 +119,47 @@ fn main() {
     let mut lord_all: Vec<Duration> = via_lord.iter().map(|(_, d)| *d).collect();
     lord_all.sort();
 
+    // HTTPS on the Lord for an ssl-cluster-domain only C serves.
+    let c_ip = cluster.nodes[2].ip;
+    let cn = |ip| cluster.served_certificate(ip, TLS_DOMAIN).map(|c| subject_cn(&c));
+    let a_entry = cluster.nodes[0].router.as_ref().unwrap().private.path().join("cluster-sni").join(TLS_DOMAIN);
+    let mut tls_rounds = Vec::new();
+    let mut home = None;
+    for _ in 0..rounds {
+        let written = match &home {
+            None => {
+                home = Some(cluster.serve_tls(2));
+                Instant::now()
+            }
+            Some(home) => {
+                let vassal = home.join("vassals/app.ini");
+                let text = std::fs::read_to_string(&vassal).unwrap();
+                std::fs::remove_file(&vassal).unwrap();
+                until("the Lord back to its own certificate", || {
+                    !a_entry.exists()
+                        && cn(FLOATING).is_ok_and(|n| n != TLS_DOMAIN)
+                        && cn(c_ip).is_ok_and(|n| n != TLS_DOMAIN)
+                });
+                let t = Instant::now();
+                std::fs::write(&vassal, text).unwrap();
+                t
+            }
+        };
+        let own = until("C's router serving the certificate", || cn(c_ip).is_ok_and(|n| n == TLS_DOMAIN));
+        let sealed_in = until("the pair in the Lord's cluster index", || a_entry.exists());
+        let served = until("the Lord serving the certificate", || cn(FLOATING).is_ok_and(|n| n == TLS_DOMAIN));
+        tls_rounds.push((
+            own - written,
+            sealed_in.saturating_duration_since(own),
+            served.saturating_duration_since(own),
+        ));
+    }
+    let renewed_at = Instant::now();
+    cluster.write_tls(home.as_ref().unwrap(), 2);
+    let renewal = until("the Lord serving the renewed certificate", || {
+        cluster.served_certificate(FLOATING, TLS_DOMAIN).is_ok_and(|c| serial(&c) == 2)
+    }) - renewed_at;
+
     // Failover.
     let killed = Instant::now();
     cluster.nodes[0].ns.sh("ip link set lan0 down");
@@ -149,6 +193,12 @@ fn main() {
         ms(percentile(&lord_all, 0.5)),
         ms(percentile(&lord_all, 0.9))
     );
+    println!("\nHTTPS on the Lord for a new ssl-cluster-domain of C ({rounds} rounds):");
+    println!("  vassal written -> C's router serves it | C's router -> pair in the Lord's index | C's router -> the Lord serves it");
+    for (i, (own, sealed, served)) in tls_rounds.iter().enumerate() {
+        println!("  round {}: {:>10} | {:>10} | {:>10}", i + 1, ms(*own), ms(*sealed), ms(*served));
+    }
+    println!("  renewed pair written on C -> the Lord serves it: {}", ms(renewal));
     println!(
         "\nfailover: address on the new Lord after {:.2} s, requests served again after {:.2} s",
         moved.as_secs_f64(),

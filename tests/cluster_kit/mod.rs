@@ -9,9 +9,11 @@ pub mod domains_kit;
 use container_net::link::Netlink;
 use domains_kit::{domain_entry, start_router, write_domains, Router, RouterSetup};
 use openssl::pkey::{PKey, Private};
+use sni_index::testing::KeyKind;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::Duration;
 pub use uwsgi_it::netns::Netns;
@@ -21,6 +23,10 @@ use uwsgi_it::{Instance, InstanceBuilder};
 pub const B_UID: u32 = 31201;
 pub const C_UID: u32 = 31202;
 pub const DOMAIN: &str = "cluster.example";
+/// An `ssl-cluster-domain` ([`Cluster::serve_tls`]), its container's uid (31250-31299 are the
+/// HTTPS tests').
+pub const TLS_DOMAIN: &str = "secure.cluster.example";
+pub const TLS_UID: u32 = 31251;
 pub const FLOATING: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 100);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 254);
 pub const T: Duration = Duration::from_secs(90);
@@ -37,12 +43,17 @@ pub fn has_address(ns: &Netns, dev: &str, ip: Ipv4Addr) -> bool {
 pub struct NodeKey {
     pub key: PKey<Private>,
     pub hex: String,
+    /// The key members seal certificates to.
+    pub x25519: PKey<Private>,
+    pub x25519_hex: String,
 }
 
 pub fn node_key() -> NodeKey {
     let key = PKey::generate_ed25519().unwrap();
     let hex = unbit_cluster::members::public_hex(&key).unwrap();
-    NodeKey { key, hex }
+    let x25519 = PKey::generate_x25519().unwrap();
+    let x25519_hex = unbit_cluster::members::public_hex(&x25519).unwrap();
+    NodeKey { key, hex, x25519, x25519_hex }
 }
 
 /// One node. Fields drop in order: the fastrouter instance, the router, the Emperor (and its
@@ -73,6 +84,12 @@ impl Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub lan: Netns,
+    /// The customer's key pair (owner of every domain of the test).
+    customer: (String, String),
+    /// The CA of the customer's certificates, which the test's clients trust.
+    pub tls_ca: sni_index::testing::Pair,
+    /// Where the clients' trust (the CA's certificate) is.
+    pub client_dir: tempfile::TempDir,
 }
 
 pub fn write_key(path: &Path, key: &PKey<Private>) {
@@ -119,6 +136,7 @@ impl Cluster {
                 "cluster": format!("{}:3022", n.ip),
                 "fastrouter": format!("{}:1999", n.ip),
                 "public_key": n.key.hex,
+                "x25519_key": n.key.x25519_hex,
             })).collect::<Vec<_>>()
         });
         // The Legion's shared secret (32 bytes of key for aes-256-cbc, see docs/clustering.md).
@@ -130,16 +148,33 @@ impl Cluster {
             let d = node.dir.path();
             std::fs::write(d.join("members.json"), members.to_string()).unwrap();
             write_key(&d.join("node.key"), &node.key.key);
+            write_key(&d.join("x25519.key"), &node.key.x25519);
+            // The router's own certificate, served for names it has no entry for.
+            let default = sni_index::testing::server(&[&format!("node-{}.default", node.name)], KeyKind::P256, None, 1);
+            std::fs::write(d.join("default.crt"), default.cert_pem()).unwrap();
+            std::fs::write(d.join("default.key"), default.key_pem()).unwrap();
             let domains = d.join("domains.json");
-            write_domains(&domains, &[domain_entry(DOMAIN, &[B_UID, C_UID], &customer.1)]);
+            write_domains(
+                &domains,
+                &[
+                    domain_entry(DOMAIN, &[B_UID, C_UID], &customer.1),
+                    domain_entry(TLS_DOMAIN, &[TLS_UID], &customer.1),
+                ],
+            );
             let emperor = node.ns.run(|| TestNode::start_with_shortcuts(&["--unbit-quota", "none"]));
             let (subscribe, homes) = (emperor.subscribe_dir(), emperor.containers_dir());
             let http_socket = subscribe.join("http");
+            // With the front door (plugins/unbit_router): HTTPS with each name's certificate.
+            let https = format!("--https=0.0.0.0:443,{0}/default.crt,{0}/default.key", d.display());
+            let front_door = uwsgi_it::harness::plugin_path("unbit_router").display().to_string();
+            // Its sockets in a directory of root's that others cannot enter (it checks).
+            let sockets = d.join("front-door");
+            std::fs::DirBuilder::new().mode(0o700).create(&sockets).unwrap();
+            let errors = format!("--unbit-router-errors-socket={}/errors.sock", sockets.display());
+            let dechunk = format!("--unbit-router-dechunk-socket={}/dechunk.sock", sockets.display());
+            let extra = ["--http=0.0.0.0:80", &https, "--http-timeout=60", "--plugin", &front_door, &errors, &dechunk];
             let router = node.ns.run(|| {
-                start_router(RouterSetup {
-                    extra: &["--http=0.0.0.0:80"],
-                    ..RouterSetup::new(&http_socket, &homes, &domains, 1)
-                })
+                start_router(RouterSetup { extra: &extra, ..RouterSetup::new(&http_socket, &homes, &domains, 1) })
             });
             let fr = d.join("fastrouter");
             std::fs::create_dir(&fr).unwrap();
@@ -164,6 +199,7 @@ impl Cluster {
                 ("unbit-cluster-node", vec![node.name.to_string()]),
                 ("unbit-cluster-members", vec![format!("{}/members.json", d.display())]),
                 ("unbit-cluster-key", vec![format!("{}/node.key", d.display())]),
+                ("unbit-cluster-x25519-key", vec![format!("{}/x25519.key", d.display())]),
                 ("unbit-cluster-relay", vec![format!("{fr_}/cluster.sock")]),
                 ("unbit-cluster-relay-to", vec![format!("{fr_}/subscriptions.sock")]),
                 ("unbit-cluster-router", vec![format!("{}/subscriptions.sock", router.private.path().display())]),
@@ -184,25 +220,97 @@ impl Cluster {
             node.router = Some(router);
             node.emperor = Some(emperor);
         }
-        let cluster = Cluster { nodes, lan };
+        let client_dir = tempfile::Builder::new().prefix("unbit-cluster-client-").tempdir().unwrap();
+        let tls_ca = sni_index::testing::ca("Customer CA");
+        std::fs::write(client_dir.path().join("ca.crt"), tls_ca.cert_pem()).unwrap();
+        let cluster = Cluster { nodes, lan, customer, tls_ca, client_dir };
         for (node, uid) in [(1, B_UID), (2, C_UID)].into_iter().filter(|_| containers) {
-            let n = &cluster.nodes[node];
-            let e = n.emperor.as_ref().unwrap();
-            e.put_spec(uid, &spec_json(uid, &format!("cl{uid}"), 256, 256, &["ssh-ed25519 AAAA cl"], &customer));
-            let home = e.home(uid);
-            uwsgi_it::node::wait_for_path(&home.join("vassals"), T);
-            let app = format!(
-                "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'served by node {}']\n",
-                n.name
-            );
-            std::fs::write(home.join("app.py"), app).unwrap();
-            std::fs::write(
-                home.join("vassals/app.ini"),
-                format!("[uwsgi]\nplugin = 0:python3\nwsgi-file = $(HOME)/app.py\ncluster-domain = {DOMAIN}\n"),
-            )
-            .unwrap();
+            cluster.deploy(node, uid, &format!("cluster-domain = {DOMAIN}"));
         }
         cluster
+    }
+
+    /// A container `uid` on node `node` with one vassal, `app.ini`, with this line; its app
+    /// answers `served by node <name>`. Returns the container's home.
+    pub fn deploy(&self, node: usize, uid: u32, line: &str) -> std::path::PathBuf {
+        self.deploy_with(node, uid, line, |_| {})
+    }
+
+    /// [`Cluster::deploy`], with `prepare` run on the home before the vassal is written.
+    pub fn deploy_with(&self, node: usize, uid: u32, line: &str, prepare: impl FnOnce(&Path)) -> std::path::PathBuf {
+        let n = &self.nodes[node];
+        let e = n.emperor.as_ref().unwrap();
+        e.put_spec(uid, &spec_json(uid, &format!("cl{uid}"), 256, 256, &["ssh-ed25519 AAAA cl"], &self.customer));
+        let home = e.home(uid);
+        uwsgi_it::node::wait_for_path(&home.join("vassals"), T);
+        let app = format!(
+            "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'served by node {}']\n",
+            n.name
+        );
+        std::fs::write(home.join("app.py"), app).unwrap();
+        prepare(&home);
+        std::fs::write(
+            home.join("vassals/app.ini"),
+            format!("[uwsgi]\nplugin = 0:python3\nwsgi-file = $(HOME)/app.py\n{line}\n"),
+        )
+        .unwrap();
+        home
+    }
+
+    /// [`TLS_DOMAIN`] served by a container ([`TLS_UID`]) on node `node` only, with
+    /// `ssl-cluster-domain` and a certificate of the customer's CA (serial 1). Returns the home.
+    pub fn serve_tls(&self, node: usize) -> std::path::PathBuf {
+        let line = format!("ssl-cluster-domain = {TLS_DOMAIN} $(HOME)/tls.key $(HOME)/tls.crt");
+        // The files first: the vassal announces them from its start.
+        self.deploy_with(node, TLS_UID, &line, |home| {
+            self.write_tls(home, 1);
+        })
+    }
+
+    /// The customer's certificate for [`TLS_DOMAIN`] with this serial (a renewal is another
+    /// serial), written into `home` as the container's own files.
+    pub fn write_tls(&self, home: &Path, serial: u32) -> openssl::x509::X509 {
+        let pair = sni_index::testing::server(&[TLS_DOMAIN], KeyKind::P256, Some(&self.tls_ca), serial);
+        for (file, bytes) in [("tls.key", pair.key_pem()), ("tls.crt", pair.cert_pem())] {
+            // Complete, then renamed: the validator never reads half a file.
+            let tmp = home.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, bytes).unwrap();
+            std::os::unix::fs::chown(&tmp, Some(TLS_UID), Some(TLS_UID)).unwrap();
+            std::fs::rename(&tmp, home.join(file)).unwrap();
+        }
+        pair.cert
+    }
+
+    /// The certificate the router at `ip`:443 serves for `name` (SNI), from the LAN.
+    pub fn served_certificate(&self, ip: Ipv4Addr, name: &str) -> Result<openssl::x509::X509, String> {
+        let out = self.lan.run(|| {
+            std::process::Command::new("openssl")
+                .args(["s_client", "-connect", &format!("{ip}:443"), "-servername", name])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        });
+        let text = String::from_utf8_lossy(&out.stdout);
+        let begin = text.find("-----BEGIN CERTIFICATE-----").ok_or_else(|| format!("no certificate: {text}"))?;
+        openssl::x509::X509::from_pem(text[begin..].as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// `curl --resolve NAME:443:IP https://NAME/` from the LAN, trusting the customer's CA only:
+    /// the body, or curl's error (a wrong certificate is one).
+    pub fn curl_https(&self, ip: Ipv4Addr, name: &str) -> Result<String, String> {
+        let out = self.lan.run(|| {
+            std::process::Command::new("curl")
+                .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+                .arg(self.client_dir.path().join("ca.crt"))
+                .args(["--resolve", &format!("{name}:443:{ip}"), &format!("https://{name}/")])
+                .output()
+                .unwrap()
+        });
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
     }
 
     /// `count` requests for the domain through the floating address, from the LAN: their
@@ -213,6 +321,14 @@ impl Cluster {
 
     pub fn lord(&self) -> Option<&Node> {
         self.nodes.iter().find(|n| has_address(&n.ns, "lan0", FLOATING))
+    }
+
+    /// The name of the node holding the floating address, once one does.
+    pub fn wait_for_lord(&self) -> &'static str {
+        domains_kit::eventually(T, || {
+            self.lord().map(|n| n.name).ok_or_else(|| "no node holds the floating address".into())
+        })
+        .unwrap()
     }
 
     /// Sends raw datagrams to `to`'s cluster listener from `from`'s namespace and address.
@@ -284,6 +400,16 @@ pub fn shipped_fastrouter_ini(set: &[(&str, Vec<String>)]) -> String {
         }
     }
     out
+}
+
+/// The serial number of a certificate, as a number.
+pub fn serial(cert: &openssl::x509::X509) -> u32 {
+    cert.serial_number().to_bn().unwrap().to_dec_str().unwrap().parse().unwrap()
+}
+
+/// The first entry of a certificate's subject (its CN, for the test's certificates).
+pub fn subject_cn(cert: &openssl::x509::X509) -> String {
+    cert.subject_name().entries().next().unwrap().data().to_string().unwrap()
 }
 
 /// One HTTP/1.0 GET with a Host header; the body on a 200.

@@ -43,6 +43,17 @@ pub const TMP_PREFIX: &str = "@tmp-";
 /// An entry larger than this is not read (a chain of a few certificates and a key is ~5 KB).
 pub const MAX_ENTRY: u64 = 1 << 20;
 
+/// Entries the other members of a Legion sealed to this node (`plugins/unbit_cluster`'s
+/// receiver writes them, with the same modes): the `ssl-cluster-domain`s whose containers run on
+/// other nodes. A directory beside the validator's index, consulted after it: this node's own
+/// entry for a name wins.
+pub const CLUSTER_DIR: &str = "cluster-sni";
+
+/// The cluster's entries beside the index `index` ([`CLUSTER_DIR`]).
+pub fn cluster_dir(index: &std::path::Path) -> std::path::PathBuf {
+    index.parent().unwrap_or(std::path::Path::new("/")).join(CLUSTER_DIR)
+}
+
 /// The index beside the router's private subscription socket, unless configured otherwise
 /// (`unbit-subscriptions-sni-dir`): `<dir of the socket>/sni`.
 pub fn default_dir(router_socket: &std::path::Path) -> std::path::PathBuf {

@@ -11,12 +11,17 @@
 //! * the **receiver** ([`service::run_receiver`]) accepts those datagrams only from the members
 //!   listed in the members file ([`members`]), from their own address, with a valid signature,
 //!   fresh and never twice; it adds the sender's fastrouter to the domain's pool in this node's
-//!   HTTP router (its private subscription socket), so the Lord balances across nodes.
+//!   HTTP router (its private subscription socket), so the Lord balances across nodes;
+//! * certificates of `ssl-cluster-domain`s ([`sealed`]): the relay gives each member the index
+//!   entry the fastrouter validator wrote (chain and key), sealed to the member's X25519 key
+//!   and signed; the receiver opens it and writes it into the router's cluster index, so the
+//!   Lord terminates TLS with the customer's certificate for domains it runs no container of.
 //!
 //! See docs/clustering.md.
 
 pub mod members;
 pub mod message;
+pub mod sealed;
 pub mod service;
 
 use std::path::PathBuf;
@@ -29,6 +34,8 @@ static RELAY: Setting<PathBuf> = Setting::new();
 static RELAY_TO: Setting<PathBuf> = Setting::new();
 static ROUTER: Setting<PathBuf> = Setting::new();
 static WINDOW: Setting<u32> = Setting::new();
+static X25519_KEY: Setting<PathBuf> = Setting::new();
+static SNI_DIR: Setting<PathBuf> = Setting::new();
 
 struct UnbitCluster;
 
@@ -38,6 +45,10 @@ fn config() -> Result<service::Config, String> {
         members: MEMBERS.get_or("/etc/unbit/legion/members.json".into()),
         key: KEY.get_or("/etc/unbit/legion/node.key".into()),
         window_secs: i64::from(WINDOW.get_or(60).max(2)),
+        x25519_key: X25519_KEY.get_or("/etc/unbit/legion/x25519.key".into()),
+        // The fastrouter validator's index: the same default as the validator's own.
+        sni_from: uwsgi::config::value("unbit-subscriptions-sni-dir").map(PathBuf::from),
+        sni_dir: SNI_DIR.get(),
     })
 }
 
@@ -93,6 +104,18 @@ impl uwsgi::Plugin for UnbitCluster {
                 "unbit-cluster-router",
                 "the HTTP router's private subscription socket; enables the receiver of the members' announces",
                 &ROUTER,
+            )
+            .option(
+                "unbit-cluster-x25519-key",
+                "this node's X25519 private key, PEM, 0600: members seal certificates to it \
+                 (default /etc/unbit/legion/x25519.key)",
+                &X25519_KEY,
+            )
+            .option(
+                "unbit-cluster-sni-dir",
+                "where the receiver writes the members' certificates for the router \
+                 (default cluster-sni/ beside the router's index: /run/unbit-http/cluster-sni)",
+                &SNI_DIR,
             )
             .option(
                 "unbit-cluster-window",

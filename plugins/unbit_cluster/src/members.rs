@@ -1,10 +1,12 @@
 //! The Legion's members file (`unbit-cluster-members`), written by the operator or the node
-//! sync: every node's name, where its cluster listener and its fastrouter are, and its Ed25519
-//! public key (32 bytes, hex).
+//! sync: every node's name, where its cluster listener and its fastrouter are, its Ed25519
+//! public key (32 bytes, hex: signs what it sends) and its X25519 public key (`x25519_key`:
+//! the certificates of `ssl-cluster-domain`s are sealed to it, [`crate::sealed`]; a member
+//! without one is sent no certificate).
 //!
 //! ```json
 //! {"members": [{"name": "a", "cluster": "192.168.250.1:3022", "fastrouter": "192.168.250.1:1999",
-//!               "public_key": "5d0f...(64 hex digits)"}]}
+//!               "public_key": "5d0f...(64 hex digits)", "x25519_key": "9a41...(64 hex digits)"}]}
 //! ```
 
 use openssl::pkey::{Id, PKey, Public};
@@ -17,6 +19,7 @@ pub struct Member {
     pub cluster: SocketAddr,
     pub fastrouter: SocketAddr,
     pub key: PKey<Public>,
+    pub x25519: Option<PKey<Public>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -31,6 +34,8 @@ struct Entry {
     cluster: SocketAddr,
     fastrouter: SocketAddr,
     public_key: String,
+    #[serde(default)]
+    x25519_key: Option<String>,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -51,12 +56,15 @@ pub fn parse(text: &str) -> Result<Vec<Member>, String> {
         if out.iter().any(|m| m.name == e.name) {
             return Err(format!("member {} listed twice", e.name));
         }
-        let raw = unhex(&e.public_key)
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| format!("member {}: public_key is not 64 hex digits", e.name))?;
-        let key = PKey::public_key_from_raw_bytes(&raw, Id::ED25519)
-            .map_err(|err| format!("member {}: public_key: {err}", e.name))?;
-        out.push(Member { name: e.name, cluster: e.cluster, fastrouter: e.fastrouter, key });
+        let raw = |field: &str, hex: &str, id: Id| {
+            let bytes = unhex(hex)
+                .filter(|k| k.len() == 32)
+                .ok_or_else(|| format!("member {}: {field} is not 64 hex digits", e.name))?;
+            PKey::public_key_from_raw_bytes(&bytes, id).map_err(|err| format!("member {}: {field}: {err}", e.name))
+        };
+        let key = raw("public_key", &e.public_key, Id::ED25519)?;
+        let x25519 = e.x25519_key.as_deref().map(|h| raw("x25519_key", h, Id::X25519)).transpose()?;
+        out.push(Member { name: e.name, cluster: e.cluster, fastrouter: e.fastrouter, key, x25519 });
     }
     Ok(out)
 }
@@ -67,9 +75,9 @@ pub fn load(path: &Path) -> Result<Vec<Member>, String> {
     parse(&text).map_err(|e| format!("the Legion's members file {}: {e}", path.display()))
 }
 
-/// The hex form of a node's public key, for the members file.
+/// The hex form of a node's public key (Ed25519 or X25519), for the members file.
 pub fn public_hex(key: &PKey<openssl::pkey::Private>) -> Result<String, String> {
-    let raw = key.raw_public_key().map_err(|e| format!("not an Ed25519 key: {e}"))?;
+    let raw = key.raw_public_key().map_err(|e| format!("not an Ed25519 or X25519 key: {e}"))?;
     Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -96,5 +104,12 @@ mod tests {
         assert!(parse(&short).unwrap_err().contains("64 hex digits"));
         let blank = format!(r#"{{"members":[{}]}}"#, one("a b", &hex));
         assert!(parse(&blank).unwrap_err().contains("printable"));
+        assert!(m[0].x25519.is_none());
+        let x = public_hex(&PKey::generate_x25519().unwrap()).unwrap();
+        let sealed =
+            format!(r#"{{"members":[{}]}}"#, one("a", &hex).replace('}', &format!(r#","x25519_key":"{x}"}}"#)));
+        assert!(parse(&sealed).unwrap()[0].x25519.is_some());
+        let bad = format!(r#"{{"members":[{}]}}"#, one("a", &hex).replace('}', r#","x25519_key":"00"}"#));
+        assert!(parse(&bad).unwrap_err().contains("x25519_key is not 64 hex digits"));
     }
 }

@@ -1,14 +1,17 @@
 //! The two gateway processes: the relay (between the node's fastrouter validator and its
 //! fastrouter: passes every accepted announce on, and tells the other members which domains
-//! this node serves) and the receiver (members' signed announces in, routes to their
-//! fastrouters out, into the node's HTTP router).
+//! this node serves, and gives them the certificates of its `ssl-cluster-domain`s, sealed) and
+//! the receiver (members' signed announces in, routes to their fastrouters out, into the node's
+//! HTTP router; their sealed certificates into the router's cluster index).
 
 use crate::members::{self, Member};
 use crate::message::{self, Announce, Cmd, ReplayGuard, Sequence};
-use openssl::pkey::{PKey, Private};
+use crate::sealed::{self, Op};
+use openssl::pkey::{Id, PKey, Private};
+use sni_index::{names, ClientCa, Entry, IndexDir};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,12 +23,23 @@ pub struct Config {
     pub members: PathBuf,
     pub key: PathBuf,
     pub window_secs: i64,
+    /// This node's X25519 private key: members seal certificates to it (receiver).
+    pub x25519_key: PathBuf,
+    /// The fastrouter validator's certificate index, whose entries the relay shares; `None`:
+    /// beside the relay's socket.
+    pub sni_from: Option<PathBuf>,
+    /// Where the receiver writes the members' certificates; `None`: the router's cluster index
+    /// ([`sni_index::cluster_dir`]).
+    pub sni_dir: Option<PathBuf>,
 }
 
 /// A local key not re-announced for this long is no longer served by this node (vassals
 /// announce every 10 s; the routers drop a silent node after 30 s).
 const LOCAL_TTL: Duration = Duration::from_secs(35);
 const TICK: Duration = Duration::from_millis(500);
+/// A certificate shared with the members is sent again this often, unchanged: a receiver that
+/// restarted (its index starts empty) or a member that joined has it within this time.
+const RESEND: Duration = Duration::from_secs(30);
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -70,18 +84,17 @@ impl Legion {
     }
 }
 
-fn read_key(path: &Path) -> Result<PKey<Private>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("the node key {}: {e}", path.display()))?;
+/// A node's private key (PEM, 0600) of type `id` (Ed25519 or X25519).
+fn read_key(path: &Path, id: Id) -> Result<PKey<Private>, String> {
+    let (what, alg) = if id == Id::X25519 { ("X25519 key", "x25519") } else { ("node key", "ed25519") };
+    let meta = std::fs::metadata(path).map_err(|e| format!("the {what} {}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!("the node key {} is readable by others: chmod 600 it", path.display()));
+        return Err(format!("the {what} {} is readable by others: chmod 600 it", path.display()));
     }
-    let pem = std::fs::read(path).map_err(|e| format!("the node key {}: {e}", path.display()))?;
-    let key = PKey::private_key_from_pem(&pem).map_err(|e| format!("the node key {}: {e}", path.display()))?;
-    if key.id() != openssl::pkey::Id::ED25519 {
-        return Err(format!(
-            "the node key {} is not an Ed25519 key (openssl genpkey -algorithm ed25519)",
-            path.display()
-        ));
+    let pem = std::fs::read(path).map_err(|e| format!("the {what} {}: {e}", path.display()))?;
+    let key = PKey::private_key_from_pem(&pem).map_err(|e| format!("the {what} {}: {e}", path.display()))?;
+    if key.id() != id {
+        return Err(format!("the {what} {} is not one (openssl genpkey -algorithm {alg})", path.display()));
     }
     Ok(key)
 }
@@ -98,12 +111,14 @@ fn bind_unix(path: &Path) -> Result<UnixDatagram, String> {
 /// The relay: `socket` is where the fastrouter's validator sends (its
 /// `unbit-subscriptions-router`), `fastrouter` the fastrouter's own subscription socket.
 pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<(), String> {
-    let key = read_key(&config.key)?;
+    let key = read_key(&config.key, Id::ED25519)?;
     let mut legion = Legion::load(&config.members)?;
     let me = legion
         .get(&config.node)
         .ok_or_else(|| format!("this node ({}) is not in {}", config.node, config.members.display()))?
         .clone();
+    let sni_from = config.sni_from.clone().unwrap_or_else(|| sni_index::default_dir(socket));
+    let mut certs: HashMap<String, Shared> = HashMap::new();
     let input = bind_unix(socket)?;
     let out = UnixDatagram::unbound().map_err(|e| e.to_string())?;
     out.set_write_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
@@ -114,11 +129,12 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
     // key -> local addresses (pinned sockets) serving it, with when they last announced
     let mut local: HashMap<String, HashMap<String, Instant>> = HashMap::new();
     uwsgi::log!(
-        "cluster relay: {} -> {}, announcing this node ({}) to the Legion from {}",
+        "cluster relay: {} -> {}, announcing this node ({}) to the Legion from {}, certificates from {}",
         socket.display(),
         fastrouter.display(),
         config.node,
-        me.cluster.ip()
+        me.cluster.ip(),
+        sni_from.display()
     );
     let mut buf = vec![0u8; 65536];
     let mut last_tick = Instant::now();
@@ -149,6 +165,15 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
                     if let Some(cmd) = cmd {
                         broadcast(&udp, &legion, &config.node, &key, &mut seq, cmd, &a.key);
                     }
+                    let out = Out { udp: &udp, legion: &legion, me: &config.node, key: &key };
+                    match cmd {
+                        Some(Cmd::Unsubscribe) => {
+                            certs.remove(&a.key);
+                        }
+                        // The validator wrote the entry before it passed the announce on.
+                        _ if local.contains_key(&a.key) => share(&out, &mut seq, &mut certs, &sni_from, &a.key),
+                        _ => {}
+                    }
                 }
                 Err(e) => uwsgi::log!("cluster relay: an announce from the validator does not parse: {e}"),
             }
@@ -165,8 +190,119 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
             }
             for k in expired {
                 local.remove(&k);
+                certs.remove(&k);
                 broadcast(&udp, &legion, &config.node, &key, &mut seq, Cmd::Unsubscribe, &k);
             }
+            let out = Out { udp: &udp, legion: &legion, me: &config.node, key: &key };
+            for k in local.keys() {
+                share(&out, &mut seq, &mut certs, &sni_from, k);
+            }
+        }
+    }
+}
+
+/// What the relay sends with.
+struct Out<'a> {
+    udp: &'a UdpSocket,
+    legion: &'a Legion,
+    me: &'a str,
+    key: &'a PKey<Private>,
+}
+
+/// A local key's certificate as the members last got it.
+struct Shared {
+    /// The entry file's identity when last read (a new entry is a new inode: written, renamed).
+    file: Option<(u64, u64, i64, i64)>,
+    /// What the members have (`None`: no certificate, or one not shared).
+    entry: Option<Vec<u8>>,
+    sent: Instant,
+}
+
+/// Gives the members the certificate of `name` when the fastrouter validator's entry for it
+/// appeared or changed (a renewal), takes it back when the entry went, and sends it again
+/// every [`RESEND`].
+fn share(out: &Out<'_>, seq: &mut Sequence, certs: &mut HashMap<String, Shared>, from: &Path, name: &str) {
+    if !names::is_entry_name(name) {
+        return;
+    }
+    let file = std::fs::symlink_metadata(from.join(name))
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+    let st = certs.entry(name.to_string()).or_insert(Shared { file: None, entry: None, sent: Instant::now() });
+    if file == st.file {
+        if st.entry.is_some() && st.sent.elapsed() >= RESEND {
+            st.sent = Instant::now();
+            seal_to_members(out, seq, Op::Put, name, st.entry.as_deref());
+        }
+        return;
+    }
+    st.file = file;
+    let entry = match file.map(|_| std::fs::read(from.join(name))) {
+        None => None,
+        Some(Err(e)) => {
+            uwsgi::log!("cluster relay: reading the certificate of {name} in {}: {e}", from.display());
+            None
+        }
+        Some(Ok(bytes)) => match Entry::decode(&bytes) {
+            Ok(e) if e.bundle.client_ca != ClientCa::None => {
+                uwsgi::log!(
+                    "cluster relay: {name} has a client CA (ssl-ca-cluster-domain): its certificate is not given to                      the other members (the Lord serves it only if it runs a container of it)"
+                );
+                None
+            }
+            Ok(_) if bytes.len() > sealed::MAX_ENTRY => {
+                uwsgi::log!(
+                    "cluster relay: the certificate of {name} is {} bytes, over the {} a member is sent",
+                    bytes.len(),
+                    sealed::MAX_ENTRY
+                );
+                None
+            }
+            Ok(_) => Some(bytes),
+            Err(e) => {
+                uwsgi::log!("cluster relay: the certificate of {name} in {} does not decode: {e}", from.display());
+                None
+            }
+        },
+    };
+    match (&st.entry, entry) {
+        (_, Some(bytes)) => {
+            st.sent = Instant::now();
+            seal_to_members(out, seq, Op::Put, name, Some(&bytes));
+            st.entry = Some(bytes);
+        }
+        (Some(_), None) => {
+            st.entry = None;
+            seal_to_members(out, seq, Op::Drop, name, None);
+        }
+        (None, None) => {}
+    }
+}
+
+/// One datagram per member with an X25519 key, sealed to that key.
+fn seal_to_members(out: &Out<'_>, seq: &mut Sequence, op: Op, name: &str, entry: Option<&[u8]>) {
+    for m in out.legion.members.iter().filter(|m| m.name != out.me) {
+        let Some(to) = &m.x25519 else { continue };
+        let h = sealed::Header {
+            node: out.me.to_string(),
+            to: m.name.clone(),
+            seq: seq.next(now_ns()),
+            unix_ms: now_ms(),
+            op,
+            name: name.to_string(),
+        };
+        match sealed::seal(&h, entry, out.key, to) {
+            Ok(d) => {
+                if let Err(e) = out.udp.send_to(&d, m.cluster) {
+                    uwsgi::log!(
+                        "cluster relay: sending the certificate of {name} to member {} at {}: {e}",
+                        m.name,
+                        m.cluster
+                    );
+                }
+            }
+            Err(e) => uwsgi::log!("cluster relay: {e}"),
         }
     }
 }
@@ -195,27 +331,44 @@ fn broadcast(
 }
 
 /// The receiver: members' announces on this node's cluster address, routes to their
-/// fastrouters into `router` (the HTTP router's private subscription socket).
+/// fastrouters into `router` (the HTTP router's private subscription socket); members' sealed
+/// certificates into the router's cluster index.
 pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
     let mut legion = Legion::load(&config.members)?;
     let me = legion
         .get(&config.node)
         .ok_or_else(|| format!("this node ({}) is not in {}", config.node, config.members.display()))?
         .clone();
+    let x25519 = read_key(&config.x25519_key, Id::X25519)?;
+    let sni_dir = config.sni_dir.clone().unwrap_or_else(|| sni_index::cluster_dir(&sni_index::default_dir(router)));
+    let mut certs = Certs::new(&sni_dir, router_group(router))?;
     let udp = UdpSocket::bind(me.cluster).map_err(|e| format!("binding the cluster listener {}: {e}", me.cluster))?;
     udp.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
     let out = UnixDatagram::unbound().map_err(|e| e.to_string())?;
     out.set_write_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
     let mut guard = ReplayGuard::new(config.window_secs * 1000);
+    // Sealed certificates count on their own: a large datagram overtaken by a small announce
+    // must not look like a replay.
+    let mut sealed_guard = ReplayGuard::new(config.window_secs * 1000);
     let mut known: HashMap<(String, String), Instant> = HashMap::new();
     let mut refused_lines = (Instant::now(), 0u32);
-    uwsgi::log!("cluster receiver: members' announces on {} -> router {}", me.cluster, router.display());
-    let mut buf = vec![0u8; 2048];
+    uwsgi::log!(
+        "cluster receiver: members' announces on {} -> router {}, their certificates -> {}",
+        me.cluster,
+        router.display(),
+        sni_dir.display()
+    );
+    let mut buf = vec![0u8; sealed::MAX_DATAGRAM];
     let mut last_tick = Instant::now();
     loop {
         if let Ok((n, from)) = udp.recv_from(&mut buf) {
-            match admit(&buf[..n], from, &legion, &config.node, &mut guard) {
-                Ok((a, member)) => {
+            let d = &buf[..n];
+            let outcome = if sealed::is_sealed(d) {
+                admit_sealed(d, from, &legion, &config.node, &mut sealed_guard, &x25519).map(|(h, member, entry)| {
+                    certs.offer(&h.name, &member.name, entry, &known);
+                })
+            } else {
+                admit(d, from, &legion, &config.node, &mut guard).map(|(a, member)| {
                     let packet = wire::PacketBuilder::new()
                         .var("key", &a.key)
                         .var("address", member.fastrouter.to_string())
@@ -241,32 +394,188 @@ pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
                                     member.name,
                                     member.fastrouter
                                 );
+                                certs.sync(&a.key, &known);
                             }
                         }
                         Cmd::Unsubscribe => {
                             known.remove(&id);
                             uwsgi::log!("cluster: member {} no longer serves {}", member.name, a.key);
+                            certs.offer(&a.key, &member.name, None, &known);
                         }
                     }
+                })
+            };
+            if let Err(reason) = outcome {
+                // Bounded: a flood of junk must not fill the disk.
+                if refused_lines.0.elapsed() > Duration::from_secs(10) {
+                    refused_lines = (Instant::now(), 0);
                 }
-                Err(reason) => {
-                    // Bounded: a flood of junk must not fill the disk.
-                    if refused_lines.0.elapsed() > Duration::from_secs(10) {
-                        refused_lines = (Instant::now(), 0);
-                    }
-                    refused_lines.1 += 1;
-                    if refused_lines.1 <= 50 {
-                        uwsgi::log!("cluster: REFUSED an announce from {from}: {reason}");
-                    }
+                refused_lines.1 += 1;
+                if refused_lines.1 <= 50 {
+                    uwsgi::log!("cluster: REFUSED {} from {from}: {reason}", what(d));
                 }
             }
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             legion.refresh();
-            known.retain(|_, seen| seen.elapsed() < LOCAL_TTL);
+            let mut silent = Vec::new();
+            known.retain(|id, seen| {
+                let keep = seen.elapsed() < LOCAL_TTL;
+                if !keep {
+                    silent.push(id.clone());
+                }
+                keep
+            });
+            for (name, member) in silent {
+                certs.offer(&name, &member, None, &known);
+            }
         }
     }
+}
+
+fn what(d: &[u8]) -> &'static str {
+    if sealed::is_sealed(d) {
+        "a sealed certificate"
+    } else {
+        "an announce"
+    }
+}
+
+/// The group of the router's private directory when its group may enter it (root:unbit-router
+/// 0710 on a node): the group that may read the cluster index. `None`: the router runs as root.
+fn router_group(router: &Path) -> Option<u32> {
+    let md = std::fs::metadata(router.parent()?).ok()?;
+    (md.gid() != 0 && md.mode() & 0o010 != 0).then_some(md.gid())
+}
+
+/// The members' certificates: which member gave which entry, and what the router's cluster
+/// index holds. An entry is written while a member that gave it serves its name (announces it);
+/// when none does any more, it is removed.
+struct Certs {
+    index: IndexDir,
+    /// name -> member -> (entry, when received)
+    given: HashMap<String, HashMap<String, (Vec<u8>, Instant)>>,
+    /// name -> (the member whose entry the index holds, the entry)
+    written: HashMap<String, (String, Vec<u8>)>,
+}
+
+impl Certs {
+    fn new(dir: &Path, gid: Option<u32>) -> Result<Certs, String> {
+        Ok(Certs { index: IndexDir::create(dir, gid)?, given: HashMap::new(), written: HashMap::new() })
+    }
+
+    /// `member`'s entry for `name` (`None`: it has none any more), then the index updated.
+    fn offer(&mut self, name: &str, member: &str, entry: Option<Vec<u8>>, known: &HashMap<(String, String), Instant>) {
+        match entry {
+            Some(e) => {
+                self.given.entry(name.to_string()).or_default().insert(member.to_string(), (e, Instant::now()));
+            }
+            None => {
+                if let Some(m) = self.given.get_mut(name) {
+                    m.remove(member);
+                    if m.is_empty() {
+                        self.given.remove(name);
+                    }
+                }
+            }
+        }
+        self.sync(name, known);
+    }
+
+    /// Writes the newest entry a member serving `name` gave, or removes the entry.
+    fn sync(&mut self, name: &str, known: &HashMap<(String, String), Instant>) {
+        let serving = |m: &String| known.contains_key(&(name.to_string(), m.clone()));
+        let best = self
+            .given
+            .get(name)
+            .and_then(|by| by.iter().filter(|(m, _)| serving(m)).max_by_key(|(_, (_, at))| *at))
+            .map(|(m, (e, _))| (m.clone(), e.clone()));
+        match best {
+            Some((member, entry)) => {
+                if self.written.get(name).is_some_and(|(_, w)| *w == entry) {
+                    return;
+                }
+                match self.index.put(name, &entry) {
+                    Ok(()) => {
+                        let summary = Entry::decode(&entry).map(|e| e.bundle.summary()).unwrap_or_default();
+                        uwsgi::log!("cluster: serving the certificate of {name} from member {member} ({summary})");
+                        self.written.insert(name.to_string(), (member, entry));
+                    }
+                    Err(e) => uwsgi::log!("cluster: the certificate of {name} from member {member}: {e}"),
+                }
+            }
+            None => {
+                if self.written.remove(name).is_some() {
+                    match self.index.remove(name) {
+                        Ok(()) => uwsgi::log!("cluster: no member serves {name} with a certificate any more: removed"),
+                        Err(e) => uwsgi::log!("cluster: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks a sealed certificate as [`admit`] checks an announce (member, its address, its
+/// signature, fresh, never seen), then that it was sealed to this node, opens it and checks
+/// the entry loads.
+fn admit_sealed<'a>(
+    d: &[u8],
+    from: SocketAddr,
+    legion: &'a Legion,
+    me: &str,
+    guard: &mut ReplayGuard,
+    x25519: &PKey<Private>,
+) -> Result<(sealed::Header, &'a Member, Option<Vec<u8>>), String> {
+    let (h, envelope, signed, sig) = sealed::parse(d)?;
+    let member = sender(legion, me, &h.node, from)?;
+    if !message::verify(signed, sig, &member.key) {
+        return Err(format!("bad signature for member {} (certificate of {})", h.node, h.name));
+    }
+    if h.to != me {
+        return Err(format!("the certificate of {} by member {} is sealed to member {}", h.name, h.node, h.to));
+    }
+    let as_announce =
+        Announce { node: h.node.clone(), seq: h.seq, unix_ms: h.unix_ms, cmd: Cmd::Subscribe, key: h.name.clone() };
+    guard.admit(&as_announce, now_ms()).map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
+    if !names::is_entry_name(&h.name) {
+        return Err(format!("certificate of {:?} by member {}: not a domain name", h.name, h.node));
+    }
+    let entry = match (h.op, envelope) {
+        (Op::Put, Some(env)) => {
+            let bytes = sealed::open(&env, x25519)
+                .map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
+            let entry =
+                Entry::decode(&bytes).map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
+            if entry.bundle.client_ca != ClientCa::None {
+                return Err(format!("certificate of {} by member {}: has a client CA (not shared)", h.name, h.node));
+            }
+            entry.context().map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
+            // Whatever OpenSSL queued must not show up in another check.
+            let _ = openssl::error::ErrorStack::get();
+            Some(bytes)
+        }
+        _ => None,
+    };
+    Ok((h, member, entry))
+}
+
+/// The member a datagram names, if it is one (not this node) and the datagram comes from its
+/// address.
+fn sender<'a>(legion: &'a Legion, me: &str, node: &str, from: SocketAddr) -> Result<&'a Member, String> {
+    let member = legion.get(node).ok_or_else(|| format!("{node} is not a member of this Legion"))?;
+    if member.name == me {
+        return Err(format!("{node} is this node's own name"));
+    }
+    if from.ip() != member.cluster.ip() {
+        return Err(format!(
+            "claims to be member {node} but comes from {} (its address is {})",
+            from.ip(),
+            member.cluster.ip()
+        ));
+    }
+    Ok(member)
 }
 
 fn admit<'a>(
@@ -277,18 +586,7 @@ fn admit<'a>(
     guard: &mut ReplayGuard,
 ) -> Result<(Announce, &'a Member), String> {
     let (a, signed, sig) = message::parse(d)?;
-    let member = legion.get(&a.node).ok_or_else(|| format!("{} is not a member of this Legion", a.node))?;
-    if member.name == me {
-        return Err(format!("{} is this node's own name", a.node));
-    }
-    if from.ip() != member.cluster.ip() {
-        return Err(format!(
-            "claims to be member {} but comes from {} (its address is {})",
-            a.node,
-            from.ip(),
-            member.cluster.ip()
-        ));
-    }
+    let member = sender(legion, me, &a.node, from)?;
     if !message::verify(signed, sig, &member.key) {
         return Err(format!("bad signature for member {} (announce of {})", a.node, a.key));
     }

@@ -9,6 +9,10 @@
 //!   references, the memory goes with the last one).
 //! * **Fresh.** A context in use is compared with its entry (one `stat`) at most every
 //!   [`RECHECK`]: a renewed certificate is served from then on, a removed entry is dropped.
+//! * **Two sources.** The validator's index first (this node's own containers' certificates),
+//!   then, for a name it has no entry for, the cluster's ([`sni_index::CLUSTER_DIR`]: the
+//!   certificates other members of the Legion sealed to this node, for the domains only they
+//!   run containers of).
 //! * **Cheap misses.** A name without an entry is remembered for [`ABSENT_FOR`], so a client
 //!   repeating an unknown name costs no file lookup per handshake; a name that appears is
 //!   served at most that much later.
@@ -40,6 +44,8 @@ pub struct Selection {
 
 struct Slot {
     selection: Selection,
+    /// Which of the directories the entry was read from.
+    source: usize,
     identity: Identity,
     checked: Instant,
     used: u64,
@@ -56,7 +62,8 @@ pub struct Stats {
 }
 
 pub struct Cache {
-    dir: PathBuf,
+    /// Where entries are looked for, first match wins.
+    dirs: Vec<PathBuf>,
     capacity: usize,
     slots: HashMap<Arc<str>, Slot>,
     absent: HashMap<String, Instant>,
@@ -68,7 +75,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(dir: PathBuf, capacity: usize, log: fn(&str)) -> Cache {
         Cache {
-            dir,
+            dirs: vec![dir],
             capacity: capacity.max(1),
             slots: HashMap::new(),
             absent: HashMap::new(),
@@ -76,6 +83,12 @@ impl Cache {
             stats: Stats::default(),
             log,
         }
+    }
+
+    /// Entries of `dir` serve the names the directories before it have none for.
+    pub fn then(mut self, dir: PathBuf) -> Cache {
+        self.dirs.push(dir);
+        self
     }
 
     /// The context for a server name a client sent (already an entry-form name): its own
@@ -111,12 +124,20 @@ impl Cache {
                 return Some(slot.selection.clone());
             }
             slot.checked = now;
-            match std::fs::symlink_metadata(self.dir.join(name)) {
-                Ok(md) if Identity::of(&md) == slot.identity || Some(Identity::of(&md)) == slot.failed => {
+            let found = self
+                .dirs
+                .iter()
+                .enumerate()
+                .find_map(|(i, d)| Some((i, std::fs::symlink_metadata(d.join(name)).ok()?)));
+            match found {
+                Some((i, md))
+                    if i == slot.source
+                        && (Identity::of(&md) == slot.identity || Some(Identity::of(&md)) == slot.failed) =>
+                {
                     return Some(slot.selection.clone())
                 }
-                Ok(_) => {}
-                Err(_) => {
+                Some(_) => {}
+                None => {
                     self.slots.remove(name);
                     self.forget(name, now);
                     return None;
@@ -124,7 +145,7 @@ impl Cache {
             }
         }
         match self.load(name) {
-            Ok(Some((selection, identity))) => {
+            Ok(Some((selection, source, identity))) => {
                 let reloaded = self.slots.contains_key(name);
                 if reloaded {
                     self.stats.reloaded += 1;
@@ -132,7 +153,8 @@ impl Cache {
                     self.stats.built += 1;
                     self.make_room();
                 }
-                let slot = Slot { selection: selection.clone(), identity, checked: now, used: tick, failed: None };
+                let slot =
+                    Slot { selection: selection.clone(), source, identity, checked: now, used: tick, failed: None };
                 self.slots.insert(Arc::clone(&selection.entry), slot);
                 Some(selection)
             }
@@ -182,16 +204,23 @@ impl Cache {
         }
     }
 
-    /// Reads and builds the entry of `name`: `Ok(None)` when there is none.
+    /// Reads and builds the entry of `name` from the first directory that has one, and which
+    /// that is: `Ok(None)` when there is none.
     #[allow(clippy::type_complexity)]
-    fn load(&self, name: &str) -> Result<Option<(Selection, Identity)>, (String, Option<Identity>)> {
-        let path = self.dir.join(name);
-        // Entries are regular files the validator renamed into place; a symlink is not one.
-        let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err((e.to_string(), None)),
-        };
+    fn load(&self, name: &str) -> Result<Option<(Selection, usize, Identity)>, (String, Option<Identity>)> {
+        let mut found = None;
+        for (source, dir) in self.dirs.iter().enumerate() {
+            // Entries are regular files the validator renamed into place; a symlink is not one.
+            match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(dir.join(name)) {
+                Ok(f) => {
+                    found = Some((f, source));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err((e.to_string(), None)),
+            }
+        }
+        let Some((file, source)) = found else { return Ok(None) };
         let md = file.metadata().map_err(|e| (e.to_string(), None))?;
         let id = Identity::of(&md);
         if !md.is_file() || md.size() > MAX_ENTRY {
@@ -203,7 +232,7 @@ impl Cache {
         let ctx = entry.context().map_err(|e| (e.to_string(), Some(id)))?;
         // Whatever OpenSSL queued while decoding must not fail this connection's handshake.
         let _ = openssl::error::ErrorStack::get();
-        Ok(Some((Selection { entry: Arc::from(name), ctx, client_ca: entry.bundle.client_ca }, id)))
+        Ok(Some((Selection { entry: Arc::from(name), ctx, client_ca: entry.bundle.client_ca }, source, id)))
     }
 }
 
@@ -257,6 +286,30 @@ mod tests {
         put(&mut index, ".example.org", "wild3");
         assert!(cache.select("shop.example.org", later).is_none());
         assert_eq!(cn(&cache.select("shop.example.org", later + ABSENT_FOR).unwrap()), "wild3");
+    }
+
+    #[test]
+    fn the_clusters_entries_serve_names_the_index_has_none_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sni");
+        let mut index = IndexDir::create(&dir, None).unwrap();
+        let mut cluster = IndexDir::create(&sni_index::cluster_dir(&dir), None).unwrap();
+        put(&mut cluster, "remote.example", "remote");
+        put(&mut cluster, "both.example", "theirs");
+        put(&mut index, "both.example", "ours");
+        let mut cache = Cache::new(dir.clone(), 10, |_| {}).then(sni_index::cluster_dir(&dir));
+        let t0 = Instant::now();
+        assert_eq!(cn(&cache.select("remote.example", t0).unwrap()), "remote");
+        assert_eq!(cn(&cache.select("both.example", t0).unwrap()), "ours", "this node's own entry wins");
+        // The local entry goes: the cluster's serves from the next re-check; then that goes too.
+        index.remove("both.example").unwrap();
+        let later = t0 + RECHECK + Duration::from_millis(1);
+        assert_eq!(cn(&cache.select("both.example", later).unwrap()), "theirs");
+        put(&mut cluster, "remote.example", "renewed");
+        assert_eq!(cn(&cache.select("remote.example", later).unwrap()), "renewed");
+        cluster.remove("remote.example").unwrap();
+        let later = later + RECHECK + Duration::from_millis(1);
+        assert!(cache.select("remote.example", later).is_none());
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! P-384 (stock uWSGI forces P-256 alone: a HelloRetryRequest for every curl and browser, a
 //! failure for an X25519-only client), TLS 1.2 at least. In each router process the callback
 //! reads the `server_name`, finds the name's entry in the certificate index the validator keeps
-//! (exact, else the wildcard one label up), builds or reuses its context and switches the
-//! connection to it, with the entry's client-certificate verification. No name, or no entry:
+//! (exact, else the wildcard one label up; the validator's index first, then the certificates
+//! the Legion's members sealed to this node, [`sni_index::CLUSTER_DIR`]), builds or reuses its
+//! context and switches the connection to it, with the entry's client-certificate verification. No name, or no entry:
 //! the socket's own certificate, the node's default.
 //!
 //! **Sessions**: tickets are sealed with the keys of the socket's context, made by the master
@@ -106,8 +107,10 @@ fn client_hello(ssl: &mut SslRef, _alert: &mut SslAlert) -> Result<ClientHelloRe
     let chosen = uwsgi::guard("sni selection", None, || {
         let name = uwsgi::tls::client_hello_server_name(ssl).and_then(names::server_name)?;
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        let cache =
-            cache.get_or_insert_with(|| Cache::new(installed.dir.clone(), installed.capacity, uwsgi::log::line));
+        let cache = cache.get_or_insert_with(|| {
+            Cache::new(installed.dir.clone(), installed.capacity, uwsgi::log::line)
+                .then(sni_index::cluster_dir(&installed.dir))
+        });
         cache.select(&name, Instant::now())
     });
     let selected = match chosen {
