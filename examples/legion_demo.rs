@@ -328,7 +328,14 @@ fn main() {
     println!("   lan namespace inode {}; demo dir {}", cluster.lan.inode(), dir.path().display());
     let result = interrupted().and_then(|_| demo(&mut cluster, base_uid, count, dir.path()));
     if keep && result.is_ok() {
-        println!("== still running (--keep): Ctrl-C cleans up");
+        println!("== still running (--keep): Ctrl-C cleans up. Logs:");
+        for n in &cluster.nodes {
+            let log = |i: Option<&uwsgi_it::Instance>| {
+                i.map(|i| i.dir().join("instance.log").display().to_string()).unwrap_or_default()
+            };
+            println!("   node {}: cluster {}", n.name, log(n.cluster.as_ref()));
+            println!("   node {}: router  {}", n.name, log(n.router.as_ref().map(|r| &r.instance)));
+        }
         while !STOP.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
