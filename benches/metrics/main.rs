@@ -1,5 +1,5 @@
 //! What a metrics cycle costs the node: CPU time of `unbit-metrics`' collection (every
-//! container's cgroup files, network counters, the router's stats for one domain per
+//! container's cgroup files, network counters, the router's domain table with one domain per
 //! container, attribution, and the API batch serialised) for 10, 100 and 1 000 containers,
 //! in one run.
 //!
@@ -11,8 +11,8 @@
 //! (`unbit-bench-metrics-<pid>`, every controller the containers plugin uses, accounting ones
 //! included), each holding one `sleep` in a network namespace of its own (so the network
 //! counters are read as for a running container), up to `BENCH_PROCESSES` (default 1 000);
-//! the others are cgroups without processes. The router's stats come from a stand-in stats
-//! server with one domain per container (nodes named by container address). Quota is not
+//! the others are cgroups without processes. The router's domain table is one its
+//! processes could have written, one domain per container. Quota is not
 //! read (no homes: one `fstatvfs` per container where it is). Knobs: `BENCH_CYCLES` (20),
 //! `BENCH_PROCESSES` (1000). Needs root. Every process and cgroup it makes is removed at the
 //! end, also on failure.
@@ -22,7 +22,6 @@ use jail::linux::Linux;
 use metrics::collect::{Collector, Layout};
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,32 +56,16 @@ fn thread_cpu() -> Duration {
     t(u.user_time()) + t(u.system_time())
 }
 
-/// A stats server answering every connection with `doc` (as uWSGI's does: write, close).
-fn stats_server(doc: String) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let _ = c.write_all(doc.as_bytes());
-        }
-    });
-    addr
-}
-
-fn router_doc(uids: &[u32]) -> String {
-    let subs: Vec<serde_json::Value> = uids
-        .iter()
-        .map(|u| {
-            serde_json::json!({"key": format!("site{u}.example.com"), "hash": 1, "hits": 5, "sni_enabled": 0, "nodes": [
-                {"name": format!("{}:3031", container_spec::ip_of(*u)), "modifier1": 0, "modifier2": 0, "last_check": 0,
-                 "pid": 0, "uid": 0, "gid": 0, "requests": 5, "last_requests": 0, "tx": 5000, "rx": 500, "cores": 0,
-                 "load": 0, "weight": 1, "wrr": 0, "ref": 0, "failcnt": 0, "death_mark": 0}]})
-        })
-        .collect();
-    serde_json::json!({"version": "2.0.21", "pid": 1, "uid": 0, "gid": 0, "cwd": "/", "active_sessions": 0,
-                       "http": ["0.0.0.0:80"], "subscriptions": subs, "cheap": 0})
-    .to_string()
+/// The router's domain table as its processes leave it: one domain per container, and what
+/// each counted (a file in `dir`).
+fn router_table(dir: &std::path::Path, uids: &[u32]) -> std::path::PathBuf {
+    let path = dir.join("domain-counters");
+    let table = domain_counters::Table::create(&path, domain_counters::DEFAULT_CAPACITY).unwrap();
+    for u in uids {
+        let slot = table.slot(*u, format!("site{u}.example.com").as_bytes()).unwrap();
+        table.add(slot, domain_counters::Counts { hits: 5, rx: 500, tx: 5000 });
+    }
+    path
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -139,14 +122,16 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        let stats = stats_server(router_doc(&node.uids));
+        let table_dir = tempfile::tempdir().unwrap();
+        let table = router_table(table_dir.path(), &node.uids);
         let mut collector = Collector::new(layout.clone(), None).unwrap();
         let (mut cpu, mut wall, mut batch_len, mut requests) = (Duration::ZERO, Duration::ZERO, 0, 0);
         for _ in 0..cycles {
             let (c0, w0) = (thread_cpu(), Instant::now());
             let (samples, _) = collector.cycle();
             let uids: BTreeSet<u32> = samples.iter().map(|s| s.uid).collect();
-            let (domains, unknown) = metrics::router::collect(&stats, &uids).expect("router stats");
+            let reading = metrics::router::collect(&table, &uids).expect("router counters");
+            let (domains, unknown) = (reading.domains, reading.unknown);
             let parts: Vec<String> =
                 metrics::batches(0, &samples, &domains, metrics::MAX_REQUEST).iter().map(|p| p.to_string()).collect();
             cpu += thread_cpu() - c0;

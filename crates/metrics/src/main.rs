@@ -1,11 +1,11 @@
 //! `unbit-metrics --settings FILE [--cgroup-name NAME] [--containers-dir DIR]
-//!   [--router-stats ADDR] [--interval SECS] [--prometheus 127.0.0.1:PORT] [--once]`
+//!   [--router-counters FILE] [--interval SECS] [--prometheus 127.0.0.1:PORT] [--once]`
 //!
 //! `--settings` is unbit-node-sync's file (`/etc/unbit/node-sync.conf`): the API's URL and the
 //! node's credentials. `--cgroup-name` is the containers plugin's `unbit-cgroup-name`
 //! (default `unbit`); `--containers-dir` the homes (quota use; omitted: no quota metric);
-//! `--router-stats` the HTTP router's `http-stats-server` (`host:port` or a socket path;
-//! omitted: no domain metrics). `--prometheus` serves the last cycle at `/metrics` on a
+//! `--router-counters` the table of per-domain hits and bytes the HTTP router's processes
+//! write (its `unbit-router-domain-counters`; omitted: no domain metrics). `--prometheus` serves the last cycle at `/metrics` on a
 //! loopback address. `--once`: one cycle, pushed, then exit (status 1 if the push failed).
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
@@ -25,7 +25,7 @@ struct Args {
     settings: PathBuf,
     cgroup_name: String,
     containers_dir: Option<PathBuf>,
-    router_stats: Option<String>,
+    router_counters: Option<PathBuf>,
     interval: Duration,
     prometheus: Option<SocketAddr>,
     once: bool,
@@ -33,7 +33,8 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let (mut settings, mut cgroup_name, mut containers_dir, mut router_stats) = (None, "unbit".to_string(), None, None);
+    let (mut settings, mut cgroup_name, mut containers_dir, mut router_counters) =
+        (None, "unbit".to_string(), None, None);
     let (mut interval, mut prometheus, mut once) = (60u64, None, false);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -41,7 +42,7 @@ fn parse_args() -> Result<Args, String> {
             "--settings" => settings = Some(PathBuf::from(value()?)),
             "--cgroup-name" => cgroup_name = value()?,
             "--containers-dir" => containers_dir = Some(PathBuf::from(value()?)),
-            "--router-stats" => router_stats = Some(value()?),
+            "--router-counters" => router_counters = Some(PathBuf::from(value()?)),
             "--interval" => {
                 interval = value()?.parse().map_err(|e| format!("--interval: {e}"))?;
                 if interval == 0 {
@@ -67,7 +68,7 @@ fn parse_args() -> Result<Args, String> {
             .ok_or("--settings is required (unbit-node-sync's file: the API and the node's credentials)")?,
         cgroup_name,
         containers_dir,
-        router_stats,
+        router_counters,
         interval: Duration::from_secs(interval),
         prometheus,
         once,
@@ -143,16 +144,17 @@ fn main() {
         }
     }
     log(&format!(
-        "collecting every {}s: cgroup {} subtree {:?}, quota {}, router stats {}, Prometheus {}",
+        "collecting every {}s: cgroup {} subtree {:?}, quota {}, router counters {}, Prometheus {}",
         args.interval.as_secs(),
         collector.layout.version(),
         args.cgroup_name,
         collector.quota_backend(),
-        args.router_stats.as_deref().unwrap_or("off"),
+        args.router_counters.as_ref().map_or("off".to_string(), |p| p.display().to_string()),
         args.prometheus.map_or("off".to_string(), |a| format!("http://{a}/metrics")),
     ));
     let mut figures = NodeFigures::default();
     let (mut push_problem, mut router_problem, mut skipped_seen) = (None, None, Vec::<Value>::new());
+    let mut overflow_problem = None;
     let mut net_logged = false;
     loop {
         let started = Instant::now();
@@ -169,12 +171,15 @@ fn main() {
             }
         }
         let mut domains = DomainSamples::new();
-        if let Some(address) = &args.router_stats {
+        if let Some(path) = &args.router_counters {
             let uids: BTreeSet<u32> = containers.iter().map(|c| c.uid).collect();
-            match router::collect(address, &uids) {
-                Ok((d, _unknown)) => {
-                    domains = d;
+            match router::collect(path, &uids) {
+                Ok(reading) => {
                     log_change(&mut router_problem, None);
+                    log_change(&mut overflow_problem, overflow_note(&reading));
+                    figures.router_overflow_requests = reading.overflow.hits;
+                    figures.router_slots = Some((reading.slots_used, reading.slots));
+                    domains = reading.domains;
                 }
                 Err(e) => {
                     figures.router_failures += 1;
@@ -217,4 +222,21 @@ fn main() {
         }
         std::thread::sleep(args.interval.saturating_sub(started.elapsed()));
     }
+}
+
+/// What the log says about the router's table beyond its counts: a table that was full or
+/// held garbage (None: neither).
+fn overflow_note(r: &router::RouterReading) -> Option<String> {
+    let mut notes = Vec::new();
+    if !r.overflow.is_zero() {
+        notes.push(format!(
+            "the router's domain counters table is full ({} slots): new (container, domain) pairs are counted \
+             only in unbit_router_overflow_requests_total (raise unbit-router-domain-slots)",
+            r.slots
+        ));
+    }
+    if r.malformed > 0 {
+        notes.push(format!("{} entries of the router's domain counters are not domain names (left out)", r.malformed));
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
 }

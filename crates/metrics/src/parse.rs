@@ -101,50 +101,6 @@ pub fn lowest_pid(text: &str) -> Option<u32> {
     text.lines().filter_map(|l| l.trim().parse::<u32>().ok()).min()
 }
 
-/// One subscription node of the router's stats: the domain it serves and its counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouterNode {
-    pub domain: String,
-    /// The address the router connects to (a socket path, a pinned name, `ip:port`).
-    pub name: String,
-    /// The sender uid the router saw (stock routers with `subscriptions-use-credentials`), 0
-    /// when the announce came through the platform's validator.
-    pub uid: u32,
-    pub requests: u64,
-    /// Bytes the router wrote to the node: the requests, what the app received.
-    pub rx: u64,
-    /// Bytes the router read from the node: the responses, what the app sent.
-    pub tx: u64,
-}
-
-/// The subscription nodes of a uWSGI router stats document (`http-stats-server`): for each
-/// `subscriptions[].key`, its `nodes[]` with `requests`, `rx`, `tx`. uWSGI counts `rx` as the
-/// bytes it writes to the node and `tx` as those it reads from it (corerouter's cr.h), so they
-/// are the app's received and sent bytes as they are; the original reported rx twice.
-pub fn router_stats(text: &str) -> Result<Vec<RouterNode>, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("router stats are not JSON: {e}"))?;
-    let mut out = Vec::new();
-    let Some(subscriptions) = v.get("subscriptions").and_then(|s| s.as_array()) else {
-        // A router without subscriptions yet has no such key.
-        return Ok(out);
-    };
-    for slot in subscriptions {
-        let Some(domain) = slot["key"].as_str() else { continue };
-        for node in slot["nodes"].as_array().into_iter().flatten() {
-            let n = |k: &str| node[k].as_u64().unwrap_or(0);
-            out.push(RouterNode {
-                domain: domain.to_string(),
-                name: node["name"].as_str().unwrap_or_default().to_string(),
-                uid: u32::try_from(n("uid")).unwrap_or(0),
-                requests: n("requests"),
-                rx: n("rx"),
-                tx: n("tx"),
-            });
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,31 +164,5 @@ uwsgi0: 5000 40 0 0 0 0 0 0 7000 50 0 0 0 0 0 0\n\
     fn lowest_pid_of_a_listing() {
         assert_eq!(lowest_pid("4242\n17\n99\n"), Some(17));
         assert_eq!(lowest_pid(""), None);
-    }
-
-    #[test]
-    fn router_stats_nodes_with_rx_and_tx_kept_apart() {
-        let text = r#"{"version":"2.0.21","pid":10,"uid":0,"gid":0,"cwd":"/","active_sessions":0,
-            "http":["127.0.0.1:8000"],
-            "subscriptions":[{"key":"shop.example.com","hash":12,"hits":7,"sni_enabled":0,"nodes":[
-              {"name":"/run/unbit-http/pins/ab-1","modifier1":0,"modifier2":0,"last_check":1,"pid":0,"uid":0,"gid":0,
-               "requests":7,"last_requests":0,"tx":9000,"rx":700,"cores":0,"load":0,"weight":1,"wrr":0,"ref":0,"failcnt":0,"death_mark":0},
-              {"name":"10.0.0.3:3031","uid":30701,"requests":2,"tx":20,"rx":10}]}],"cheap":0}"#;
-        let nodes = router_stats(text).unwrap();
-        assert_eq!(nodes.len(), 2);
-        assert_eq!(
-            nodes[0],
-            RouterNode {
-                domain: "shop.example.com".into(),
-                name: "/run/unbit-http/pins/ab-1".into(),
-                uid: 0,
-                requests: 7,
-                rx: 700,
-                tx: 9000
-            }
-        );
-        assert_eq!((nodes[1].uid, nodes[1].rx, nodes[1].tx), (30701, 10, 20));
-        assert_eq!(router_stats(r#"{"version":"2.0.21","http":[],"cheap":0}"#).unwrap(), vec![]);
-        assert!(router_stats("{\"version\": ").is_err());
     }
 }

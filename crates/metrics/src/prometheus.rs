@@ -17,6 +17,10 @@ pub struct NodeFigures {
     pub cycle_wall_seconds: f64,
     pub push_failures: u64,
     pub router_failures: u64,
+    /// Requests the router counted while its domain table was full (in no domain's series).
+    pub router_overflow_requests: u64,
+    /// The router's domain table: entries in use, entries.
+    pub router_slots: Option<(usize, usize)>,
     /// Unix time of the last batch the API accepted (0: none yet).
     pub last_push: i64,
     /// `/proc/loadavg`'s first field.
@@ -80,8 +84,26 @@ pub fn render(containers: &[ContainerSample], domains: &DomainSamples, node: &No
     let _ = writeln!(out, "unbit_metrics_cycle_duration_seconds {}", node.cycle_wall_seconds);
     header(&mut out, "unbit_metrics_push_failures_total", "counter", "Batches the control API did not accept");
     let _ = writeln!(out, "unbit_metrics_push_failures_total {}", node.push_failures);
-    header(&mut out, "unbit_metrics_router_failures_total", "counter", "Cycles the router's stats could not be read");
+    header(
+        &mut out,
+        "unbit_metrics_router_failures_total",
+        "counter",
+        "Cycles the router's counters could not be read",
+    );
     let _ = writeln!(out, "unbit_metrics_router_failures_total {}", node.router_failures);
+    if let Some((used, slots)) = node.router_slots {
+        header(&mut out, "unbit_router_domain_slots_used", "gauge", "Entries of the router's domain table in use");
+        let _ = writeln!(out, "unbit_router_domain_slots_used {used}");
+        header(&mut out, "unbit_router_domain_slots", "gauge", "Entries the router's domain table holds");
+        let _ = writeln!(out, "unbit_router_domain_slots {slots}");
+        header(
+            &mut out,
+            "unbit_router_overflow_requests_total",
+            "counter",
+            "Requests the router counted while its domain table was full",
+        );
+        let _ = writeln!(out, "unbit_router_overflow_requests_total {}", node.router_overflow_requests);
+    }
     header(&mut out, "unbit_metrics_last_push_timestamp_seconds", "gauge", "When the API last accepted a batch");
     let _ = writeln!(out, "unbit_metrics_last_push_timestamp_seconds {}", node.last_push);
     for m in Metric::ALL {

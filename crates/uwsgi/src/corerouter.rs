@@ -18,7 +18,10 @@
 //!   block over the router's 64 KB buffer, a request it cannot parse;
 //! * the backend's read hook catches a backend that closes (or resets) the connection before
 //!   its first byte: the stock router then closes the client's connection without a word, or
-//!   with keep-alive leaves the client waiting for an answer that never comes.
+//!   with keep-alive leaves the client waiting for an answer that never comes;
+//! * with [`FrontDoor::traffic`], the backend's read hook of every session tells the plugin,
+//!   after each read, what the router counted for the backend's subscription node: uWSGI keeps
+//!   those counters per http process and shows only the first process's (its stats server).
 //!
 //! What the router answers itself it writes through its own write hook, then closes the
 //! connection the way HTTP servers must when the client may still be sending: it half-closes
@@ -107,6 +110,28 @@ pub struct FrontDoor {
     /// Backends for the requests they want, in their [`Stage`]; the first of a stage that
     /// wants a request takes it.
     pub detours: Vec<Detour>,
+    /// Told, in the router process, after every read from a subscription node (each part of
+    /// an answer, and its end), what the router has counted for that node so far.
+    pub traffic: Option<fn(&NodeTraffic<'_>)>,
+}
+
+/// A subscription node's counters, as the router process that served it has them. uWSGI keeps
+/// them per http process (each has its own subscription table), cumulative since the node
+/// joined that process's table: `requests` on every connection to it, `rx` the bytes written to
+/// it, `tx` the bytes read from it (`plugins/corerouter/cr.h`).
+pub struct NodeTraffic<'a> {
+    /// The node's identity in this process while it lives (a freed node's may be reused, by a
+    /// node of another name or of counters that start again).
+    pub node: usize,
+    /// The node's address: a socket path or `host:port`.
+    pub name: &'a [u8],
+    /// The key of the node's pool: the domain as announced (`.example.com` for a wildcard).
+    pub domain: &'a [u8],
+    /// The sender uid the router recorded with the announce (0 unless it took credentials).
+    pub uid: u32,
+    pub requests: u64,
+    pub rx: u64,
+    pub tx: u64,
 }
 
 /// A uwsgi-protocol backend that the requests picked by [`Detour::wanted`] go to instead of
@@ -416,15 +441,53 @@ fn same_fn(a: Option<Hook>, b: Hook) -> bool {
     a.map(|f| f as usize) == Some(b as usize)
 }
 
-/// In a plain-HTTP session (its client hook is ours), the backend's read hook is wrapped until
-/// the backend's first byte, so a backend that closes without answering gets a status.
+/// Wraps the backend's read hook: in a plain-HTTP session (its client hook is ours) until the
+/// backend's first byte, so a backend that closes without answering gets a status; in every
+/// session for good when the front door counts [`NodeTraffic`].
 fn watch_first_byte(installed: &Installed, peer: &mut corerouter_peer) {
+    if !same_fn(peer.last_hook_read, installed.hr_instance_read) {
+        return;
+    }
     // SAFETY: a backend peer's session and main peer are live while the peer is.
     let plain = unsafe { same_fn((*(*peer.session).main_peer).last_hook_read, read_wrapper) };
-    if plain && same_fn(peer.last_hook_read, installed.hr_instance_read) {
+    if plain {
         peer.last_hook_read = Some(instance_read_wrapper);
         peer.sid = SID_NOT_ANSWERED;
+    } else if installed.front.traffic.is_some() {
+        peer.last_hook_read = Some(instance_read_wrapper);
     }
+}
+
+/// Tells the front door what the peer's node has counted so far (after a read from it).
+fn report_traffic(installed: &Installed, peer: &corerouter_peer) {
+    let Some(traffic) = installed.front.traffic else { return };
+    let un = peer.un;
+    if un.is_null() {
+        return;
+    }
+    // SAFETY: `un` is the node of the router's subscription table the peer holds a reference
+    // on (the lookup took it; it is released when the peer closes, after this hook), so it and
+    // its slot are live; names and keys are char arrays of 255 bytes with their lengths.
+    let report = unsafe {
+        let un = &*un;
+        if un.len == 0 || un.slot.is_null() {
+            return;
+        }
+        let slot = &*un.slot;
+        NodeTraffic {
+            node: un as *const _ as usize,
+            name: std::slice::from_raw_parts(un.name.as_ptr().cast::<u8>(), usize::from(un.len).min(un.name.len())),
+            domain: std::slice::from_raw_parts(
+                slot.key.as_ptr().cast::<u8>(),
+                usize::from(slot.keylen).min(slot.key.len()),
+            ),
+            uid: un.uid,
+            requests: un.requests,
+            rx: un.rx,
+            tx: un.tx,
+        }
+    };
+    guard("front door traffic", (), || traffic(&report));
 }
 
 /// Points the peer at the error backend and adds the status variable to its uwsgi packet.
@@ -749,7 +812,8 @@ unsafe fn mark_failed(ucr: *mut uwsgi_corerouter, peer: &mut corerouter_peer) {
     }
 }
 
-/// A backend's read hook until its first byte (see [`watch_first_byte`]).
+/// A backend's read hook until its first byte, or for good when traffic is counted (see
+/// [`watch_first_byte`]).
 unsafe extern "C" fn instance_read_wrapper(peer: *mut corerouter_peer) -> isize {
     guard("http router backend read", -1, || {
         let Some(installed) = INSTALLED.get() else { return -1 };
@@ -757,9 +821,12 @@ unsafe extern "C" fn instance_read_wrapper(peer: *mut corerouter_peer) -> isize 
         let ret = unsafe { (installed.hr_instance_read)(peer) };
         // SAFETY: the hook is called with a live backend peer, from the router's loop.
         let peer = unsafe { &mut *peer };
+        report_traffic(installed, peer);
         if ret > 0 {
             peer.sid = 0;
-            peer.last_hook_read = Some(installed.hr_instance_read);
+            if installed.front.traffic.is_none() {
+                peer.last_hook_read = Some(installed.hr_instance_read);
+            }
             return ret;
         }
         if peer.sid != SID_NOT_ANSWERED || (ret < 0 && errno() == libc::EINPROGRESS) {

@@ -21,6 +21,8 @@
 //! * [`sni`]: HTTPS. The certificate for each TLS server name, from the index the subscription
 //!   validator keeps (built on a name's first handshake, cached per process), and the
 //!   client-certificate rule on every request's Host (421, 403).
+//! * [`traffic`]: per-domain hits and bytes of every router process, in a table the processes
+//!   share (`unbit-router-domain-counters`), which `unbit-metrics` reads.
 //!
 //! ```ini
 //! plugins = http,unbit_subscriptions,unbit_router
@@ -31,6 +33,8 @@
 //! unbit-router-acme-socket = /run/unbit-acme/http-01.sock
 //! https = 0.0.0.0:443,/etc/uwsgi/ssl/node.crt,/etc/uwsgi/ssl/node.key,HIGH:!aNULL:!MD5
 //! unbit-router-sni-cache = 1000
+//! unbit-router-domain-counters = /run/unbit-http/domain-counters
+//! unbit-router-domain-slots = 16384
 //! ```
 
 pub mod acme_challenge;
@@ -40,6 +44,7 @@ pub mod host;
 pub mod reload;
 pub mod sni;
 pub mod statuses;
+pub mod traffic;
 
 use error_backend::{Backend, KnownDomains, STATUS_VAR};
 use statuses::{Connection, Page};
@@ -55,6 +60,8 @@ static MAX_BODY: Setting<u64> = Setting::new();
 static DECHUNK_SPOOL: Setting<PathBuf> = Setting::new();
 static SNI_CACHE: Setting<u32> = Setting::new();
 static ACME_SOCKET: Setting<PathBuf> = Setting::new();
+static DOMAIN_COUNTERS: Setting<PathBuf> = Setting::new();
+static DOMAIN_SLOTS: Setting<u32> = Setting::new();
 
 /// Where the error backend listens unless `unbit-router-errors-socket` says otherwise: beside
 /// the router's private subscription socket (vassals-examples/services/http.ini).
@@ -107,6 +114,18 @@ impl uwsgi::Plugin for UnbitRouter {
             "unbit-router-sni-cache",
             "TLS contexts (one per name in use) each router process keeps, least recently used out first (default 1000)",
             &SNI_CACHE,
+        )
+        .option(
+            "unbit-router-domain-counters",
+            "the table of per-domain hits and bytes all router processes write and unbit-metrics reads, \
+             made anew at every start (default domain-counters beside the error backend's socket)",
+            &DOMAIN_COUNTERS,
+        )
+        .option(
+            "unbit-router-domain-slots",
+            "(container, domain) pairs the counters table holds, 288 bytes each (default 16384); \
+             pairs past it are counted in its overflow total",
+            &DOMAIN_SLOTS,
         );
     }
 
@@ -143,6 +162,9 @@ fn start() -> Result<(), String> {
     let acme_socket = ACME_SOCKET.get_or(acme_challenge::DEFAULT_SOCKET.into());
     let dechunk_socket = DECHUNK_SOCKET.get_or(DEFAULT_DECHUNK_SOCKET.into());
     let dechunk_gateway = dechunk_gateway(&router, &dechunk_socket)?;
+    let counters = DOMAIN_COUNTERS.get().unwrap_or_else(|| socket.with_file_name("domain-counters"));
+    let slots = DOMAIN_SLOTS.get_or(domain_counters::DEFAULT_CAPACITY);
+    traffic::init(&counters, slots, uwsgi::log::line)?;
     router.install(FrontDoor {
         route,
         no_backend,
@@ -161,6 +183,7 @@ fn start() -> Result<(), String> {
                 stage: Stage::AfterLookup { backend_var: dechunk::BACKEND_VAR },
             },
         ],
+        traffic: Some(traffic::count),
     })?;
     uwsgi::gateway::register("unbit-router-errors", move || {
         error_backend::serve(Arc::clone(&listener), Arc::clone(&backend))
@@ -168,10 +191,12 @@ fn start() -> Result<(), String> {
     uwsgi::gateway::register("unbit-router-dechunk", dechunk_gateway)?;
     uwsgi::log!(
         "front door: Host matching normalised, errors answered by {}, chunked bodies de-chunked by {}, \
-         ACME challenges of tls-auto names answered by {}",
+         ACME challenges of tls-auto names answered by {}, per-domain hits and bytes of every process in {} \
+         ({slots} slots)",
         socket.display(),
         dechunk_socket.display(),
-        acme_socket.display()
+        acme_socket.display(),
+        counters.display()
     );
     https()
 }

@@ -1,0 +1,132 @@
+//! Per-domain hits and bytes of every router process, for `unbit-metrics`.
+//!
+//! Stock uWSGI counts requests and bytes per subscription node in each http process's own
+//! table, and its stats server shows the first process's only. The master makes a
+//! [`domain_counters::Table`] before it forks the http processes; in each of them, after every
+//! read from a node (`uwsgi::corerouter::NodeTraffic`), [`count`] adds what the node counted
+//! since the process last looked to the entry of (the node's container, the node's domain).
+//! Each process remembers, per node, the counters it already passed on and the entry's slot,
+//! so a read costs a hash lookup and up to three atomic additions; the node's container is
+//! found once per node and process (one `stat` of its pinned socket name).
+//!
+//! What a node counts after its last read (bytes written to it once it stopped answering) is
+//! passed on at its next read in that process, or lost with the node.
+
+use domain_counters::{Counts, Full, Table};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use uwsgi::corerouter::NodeTraffic;
+
+/// The table and where to say that it is full (the instance's log).
+struct Shared {
+    table: Table,
+    log: fn(&str),
+}
+
+static TABLE: OnceLock<Shared> = OnceLock::new();
+
+/// A node as one process last saw it.
+struct Seen {
+    name: Vec<u8>,
+    slot: Result<usize, Full>,
+    counted: Counts,
+}
+
+/// The nodes of this process's subscription table it has seen, by identity. A router process
+/// is single-threaded: the lock is never contended. It holds one entry per node address the
+/// process's allocator gave out (a freed node's address is reused by later nodes).
+static SEEN: Mutex<Option<HashMap<usize, Seen>>> = Mutex::new(None);
+
+/// Whether this process said that the table is full.
+static FULL_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the table (in the master, before the fork); [`count`] then fills it.
+pub fn init(path: &Path, capacity: u32, log: fn(&str)) -> Result<(), String> {
+    let table = Table::create(path, capacity)?;
+    TABLE.set(Shared { table, log }).map_err(|_| "the domain counters are already set up".to_string())
+}
+
+/// `uwsgi::corerouter::FrontDoor::traffic`: in a router process, after a read from a node.
+pub fn count(t: &NodeTraffic<'_>) {
+    let Some(Shared { table, log }) = TABLE.get() else { return };
+    let Ok(mut seen) = SEEN.lock() else { return };
+    let seen = seen.get_or_insert_with(HashMap::new);
+    let now = Counts { hits: t.requests, rx: t.rx, tx: t.tx };
+    let node =
+        seen.entry(t.node).or_insert_with(|| Seen { name: Vec::new(), slot: Err(Full), counted: Counts::default() });
+    if node.name != t.name {
+        let slot = table.slot(owner(t), t.domain);
+        if slot.is_err() && !FULL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log(&format!(
+                "domain counters: all {} slots taken; {} and any other new (container, domain) is \
+                 counted in the overflow until the router restarts (unbit-router-domain-slots)",
+                table.capacity(),
+                String::from_utf8_lossy(t.domain)
+            ));
+        }
+        *node = Seen { name: t.name.to_vec(), slot, counted: Counts::default() };
+    }
+    // A node that starts again at the same address (freed, then announced anew) counts from 0.
+    let base = if now.hits < node.counted.hits || now.rx < node.counted.rx || now.tx < node.counted.tx {
+        Counts::default()
+    } else {
+        node.counted
+    };
+    let delta = Counts { hits: now.hits - base.hits, rx: now.rx - base.rx, tx: now.tx - base.tx };
+    node.counted = now;
+    if delta.is_zero() {
+        return;
+    }
+    match node.slot {
+        Ok(slot) => table.add(slot, delta),
+        Err(Full) => table.add_overflow(delta),
+    }
+}
+
+/// The node's container (0 when it cannot be told: the collector leaves those out).
+fn owner(t: &NodeTraffic<'_>) -> u32 {
+    std::str::from_utf8(t.name).ok().and_then(|name| domain_counters::node_owner(t.uid, name)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_of_each_node_reach_its_pair_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters");
+        init(&path, 16, |_| ()).unwrap();
+        let report = |node: usize, name: &str, domain: &str, uid: u32, c: (u64, u64, u64)| {
+            count(&NodeTraffic {
+                node,
+                name: name.as_bytes(),
+                domain: domain.as_bytes(),
+                uid,
+                requests: c.0,
+                rx: c.1,
+                tx: c.2,
+            })
+        };
+        // one node, read three times: its cumulative counters, passed on once
+        report(1, "/a.sock", "a.test", 30701, (1, 100, 10));
+        report(1, "/a.sock", "a.test", 30701, (1, 100, 50));
+        report(1, "/a.sock", "a.test", 30701, (2, 200, 60));
+        // a second node of the same pair (another vassal) adds up
+        report(2, "/b.sock", "a.test", 30701, (3, 3, 3));
+        // the first node's address reused by a new node, which starts from 0
+        report(1, "/c.sock", "a.test", 30701, (1, 1, 1));
+        // the same address, counters that went down: a node that started again
+        report(1, "/c.sock", "a.test", 30701, (5, 5, 5));
+        report(1, "/c.sock", "a.test", 30701, (1, 1, 1));
+        // a node no container owns
+        report(3, "/nowhere/x.sock", "b.test", 0, (4, 4, 4));
+        let s = domain_counters::read(&path).unwrap();
+        assert_eq!(
+            s.pairs[&(30701, "a.test".to_string())],
+            Counts { hits: 2 + 3 + 5 + 1, rx: 200 + 3 + 5 + 1, tx: 60 + 3 + 5 + 1 }
+        );
+        assert_eq!(s.pairs[&(0, "b.test".to_string())].hits, 4);
+    }
+}
