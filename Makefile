@@ -67,7 +67,7 @@ deps:
 
 # The node's programs, built as a node runs them: the end-to-end tests start these binaries.
 binaries: deps
-	$(CARGO) build --release -p unbit-api -p node-sync -p acme -p ssh-session -p metrics -p alarms -p oci-import
+	$(CARGO) build --release -p unbit-api -p node-sync -p acme -p ssh-session -p metrics -p alarms -p oci-import -p cluster-links
 
 # The README's test command. Lints first: a warning is a failure.
 test: deps plugins binaries check

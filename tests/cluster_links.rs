@@ -1,0 +1,257 @@
+//! Links across nodes with the platform's own parts (issue 17, deliverable 4), as root: two
+//! nodes in network namespaces joined by a veth (the inter-node network), each with a node
+//! Emperor (`--unbit-network true --unbit-network-tunnel unbit-wg`) and `unbit-links run`
+//! (keys made with `unbit-links genkey`/`pubkey`, as an operator makes them). Containers are
+//! put through the spec folder like node-sync puts them; their links name a container on the
+//! other node. The kernel-level checks (no plaintext on the wire, spoofed sources, routes) are
+//! `cargo test -p cluster-links --test kernel`; this is the same through the Emperors.
+//!
+//! `make plugins binaries`, then `cargo test --test cluster_links`. Uids 31370-31379.
+
+use container_net::link::Netlink;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use uwsgi_it::host::{pids_of_uid, wait_until};
+use uwsgi_it::netns::Netns;
+use uwsgi_it::node::{key_pair, spec_json, TestNode};
+use uwsgi_it::ssh::release_binary;
+
+const A1: u32 = 31370; // on a, links B1
+const B1: u32 = 31371; // on b, links A1
+const B2: u32 = 31372; // on b, links nobody
+const TUNNEL: &str = "unbit-wg";
+
+fn ip(uid: u32) -> Ipv4Addr {
+    container_spec::ip_of(uid)
+}
+
+/// `unbit-links <args>` with `input` on stdin: its stdout's first line.
+fn links_tool(args: &[&str], input: &str) -> String {
+    let mut child = Command::new(release_binary("unbit-links"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "unbit-links {args:?} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Node {
+    emperor: Option<TestNode>,
+    daemon: Option<Child>,
+    name: &'static str,
+    addr: Ipv4Addr,
+    ns: Netns,
+}
+
+impl Node {
+    fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.daemon.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGINT);
+        child.wait().ok()
+    }
+
+    fn emperor(&self) -> &TestNode {
+        self.emperor.as_ref().unwrap()
+    }
+
+    fn has_link(&self, name: &str) -> bool {
+        self.ns.run(|| Netlink::open().unwrap().index_of(name).unwrap().is_some())
+    }
+
+    fn routes(&self) -> String {
+        self.ns.run(|| std::fs::read_to_string("/proc/thread-self/net/route").unwrap())
+    }
+
+    fn has_table(&self) -> bool {
+        self.ns.run(|| container_net::firewall::Nft::new().list("unbit", false).unwrap().is_some())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut node) = self.emperor.take() {
+            if let Some(mut e) = node.emperor.take() {
+                e.stop();
+            }
+        }
+        self.stop_daemon();
+    }
+}
+
+/// A TCP server answering every connection with `tag`; stops when dropped.
+struct Server(Arc<AtomicBool>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn tcp_server(ns: &Netns, at: SocketAddr, tag: &'static str) -> Server {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let listener = ns.run(|| TcpListener::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}")));
+    listener.set_nonblocking(true).unwrap();
+    ns.spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.write_all(tag.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    Server(stop)
+}
+
+fn probe(ns: &Netns, to: SocketAddr) -> Option<String> {
+    ns.run(|| {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(1500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    })
+}
+
+/// The container's namespace once its `uwsgi0` is up.
+fn container(node: &Node, uid: u32) -> Netns {
+    let mut found = None;
+    wait_until(&format!("container {uid} running with uwsgi0 on {}", node.name), Duration::from_secs(90), || {
+        found = pids_of_uid(uid).into_iter().filter_map(Netns::of_pid).find(|ns| {
+            ns.inode() != node.ns.inode() && ns.run(|| Netlink::open().unwrap().index_of("uwsgi0").unwrap().is_some())
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn put(node: &Node, uid: u32, links: &[u32], keys: &(String, String)) {
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&spec_json(uid, &format!("xl{uid}"), 256, 256, &["ssh-ed25519 AAAA xl"], keys)).unwrap();
+    spec["links"] = serde_json::json!(links);
+    node.emperor().put_spec(uid, &spec.to_string());
+}
+
+#[test]
+fn containers_linked_across_nodes_talk_through_the_tunnel_and_unlinked_ones_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ns_a, ns_b) = (Netns::new(), Netns::new());
+    let peer = ns_b.0.try_clone().unwrap();
+    ns_a.run(move || {
+        let mut nl = Netlink::open().unwrap();
+        nl.create_veth("inter0", "inter1", peer.as_fd()).unwrap();
+    });
+    let mut nodes = Vec::new();
+    for (name, ns, n, dev) in [("a", ns_a, 1, "inter0"), ("b", ns_b, 2, "inter1")] {
+        let addr = Ipv4Addr::new(192, 168, 79, n);
+        ns.run(|| {
+            let mut nl = Netlink::open().unwrap();
+            let i = nl.index_of(dev).unwrap().unwrap();
+            nl.add_address(i, addr, 24).unwrap();
+            nl.set_up(i).unwrap();
+            let lo = nl.index_of("lo").unwrap().unwrap();
+            nl.set_up(lo).unwrap();
+        });
+        nodes.push(Node { emperor: None, daemon: None, name, addr, ns });
+    }
+
+    // The operator's steps: a key per node, the members file on every node, unbit-links.
+    let mut members = Vec::new();
+    for (node, containers) in nodes.iter().zip([vec![A1], vec![B1, B2]]) {
+        let key = links_tool(&["genkey"], "");
+        let key_file = dir.path().join(format!("{}.key", node.name));
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        members.push(serde_json::json!({
+            "name": node.name,
+            "endpoint": format!("{}:51820", node.addr),
+            "public_key": links_tool(&["pubkey"], &key),
+            "containers": containers,
+        }));
+    }
+    let members_file = dir.path().join("members.json");
+    std::fs::write(&members_file, serde_json::json!({ "members": members }).to_string()).unwrap();
+    for node in &mut nodes {
+        let log = std::fs::File::create(dir.path().join(format!("{}.log", node.name))).unwrap();
+        let (key, name) = (dir.path().join(format!("{}.key", node.name)), node.name);
+        let child = node.ns.run(|| {
+            Command::new(release_binary("unbit-links"))
+                .args(["run", "--node", name, "--ifname", TUNNEL])
+                .arg("--key")
+                .arg(&key)
+                .arg("--members")
+                .arg(&members_file)
+                .stdin(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        });
+        node.daemon = Some(child);
+        node.emperor =
+            Some(node.ns.run(|| TestNode::start(&["--unbit-network", "true", "--unbit-network-tunnel", TUNNEL])));
+        node.emperor().emperor().wait_for_log("links across nodes through unbit-wg", Duration::from_secs(10)).unwrap();
+    }
+    let log_of = |name: &str| std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+
+    let keys = key_pair();
+    put(&nodes[0], A1, &[B1], &keys);
+    put(&nodes[1], B1, &[A1], &keys);
+    put(&nodes[1], B2, &[], &keys);
+    let (a1, b1, b2) = (container(&nodes[0], A1), container(&nodes[1], B1), container(&nodes[1], B2));
+    let _servers = [
+        tcp_server(&a1, SocketAddr::from((ip(A1), 7000)), "A1"),
+        tcp_server(&b1, SocketAddr::from((ip(B1), 7000)), "B1"),
+        tcp_server(&b2, SocketAddr::from((ip(B2), 7000)), "B2"),
+    ];
+
+    // The linked pair, both ways, through both Emperors' tables and the tunnel.
+    let mut answer = None;
+    wait_until("A1 reaches B1 on the other node", Duration::from_secs(20), || {
+        answer = probe(&a1, SocketAddr::from((ip(B1), 7000)));
+        answer.is_some()
+    });
+    assert_eq!(answer.as_deref(), Some("B1"), "a: {}\nb: {}", log_of("a"), log_of("b"));
+    assert_eq!(probe(&b1, SocketAddr::from((ip(A1), 7000))).as_deref(), Some("A1"));
+    // B2 runs on b, where the tunnel from a ends, but links nobody: nothing either way.
+    assert_eq!(probe(&b2, SocketAddr::from((ip(B2), 7000))).as_deref(), Some("B2"), "B2's server is up");
+    assert_eq!(probe(&a1, SocketAddr::from((ip(B2), 7000))), None, "A1 reached the unlinked B2");
+    assert_eq!(probe(&b2, SocketAddr::from((ip(A1), 7000))), None, "the unlinked B2 reached A1");
+
+    // B1 drops its link through the API's path (the spec file): no restart, and A1 no longer
+    // gets in.
+    put(&nodes[1], B1, &[], &keys);
+    nodes[1].emperor().emperor().wait_for_log("container 31371: links updated", Duration::from_secs(10)).unwrap();
+    wait_until("the unlink cuts A1 off", Duration::from_secs(10), || {
+        probe(&a1, SocketAddr::from((ip(B1), 7000))).is_none()
+    });
+    assert_eq!(probe(&b1, SocketAddr::from((ip(A1), 7000))), None, "a one-sided link crossed nodes");
+
+    // Cleanup: the Emperors remove their tables, unbit-links its interface and routes.
+    drop((a1, b1, b2));
+    for node in &mut nodes {
+        if let Some(mut e) = node.emperor.take() {
+            if let Some(mut i) = e.emperor.take() {
+                i.stop();
+            }
+        }
+        assert!(!node.has_table(), "{}: table inet unbit outlived its Emperor", node.name);
+        assert!(node.has_link(TUNNEL), "{}: {TUNNEL} vanished with the Emperor", node.name);
+        let status = node.stop_daemon().expect("unbit-links ran");
+        assert!(status.success(), "{}: unbit-links exited with {status}: {}", node.name, log_of(node.name));
+        assert!(!node.has_link(TUNNEL), "{}: {TUNNEL} outlived unbit-links", node.name);
+        let routes = node.routes();
+        assert!(!routes.lines().any(|l| l.starts_with(&format!("{TUNNEL}\t"))), "{}: {routes}", node.name);
+    }
+}
