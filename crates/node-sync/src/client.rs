@@ -126,4 +126,21 @@ impl Api {
         }
         Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
     }
+
+    /// The members file of this node's Legion (`{"members": [{name, cluster, fastrouter,
+    /// public_key, x25519_key?}]}`), as the cluster instance's `unbit-cluster-members` reads
+    /// it. An answer of another shape is an error: the node keeps its last good file (a members
+    /// file the cluster instance refuses would cut the node off its Legion).
+    pub fn legion_members(&self) -> Result<Vec<u8>, String> {
+        let v = self.get("/api/node/v1/legion/members")?;
+        let members = v["members"].as_array().ok_or("legion members answer is not {members: [...]}")?;
+        for m in members {
+            for field in ["name", "cluster", "fastrouter", "public_key"] {
+                if !m[field].is_string() {
+                    return Err(format!("legion members answer: a member without a {field}: {m}"));
+                }
+            }
+        }
+        Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
+    }
 }

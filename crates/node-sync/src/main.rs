@@ -1,6 +1,7 @@
 //! `unbit-node-sync [--settings FILE] --api URL --state-dir DIR [--domains-file FILE]
 //!   (--cert PEM --key PEM --ca PEM | --token-file FILE | --token TOKEN) [--max-removals N]
-//!   [--long-poll SECS] [--ssh-keys-dir DIR] [--users-dir DIR] [--portmappings-file FILE] [--once]`
+//!   [--long-poll SECS] [--ssh-keys-dir DIR] [--users-dir DIR] [--portmappings-file FILE]
+//!   [--legion-members-file FILE] [--once]`
 //!
 //! `--settings FILE` gives the API connection (`api`, `cert`, `key`, `ca`, `token-file`) from a
 //! file instead (see [`node_sync::settings`]), so the Emperor's command line is the same on
@@ -10,7 +11,9 @@
 //! the customer sshd's keys and users in step with the folder (see [`node_sync::access`]).
 //! `--portmappings-file` (`/var/lib/unbit/portmappings.json`) keeps this node's port mappings
 //! (dedicated servers: public port -> container address and port) for the containers plugin's
-//! firewall, polled like the domains. The node's loopboxes are polled the same way into the
+//! firewall, polled like the domains. `--legion-members-file` (`/etc/unbit/legion/members.json`,
+//! on the nodes of a Legion) keeps the Legion's members file (names, addresses, public keys)
+//! for the cluster instance, polled the same way. The node's loopboxes are polled the same way into the
 //! state dir's `loopboxes.json`, which the containers plugin mounts from.
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
@@ -26,6 +29,7 @@ struct Args {
     state_dir: PathBuf,
     domains_file: Option<PathBuf>,
     portmappings_file: Option<PathBuf>,
+    legion_members_file: Option<PathBuf>,
     ssh_keys_dir: Option<PathBuf>,
     users_dir: Option<PathBuf>,
     auth: NodeAuth,
@@ -39,7 +43,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut api, mut state_dir, mut domains_file, mut token) = (None, None, None, None);
     let (mut cert, mut key, mut ca, mut token_file, mut settings_file) = (None, None, None, None, None);
     let (mut max_removals, mut long_poll, mut once) = (5, 25, false);
-    let (mut ssh_keys_dir, mut users_dir, mut portmappings_file) = (None, None, None);
+    let (mut ssh_keys_dir, mut users_dir, mut portmappings_file, mut legion_members_file) = (None, None, None, None);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -48,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
             "--portmappings-file" => portmappings_file = Some(PathBuf::from(value()?)),
+            "--legion-members-file" => legion_members_file = Some(PathBuf::from(value()?)),
             "--ssh-keys-dir" => ssh_keys_dir = Some(PathBuf::from(value()?)),
             "--users-dir" => users_dir = Some(PathBuf::from(value()?)),
             "--token" => token = Some(value()?),
@@ -102,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         state_dir: state_dir.ok_or("--state-dir is required")?,
         domains_file,
         portmappings_file,
+        legion_members_file,
         ssh_keys_dir,
         users_dir,
         auth,
@@ -192,8 +198,9 @@ fn sync_access(args: &Args, removed: &[u32]) {
 /// reads them there (`unbit_containers::loopboxes::FILE`).
 const LOOPBOXES_FILE: &str = "loopboxes.json";
 
-/// One poll of a list the node keeps as a file (domains, port mappings, loopboxes): written
-/// atomically when it changed; on an API error the last good file stays.
+/// One poll of a list the node keeps as a file (domains, port mappings, loopboxes, the
+/// Legion's members): written atomically when it changed; on an API error the last good file
+/// stays.
 fn sync_file(what: &str, fetched: Result<Vec<u8>, String>, file: &std::path::Path, mode: u32) {
     match fetched {
         Ok(bytes) => match folder::write_if_changed(file, &bytes, mode) {
@@ -218,6 +225,7 @@ fn main() {
         // None has a long poll: a light poll every 2 s keeps changes "within seconds".
         let lists_api = Api::new(&args.api, args.auth.clone(), args.long_poll).expect("same settings as above");
         let (domains, portmappings) = (args.domains_file.clone(), args.portmappings_file.clone());
+        let members = args.legion_members_file.clone();
         let loopboxes = args.state_dir.join(LOOPBOXES_FILE);
         let poll = move || {
             sync_file("loopboxes", lists_api.loopboxes(), &loopboxes, folder::SPEC_MODE);
@@ -226,6 +234,9 @@ fn main() {
             }
             if let Some(file) = &portmappings {
                 sync_file("port mappings", lists_api.portmappings(), file, folder::DOMAINS_MODE);
+            }
+            if let Some(file) = &members {
+                sync_file("legion members", lists_api.legion_members(), file, folder::DOMAINS_MODE);
             }
         };
         if args.once {

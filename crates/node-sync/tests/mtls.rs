@@ -75,8 +75,13 @@ fn make_pki(dir: &Path) {
 }
 
 fn sync_once(dir: &Path, port: u16, who: &str, state: &Path) -> (bool, String) {
+    sync_once_with(dir, port, who, state, &[])
+}
+
+fn sync_once_with(dir: &Path, port: u16, who: &str, state: &Path, extra: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_unbit-node-sync"))
         .args(["--api", &format!("https://127.0.0.1:{port}"), "--once"])
+        .args(extra)
         .arg("--cert")
         .arg(dir.join(format!("{who}.crt")))
         .arg("--key")
@@ -88,6 +93,32 @@ fn sync_once(dir: &Path, port: u16, who: &str, state: &Path) -> (bool, String) {
         .output()
         .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The API over TLS with `make_pki`'s certificates, asking clients for theirs; its port.
+fn serve_tls(dir: &Path, db: &Path) -> (Killed, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = Killed(
+        Command::new(api_binary())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(db)
+            .arg("--tls-cert")
+            .arg(dir.join("api.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("api.key"))
+            .arg("--client-ca")
+            .arg(dir.join("ca.crt"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "unbit-api did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (api, port)
 }
 
 #[test]
@@ -119,27 +150,7 @@ fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
     .parse()
     .unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _api = Killed(
-        Command::new(api_binary())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(&db)
-            .arg("--tls-cert")
-            .arg(dir.join("api.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("api.key"))
-            .arg("--client-ca")
-            .arg(dir.join("ca.crt"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "unbit-api did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_api, port) = serve_tls(dir, &db);
     // Make the container deployable straight in the database through the customer API over TLS.
     let client = reqwest::blocking::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap())
@@ -199,4 +210,60 @@ fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
     let (ok, log) = sync(0o600);
     assert!(ok, "{log}");
     assert!(from_settings.join(format!("{uid}.json")).exists(), "{log}");
+}
+
+/// The Legion's members file reaches the node's cluster instance through node-sync over its
+/// mTLS channel (docs/clustering.md): the operator sets each server's keys in the API once
+/// instead of copying a file to every node.
+#[test]
+fn a_node_of_a_legion_gets_the_members_file_over_mtls_and_a_stranger_gets_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    make_pki(dir);
+    let db = dir.join("api.sqlite");
+    let admin = |args: &[&str]| run(Command::new(api_binary()).arg("admin").arg("--db").arg(&db).args(args));
+    let (key_1, key_2) = ("11".repeat(32), "22".repeat(32));
+    for (name, address) in [("n1", "192.168.250.1"), ("n2", "192.168.250.2")] {
+        admin(&["server", "add", "--name", name, "--address", address, "--memory", "4096", "--storage", "10000"]);
+    }
+    admin(&["server", "bind-cert", "--name", "n1", "--cert", &dir.join("node.crt").to_string_lossy()]);
+    admin(&["legion", "add", "--name", "l1", "--address", "192.168.250.100"]);
+    for name in ["n1", "n2"] {
+        admin(&["legion", "add-node", "--legion", "l1", "--server", name]);
+    }
+    admin(&["server", "set-cluster-keys", "--name", "n1", "--public-key", &key_1]);
+    admin(&["server", "set-cluster-keys", "--name", "n2", "--public-key", &key_2, "--x25519-key", &"33".repeat(32)]);
+    let (_api, port) = serve_tls(dir, &db);
+
+    let state = dir.join("specs");
+    std::fs::create_dir(&state).unwrap();
+    let file = dir.join("members.json");
+    let flag = ["--legion-members-file", file.to_str().unwrap()];
+    let (ok, log) = sync_once_with(dir, port, "stranger", &state, &flag);
+    assert!(!ok && log.contains("403"), "{log}");
+    assert!(!file.exists(), "a certificate bound to no server got the members file: {log}");
+
+    let (ok, log) = sync_once_with(dir, port, "node", &state, &flag);
+    assert!(ok, "{log}");
+    assert!(log.contains(&format!("legion members updated in {}", file.display())), "{log}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        serde_json::json!({"members": [
+            {"name": "n1", "cluster": "192.168.250.1:3022", "fastrouter": "192.168.250.1:1999", "public_key": key_1},
+            {"name": "n2", "cluster": "192.168.250.2:3022", "fastrouter": "192.168.250.2:1999", "public_key": key_2,
+             "x25519_key": "33".repeat(32)},
+        ]})
+    );
+    // Readable by the cluster instance, written by root only: public keys and addresses.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o644);
+
+    // A member leaves the Legion: the next pass takes it out of the file.
+    admin(&["legion", "remove-node", "--legion", "l1", "--server", "n2"]);
+    let (ok, log) = sync_once_with(dir, port, "node", &state, &flag);
+    assert!(ok, "{log}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(written["members"].as_array().unwrap().len(), 1, "{written}");
+    assert_eq!(written["members"][0]["name"], "n1");
 }

@@ -72,6 +72,20 @@ pub enum ServerCommand {
         #[arg(long)]
         name: String,
     },
+    /// Sets the node's identity in its Legions' members file (served to every member's
+    /// node-sync): its Ed25519 public key and, for ssl-cluster-domains, its X25519 one (raw,
+    /// 64 hex digits each: `openssl pkey -in KEY -pubout -outform DER | tail -c 32 | od -An
+    /// -tx1 | tr -d ' \n'`), and its inter-node address if not --address.
+    SetClusterKeys {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        public_key: String,
+        #[arg(long)]
+        x25519_key: Option<String>,
+        #[arg(long)]
+        cluster_address: Option<String>,
+    },
     /// Sets or clears (no --customer) the owner of a server.
     SetOwner {
         #[arg(long)]
@@ -330,6 +344,30 @@ async fn server(db: &Db, cmd: ServerCommand) -> Result<()> {
                 .execute(&db.pool)
                 .await?;
             println!("{token}");
+        }
+        ServerCommand::SetClusterKeys { name, public_key, x25519_key, cluster_address } => {
+            let id = server_id(db, &name).await?;
+            let hex_key = |field: &str, v: &str| -> Result<String> {
+                let v = v.to_ascii_lowercase();
+                if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("{field}: a raw public key is 64 hex digits").into());
+                }
+                Ok(v)
+            };
+            let key = hex_key("public-key", &public_key)?;
+            let x25519 = x25519_key.map(|k| hex_key("x25519-key", &k)).transpose()?;
+            let address = cluster_address
+                .map(|a| validate::ip_address("cluster_address", &a).map_err(|e| e.to_string()))
+                .transpose()?;
+            sqlx::query(
+                "UPDATE servers SET cluster_key = $1, cluster_x25519_key = $2, cluster_address = $3 WHERE id = $4",
+            )
+            .bind(key)
+            .bind(x25519)
+            .bind(address)
+            .bind(id)
+            .execute(&db.pool)
+            .await?;
         }
         ServerCommand::SetOwner { name, customer } => {
             let id = server_id(db, &name).await?;

@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
     r = both(r, "/api/node/v1/metrics", axum::routing::post(node_metrics::batch));
     r = both(r, "/api/node/v1/metrics/:metric/:uid", axum::routing::post(node::metric));
     r = both(r, "/api/node/v1/portmappings", get(node::portmappings));
+    r = both(r, "/api/node/v1/legion/members", get(node::legion_members));
     r.fallback(|| async { ApiError::not_found() }).with_state(state).layer(middleware::from_fn(http_conventions))
 }
 

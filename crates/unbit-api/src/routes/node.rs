@@ -219,3 +219,41 @@ pub async fn portmappings(State(state): State<AppState>, node: Node) -> ApiResul
         .collect();
     Ok(ok(json!({"revision": revision, "mappings": mappings})))
 }
+
+/// The ports of a member's cluster listener and fastrouter, as `vassals-examples/legion/
+/// fastrouter.ini` binds them on its inter-node address.
+const CLUSTER_PORT: u16 = 3022;
+const FASTROUTER_PORT: u16 = 1999;
+
+/// `GET /api/node/v1/legion/members`: the members file of this node's Legion(s) (`{"members":
+/// [{name, cluster, fastrouter, public_key, x25519_key?}]}`, as `unbit-cluster-members` reads
+/// it), every server sharing a Legion with this one (itself included) whose cluster key the
+/// supplier has set. Only public keys and addresses: nothing secret.
+pub async fn legion_members(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
+    let rows = sqlx::query(
+        "SELECT s.name, s.address, s.cluster_address, s.cluster_key, s.cluster_x25519_key FROM servers s \
+         WHERE s.cluster_key IS NOT NULL AND s.id IN (SELECT n.server_id FROM legion_nodes n \
+         WHERE n.legion_id IN (SELECT legion_id FROM legion_nodes WHERE server_id = $1)) ORDER BY s.id",
+    )
+    .bind(node.server_id)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let members: Vec<_> = rows
+        .iter()
+        .filter_map(|r| {
+            let address = r.opt_str("cluster_address").unwrap_or_else(|| r.str("address"));
+            let ip: std::net::IpAddr = address.parse().ok()?;
+            let mut m = json!({
+                "name": r.str("name"),
+                "cluster": std::net::SocketAddr::new(ip, CLUSTER_PORT).to_string(),
+                "fastrouter": std::net::SocketAddr::new(ip, FASTROUTER_PORT).to_string(),
+                "public_key": r.str("cluster_key"),
+            });
+            if let Some(x) = r.opt_str("cluster_x25519_key") {
+                m["x25519_key"] = json!(x);
+            }
+            Some(m)
+        })
+        .collect();
+    Ok(ok(json!({"members": members})))
+}

@@ -6,7 +6,7 @@
 use super::{Backend, Db};
 use crate::crypto::anyhow_free::Result;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 const V1: &str = r#"
 CREATE TABLE customers (
@@ -199,6 +199,16 @@ CREATE TABLE portmaps (
 /// `ssl-domain` files) or `auto` (the node's issuer gets one through ACME).
 const V2: &str = r#"
 ALTER TABLE domains ADD COLUMN tls TEXT NOT NULL DEFAULT 'off'
+"#;
+
+/// The Legion's members file (issue 17, `GET /api/node/v1/legion/members`): a server's
+/// inter-node address (NULL: its `address`) and its cluster keys, raw public keys in hex
+/// (Ed25519: signs its announces; X25519: certificates are sealed to it). NULL until the
+/// supplier sets them (`admin server set-cluster-keys`).
+const V3: &str = r#"
+ALTER TABLE servers ADD COLUMN cluster_address TEXT;
+ALTER TABLE servers ADD COLUMN cluster_key TEXT;
+ALTER TABLE servers ADD COLUMN cluster_x25519_key TEXT
 "#;
 
 fn render(sql: &str, backend: Backend) -> String {

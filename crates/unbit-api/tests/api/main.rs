@@ -10,6 +10,7 @@ mod domains;
 mod fuzz;
 mod http;
 mod ldap;
+mod legion;
 mod metrics;
 mod misc;
 mod mtls;
