@@ -124,6 +124,26 @@ fn btrfs_qgroup_limits_the_home_subvolume() {
     assert_eq!((m.uid(), m.gid()), (30001, 30001));
     assert!(home.join("etc/hostname").is_file());
 
+    // What the home uses against its quota (the metric and the quota alarm): the qgroup's
+    // referenced bytes, accounted when btrfs commits (a sync here).
+    let sys = jail::linux::Linux;
+    let dir = jail::safefs::open_trusted_dir(&sys, &containers).unwrap();
+    let usage = |uid: u32| {
+        let out = Command::new("sync").arg("-f").arg(&containers).output().unwrap();
+        assert!(out.status.success(), "sync -f: {}", String::from_utf8_lossy(&out.stderr));
+        backend.usage(&sys, &dir, uid).unwrap()
+    };
+    let fresh = usage(30001).expect("a provisioned home has a qgroup");
+    assert!(fresh < 1 << 20, "a fresh home uses {fresh} bytes");
+    let (written, _) = fill(&home.join("tmp/eight"), 8);
+    assert_eq!(written, 8 << 20);
+    let used = usage(30001).unwrap();
+    assert!((8 << 20..10 << 20).contains(&(used - fresh)), "8 MiB written, {used} bytes used (fresh {fresh})");
+    fs::remove_file(home.join("tmp/eight")).unwrap();
+    let after = usage(30001).unwrap();
+    assert!(after < 1 << 20, "a removed file is no longer used: {after}");
+    assert_eq!(usage(30009), None, "no home, no value");
+
     let (written, errno) = fill(&home.join("tmp/big"), 60);
     eprintln!("btrfs: wrote {} MiB, then errno {errno:?}", written >> 20);
     assert!(matches!(errno, Some(libc::EDQUOT) | Some(libc::ENOSPC)), "errno {errno:?} after {written} bytes");
@@ -144,6 +164,7 @@ fn btrfs_qgroup_limits_the_home_subvolume() {
     let e = prepare_home(&paths, &spec(30002), backend.as_ref()).unwrap_err();
     assert!(matches!(e, JailError::Unsupported { .. }), "{e}");
     assert!(e.to_string().contains("not a btrfs subvolume"), "{e}");
+    assert_eq!(backend.usage(&sys, &dir, 30002).unwrap(), None, "a plain directory is not limited: no value");
 }
 
 struct ImageHome {

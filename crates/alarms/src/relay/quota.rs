@@ -2,35 +2,31 @@
 //! `quota_threshold` % of its `storage_mb`, and its working set against `--memory-threshold` %
 //! of its `memory_mb` (see [`super::memory`]).
 //!
-//! Usage is read from the home's own filesystem when the home is one (the `image` quota
-//! backend: an ext4 image mounted on the home), with `fstatvfs` on a descriptor of the home
-//! opened by the jail's symlink-safe lookups. Homes on the containers' filesystem (btrfs
-//! qgroups, uid quotas) are not measured yet: the relay says so once per container.
+//! Disk usage is what the node's quota backend counts against the limit
+//! (`jail::QuotaBackend::usage`, the backend detected the way the containers plugin and
+//! `unbit-metrics` detect it): the used blocks of the home's own filesystem for the `image`
+//! backend, the referenced bytes of the home subvolume's qgroup for `btrfs`, the uid's
+//! `dqb_curspace` for `quotactl`. A home the backend has no figure for (not mounted, not a
+//! subvolume) is said once per container in the relay's log.
 
 use super::memory::MemoryFiles;
 use super::{log, Relay};
 use container_spec::ContainerSpec;
 use jail::linux::Linux;
-use jail::safefs::{open_dir, open_trusted_dir};
+use jail::safefs::open_trusted_dir;
 use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-/// Bytes used and the filesystem's size, when the home is a filesystem of its own.
-pub fn home_usage(containers: &std::path::Path, uid: u32) -> Result<Option<(u64, u64)>, String> {
+/// One home's usage: bytes, `None` where the backend has no figure, or why it could not be read.
+pub type HomeUsage = Result<Option<u64>, String>;
+
+/// Bytes each home of `uids` uses against its quota, by the node's quota backend: `Ok(None)`
+/// where the backend has no figure. One detection for all (a few system calls).
+pub fn disk_usage(containers: &std::path::Path, uids: &[u32]) -> Result<Vec<(u32, HomeUsage)>, String> {
+    let backend = jail::detect_quota_backend(containers).map_err(|e| e.to_string())?;
     let sys = Linux;
     let dir = open_trusted_dir(&sys, containers).map_err(|e| e.to_string())?;
-    let home = open_dir(&sys, &dir, uid.to_string()).map_err(|e| e.to_string())?;
-    let outer =
-        nix::sys::stat::fstat(dir.as_fd().as_raw_fd()).map_err(|e| format!("fstat {}: {e}", containers.display()))?;
-    let inner = nix::sys::stat::fstat(home.as_fd().as_raw_fd()).map_err(|e| format!("fstat home of {uid}: {e}"))?;
-    if outer.st_dev == inner.st_dev {
-        return Ok(None);
-    }
-    let vfs = nix::sys::statvfs::fstatvfs(home.as_fd()).map_err(|e| format!("fstatvfs home of {uid}: {e}"))?;
-    let frsize = vfs.fragment_size() as u64;
-    let used = (vfs.blocks() as u64).saturating_sub(vfs.blocks_free() as u64) * frsize;
-    Ok(Some((used, vfs.blocks() as u64 * frsize)))
+    Ok(uids.iter().map(|&uid| (uid, backend.usage(&sys, &dir, uid).map_err(|e| e.to_string()))).collect())
 }
 
 fn container_uids(specs: &std::path::Path) -> Vec<u32> {
@@ -39,7 +35,7 @@ fn container_uids(specs: &std::path::Path) -> Vec<u32> {
 }
 
 pub async fn watch(relay: Arc<Relay>) {
-    let mut unmeasured = BTreeSet::new();
+    let (mut unmeasured, mut backend_problem) = (BTreeSet::new(), None::<String>);
     let memory = match relay.cfg.memory_threshold {
         0 => None,
         _ => match MemoryFiles::detect(&relay.cfg.cgroup_name) {
@@ -52,33 +48,51 @@ pub async fn watch(relay: Arc<Relay>) {
     };
     loop {
         tokio::time::sleep(relay.cfg.quota_interval).await;
+        let mut disk = Vec::new();
         for uid in container_uids(&relay.cfg.specs) {
             let Ok(spec) = relay.spec(uid) else { continue };
             if let (Some(m), true) = (&memory, spec.is_deployable()) {
                 check_memory(&relay, m, &spec).await;
             }
-            let threshold = u64::from(spec.alarms.quota_threshold);
-            if threshold == 0 || !spec.is_deployable() {
+            if spec.alarms.quota_threshold > 0 && spec.is_deployable() {
+                disk.push(spec);
+            }
+        }
+        if disk.is_empty() {
+            continue;
+        }
+        let containers = relay.cfg.containers.clone();
+        let uids: Vec<u32> = disk.iter().map(|s| s.uid).collect();
+        let usage = match tokio::task::spawn_blocking(move || disk_usage(&containers, &uids)).await {
+            Ok(Ok(usage)) => usage,
+            Ok(Err(e)) => {
+                if backend_problem.as_deref() != Some(e.as_str()) {
+                    log(&format!("quota alarms: no disk usage: {e}"));
+                    backend_problem = Some(e);
+                }
                 continue;
             }
-            let containers = relay.cfg.containers.clone();
-            let usage = tokio::task::spawn_blocking(move || home_usage(&containers, uid)).await;
-            let (used, _size) = match usage {
-                Ok(Ok(Some(u))) => u,
-                Ok(Ok(None)) => {
+            Err(_) => continue,
+        };
+        backend_problem = None;
+        for (spec, (uid, used)) in disk.iter().zip(usage) {
+            let used = match used {
+                Ok(Some(used)) => used,
+                Ok(None) => {
                     if unmeasured.insert(uid) {
                         log(&format!(
-                            "container {uid}: its home is not a filesystem of its own; disk usage not measured"
+                            "container {uid}: the quota backend has no disk usage for its home; not measured"
                         ));
                     }
                     continue;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     log(&format!("container {uid}: disk usage: {e}"));
                     continue;
                 }
-                Err(_) => continue,
             };
+            unmeasured.remove(&uid);
+            let threshold = u64::from(spec.alarms.quota_threshold);
             let over = Over { kind: "quota", what: "disk usage", used, limit_mb: spec.storage_mb, threshold };
             over.raise(&relay, uid).await;
         }

@@ -1,7 +1,9 @@
 //! The relay's queues and workers against a scripted HTTP server on loopback: a full queue
-//! drops (and says so) while other channels go on, a 429 is retried, a 4xx is given up at once.
+//! drops (and says so) while other channels go on, a 429 is retried, a 4xx is given up at once;
+//! and, as root, the quota alarm of a home on a real btrfs filesystem with qgroups.
 
 use super::channels::{Channel, Job, QUEUE};
+use super::quota::{self, HomeUsage};
 use super::*;
 use crate::retry::Policy;
 use crate::services::{self, Bases};
@@ -160,4 +162,98 @@ async fn a_container_holds_a_bounded_number_of_connections() {
     assert!(Open::new(&relay, 30602).is_some(), "another container is not affected");
     held.pop();
     assert!(Open::new(&relay, 30601).is_some(), "a closed connection frees its place");
+}
+
+/// A btrfs filesystem with qgroups enabled, on a loop device (`mount -o loop`, which frees the
+/// device at umount) in a temp dir of its own; unmounted and its device freed on drop, also
+/// when an assertion fails.
+struct Btrfs {
+    tmp: tempfile::TempDir,
+    image: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+}
+
+impl Btrfs {
+    fn new(size_mb: u64) -> Btrfs {
+        assert!(nix::unistd::geteuid().is_root(), "this test mounts a btrfs filesystem: run it as root");
+        let tmp = tempfile::Builder::new().prefix("unbit-alarms-btrfs-").tempdir().unwrap();
+        let image = tmp.path().join("fs.img");
+        std::fs::File::create(&image).unwrap().set_len(size_mb << 20).unwrap();
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let fs = Btrfs { tmp, image, mnt };
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (btrfs-progs installed?)"));
+            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(std::process::Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&fs.image));
+        run(std::process::Command::new("mount").args(["-o", "loop,nosuid,nodev"]).arg(&fs.image).arg(&fs.mnt));
+        run(std::process::Command::new("btrfs").args(["quota", "enable"]).arg(&fs.mnt));
+        fs
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let umount = std::process::Command::new("umount").arg(&self.mnt).status();
+        if !umount.is_ok_and(|s| s.success()) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        // a device still bound to the image (a lazy umount pending): freed explicitly
+        if let Ok(out) = std::process::Command::new("losetup").arg("-j").arg(&self.image).output() {
+            for dev in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()) {
+                let _ = std::process::Command::new("losetup").arg("-d").arg(dev).status();
+            }
+        }
+        let _ = &self.tmp;
+    }
+}
+
+/// Root, btrfs-progs: on a node whose homes are btrfs subvolumes limited by qgroups, a home
+/// over `quota_threshold` % of its quota raises `quota` (to the API and the customer's log),
+/// with the qgroup's referenced bytes; a home under it has its usage read too.
+#[tokio::test]
+async fn a_btrfs_home_over_its_threshold_raises_the_quota_alarm() {
+    let fs = Btrfs::new(256);
+    let containers = fs.mnt.join("containers");
+    std::fs::create_dir(&containers).unwrap();
+    let (base, script) = server(vec![]).await;
+    let (relay, dir) = relay(&base, Duration::from_secs(5));
+    let cfg = Config { containers: containers.clone(), quota_interval: Duration::from_secs(1), ..relay.cfg.clone() };
+    let relay = Relay::new(cfg).unwrap();
+    std::fs::create_dir(dir.path().join("specs")).unwrap();
+    let backend = jail::detect_quota_backend(&containers).unwrap();
+    assert_eq!(backend.name(), "btrfs");
+    for (uid, fill_mb) in [(30751, 12), (30752, 2)] {
+        let mut spec = container_spec::fixtures::spec(uid);
+        spec.storage_mb = 20;
+        spec.alarms.quota_threshold = 50;
+        std::fs::write(dir.path().join(format!("specs/{uid}.json")), serde_json::to_vec(&spec).unwrap()).unwrap();
+        jail::prepare_home(&relay.cfg.node_paths(), &spec, backend.as_ref()).unwrap();
+        std::fs::write(containers.join(format!("{uid}/tmp/fill")), vec![0x5au8; fill_mb << 20]).unwrap();
+    }
+    // btrfs accounts qgroups when it commits a transaction: a sync instead of waiting for one
+    let out = std::process::Command::new("sync").arg("-f").arg(&containers).output().unwrap();
+    assert!(out.status.success(), "sync -f: {}", String::from_utf8_lossy(&out.stderr));
+    let usage = quota::disk_usage(&containers, &[30751, 30752, 30753]).unwrap();
+    let mb = |u: &HomeUsage| u.clone().unwrap().map(|b| b >> 20);
+    assert_eq!(
+        usage.iter().map(|(uid, u)| (*uid, mb(u))).collect::<Vec<_>>(),
+        vec![(30751, Some(12)), (30752, Some(2)), (30753, None)],
+        "{usage:?}"
+    );
+
+    let watcher = tokio::spawn(quota::watch(relay.clone()));
+    wait_seen(&script, "/api/node/v1/alarms/30751?", 1).await;
+    let log = containers.join("30751/logs/emperor.log");
+    let mut text = String::new();
+    for _ in 0..500 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("[unbit alarm quota]") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watcher.abort();
+    assert!(text.contains("container 30751: disk usage 12 MB of 20 MB (60%), over the 50% alarm threshold"), "{text}");
 }
