@@ -311,3 +311,46 @@ fn a_node_whose_key_is_not_its_members_entry_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("the members file lists public key"), "{err}");
 }
+
+#[test]
+fn a_changed_members_file_is_followed_and_a_broken_one_keeps_the_peers() {
+    const A5: u32 = 31355;
+    const B6: u32 = 31356;
+    const B7: u32 = 31357;
+    let mut legion = Legion::new([&[(A5, &[B6])], &[(B6, &[A5])]], &[]);
+    let routes = |l: &Legion| ip(&l.node("a").ns.0, &format!("route show dev {TUNNEL}"));
+    let b7 = container_spec::ip_of(B7).to_string();
+    assert!(!routes(&legion).contains(&b7));
+
+    // b starts B7: once the file says so, a routes it into the tunnel (and b's peer entry on a
+    // accepts it as a source).
+    legion.nodes[1].containers.push(kit::Container { uid: B7, ns: kit::Ns::new("b7"), links: vec![] });
+    legion.write_members();
+    let t = std::time::Instant::now();
+    while !routes(&legion).contains(&b7) {
+        assert!(t.elapsed() < Duration::from_secs(10), "B7 never routed: {}", legion.node("a").daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A broken file is refused whole; the peers and routes stay.
+    std::fs::write(legion.members_file(), "{\"members\": [{\"name\": \"a\"}]}").unwrap();
+    let t = std::time::Instant::now();
+    while !legion.node("a").daemon_log().contains("keeping the previous peers") {
+        assert!(t.elapsed() < Duration::from_secs(10), "no refusal logged: {}", legion.node("a").daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(routes(&legion).contains(&b7), "a broken members file dropped routes");
+    let b6 = legion.container(B6).ip();
+    let echo = Echo::start(&legion.container(B6).ns.0, sock(b6, 7000));
+    exchange(&legion.container(A5).ns.0, sock(b6, 7000), b"still linked", Duration::from_secs(10)).unwrap();
+    drop(echo);
+
+    // B7 leaves the file: its route goes.
+    legion.nodes[1].containers.pop();
+    legion.write_members();
+    let t = std::time::Instant::now();
+    while routes(&legion).contains(&b7) {
+        assert!(t.elapsed() < Duration::from_secs(10), "B7's route stayed: {}", legion.node("a").daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

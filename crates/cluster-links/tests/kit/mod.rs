@@ -4,7 +4,7 @@
 //! tunnel set) and `unbit-links run`; the nodes' inter-node link is a bridge in a third
 //! namespace, the "wire", where the test captures what crosses between nodes.
 //!
-//! Every namespace is named `ul<pid>-<role>` (unique per run) and deleted, with the daemons
+//! Every namespace is named `ul<pid>-<n>-<role>` (unique per run) and deleted, with the daemons
 //! stopped by PID, when the [`Legion`] is dropped, also on failure.
 
 #![allow(dead_code)]
@@ -47,7 +47,10 @@ pub struct Ns(pub String);
 
 impl Ns {
     pub fn new(role: &str) -> Ns {
-        let name = format!("ul{}-{role}", std::process::id());
+        // Tests of one binary run in parallel: the pid and a sequence number keep names apart.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ul{}-{seq}-{role}", std::process::id());
         run(&["ip", "netns", "add", &name]);
         ip(&name, "link set lo up");
         Ns(name)
@@ -182,10 +185,10 @@ impl Legion {
     /// Nodes `a` (192.168.77.1) and `b` (192.168.77.2), each with its containers, and in the
     /// members file a third member `c` that never comes up, with `ghost` containers.
     pub fn new(plans: [Plan; 2], ghost: &[u32]) -> Legion {
-        let dir = std::env::temp_dir().join(format!("cluster-links-{}", std::process::id()));
+        let wire = Ns::new("wire");
+        let dir = std::env::temp_dir().join(format!("cluster-links-{}", wire.0));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let wire = Ns::new("wire");
         ip(&wire.0, "link add br0 type bridge");
         ip(&wire.0, "link set br0 up");
         let mut legion = Legion { nodes: Vec::new(), wire, dir, ghost_containers: ghost.to_vec() };
