@@ -14,6 +14,7 @@ pub mod graph;
 pub mod ldap;
 pub mod node_auth;
 pub mod openapi;
+pub mod retention;
 pub mod revisions;
 pub mod routes;
 pub mod server;

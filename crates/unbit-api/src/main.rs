@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, default_value_t = 16)]
     db_connections: u32,
+    /// Metric samples are kept for today and this many UTC days before it; older ones are
+    /// deleted at start and then daily. 0 keeps them forever.
+    #[arg(long, default_value_t = unbit_api::retention::DEFAULT_DAYS)]
+    metrics_retention_days: u32,
 }
 
 fn main() {
@@ -100,8 +104,10 @@ async fn serve(args: ServeArgs) -> unbit_api::crypto::anyhow_free::Result<()> {
         (Some(url), Some(template)) => Some(LdapBackend::new(url, template)?),
         _ => None,
     };
+    let db = Arc::new(db);
+    tokio::spawn(unbit_api::retention::daily(db.clone(), args.metrics_retention_days));
     let state = AppState {
-        db: Arc::new(db),
+        db,
         auth: Arc::new(Authenticator::new(ldap)),
         dns: Arc::new(DnsProof::new(args.dns_resolver)?),
         revisions: Arc::new(Revisions::default()),

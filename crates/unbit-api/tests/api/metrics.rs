@@ -69,3 +69,72 @@ both! {
         assert_eq!(empty.status, 200, "a day without samples is an empty chart");
     }
 }
+
+both! {
+    fn samples_of_days_past_the_retention_are_deleted_and_the_rest_kept(api) {
+        let f = crate::fixture(&mut api);
+        api.admin(&["domain", "map", "--customer", "kratos", "--name", "kratos.org"]);
+        // 0 keeps everything (and no prune races the samples stored below)
+        api.start_with(&["--metrics-retention-days", "0"]);
+        assert!(wait_log(&api, "metrics retention off"), "{}", api.log());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let day = 86_400;
+        let today = now - now.rem_euclid(day);
+        let k1 = f.k1.to_string();
+        // today, the first and last second of the oldest day kept (90 days back), the day
+        // before it, and half a year back
+        let kept = [now, today - 90 * day, today - 89 * day - 1];
+        let gone = [today - 90 * day - 1, today - 180 * day];
+        for unix in kept.iter().chain(&gone) {
+            api.post_json(&f.node, "/node/v1/metrics", json!({
+                "unix": unix,
+                "containers": {k1.clone(): {"container.cpu": unix, "container.mem": 1}},
+                "domains": [{"uid": f.k1, "domain": "kratos.org", "metrics": {"domain.hits": unix}}],
+            }))
+            .expect(201);
+        }
+        let domain_id = api.get(&f.kratos, "/domains/").expect(200)[0]["id"].as_i64().unwrap();
+        let of_day = |api: &crate::harness::Api, metric: &str, id: i64, unix: i64| {
+            let (y, m, d) = unbit_api::routes::metrics::civil_from_days(unix.div_euclid(day));
+            api.get(&f.kratos, &format!("/metrics/{metric}/{id}?year={y}&month={m}&day={d}")).expect(200)
+        };
+        let cpu_samples = |api: &crate::harness::Api, unix: i64| {
+            of_day(api, "container.cpu", f.k1 as i64, unix).as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect::<Vec<_>>()
+        };
+        let hits_samples = |api: &crate::harness::Api, unix: i64| {
+            let v = of_day(api, "domain.hits", domain_id, unix);
+            v.as_array().unwrap().iter().flat_map(|c| c["metrics"].as_array().unwrap().clone()).map(|p| p[0].as_i64().unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(cpu_samples(&api, today - 180 * day), vec![today - 180 * day], "stored before the prune");
+
+        // 90: at start, then daily
+        api.start_with(&["--metrics-retention-days", "90"]);
+        assert!(wait_log(&api, "metrics older than 90 days deleted"), "{}", api.log());
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        if after.div_euclid(day) != now.div_euclid(day) {
+            eprintln!("the UTC day changed during the test: the server's cutoff is a day later than the test's; not checked");
+            return;
+        }
+        for unix in gone {
+            assert_eq!(cpu_samples(&api, unix), Vec::<i64>::new(), "{unix} is past 90 days");
+            assert_eq!(hits_samples(&api, unix), Vec::<i64>::new(), "{unix} is past 90 days");
+        }
+        assert_eq!(cpu_samples(&api, now), vec![now]);
+        assert_eq!(cpu_samples(&api, today - 90 * day), vec![today - 90 * day, today - 89 * day - 1], "the oldest day kept is whole");
+        assert_eq!(hits_samples(&api, today - 90 * day), vec![today - 90 * day, today - 89 * day - 1]);
+        let mem = of_day(&api, "container.mem", f.k1 as i64, today - 180 * day);
+        assert_eq!(mem, json!([]), "every metric of the series is pruned");
+    }
+}
+
+/// Waits up to 20 s for the server's log to hold `needle`.
+fn wait_log(api: &crate::harness::Api, needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !api.log().contains(needle) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
