@@ -204,15 +204,22 @@ fn linked_containers_on_two_nodes_talk_encrypted_and_nothing_else_crosses() {
         assert!(r.is_err(), "{from} reached {to} across nodes without a mutual link");
     }
 
-    // A node cannot speak for addresses it does not own: b sends as c's container G1, which A1
-    // links, and from its own gateway address; B1 itself reaches A1 (linked) but not A2.
-    let udp = |ns: &str, src: Ipv4Addr, to: u32| {
-        in_ns(ns, || {
-            let s = UdpSocket::bind((src, 0)).unwrap();
+    // What a compromised node b can do at most: send into the tunnel with any source, past its
+    // own table (IP_TRANSPARENT from the node itself). The tunnel on a drops every source b
+    // does not own (c's container G1, which A1 links; b's gateway; a's own A2); a's table drops
+    // b's own containers' datagrams to a container that does not link them (B1 to A2, B2 to
+    // A1); only B1 to A1, a linked pair, arrives.
+    let send_as = |src: Ipv4Addr, to: u32| {
+        in_ns(&b.ns.0, || {
+            use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+            let fd = socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).unwrap();
+            socket::setsockopt(&fd, sockopt::IpTransparent, &true).unwrap();
+            socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(std::net::SocketAddrV4::new(src, 0)))
+                .unwrap();
+            let s = UdpSocket::from(fd);
             s.send_to(format!("from {src}").as_bytes(), (legion.container(to).ip(), 7001)).unwrap();
         })
     };
-    ip(&b.ns.0, &format!("addr add {}/32 dev lo", container_spec::ip_of(G1)));
     let receive = |uid: u32, sends: &(dyn Fn() + Sync)| -> Vec<String> {
         let c = legion.container(uid);
         in_ns(&c.ns.0, || {
@@ -227,17 +234,17 @@ fn linked_containers_on_two_nodes_talk_encrypted_and_nothing_else_crosses() {
             got
         })
     };
-    let b1 = legion.container(B1).ip();
-    let b1_ns = legion.container(B1).ns.0.clone();
+    let (b1, b2) = (legion.container(B1).ip(), legion.container(B2).ip());
     let at_a1 = receive(A1, &|| {
-        udp(&b.ns.0, container_spec::ip_of(G1), A1);
-        udp(&b.ns.0, kit_gateway(), A1);
-        udp(&b1_ns, b1, A1);
+        send_as(container_spec::ip_of(G1), A1);
+        send_as(kit_gateway(), A1);
+        send_as(legion.container(A2).ip(), A1);
+        send_as(b2, A1);
+        send_as(b1, A1);
     });
-    assert_eq!(at_a1, vec![format!("from {b1}")], "only B1's own datagram reaches A1");
-    let at_a2 = receive(A2, &|| udp(&b1_ns, b1, A2));
+    assert_eq!(at_a1, vec![format!("from {b1}")], "only B1's datagram reaches A1");
+    let at_a2 = receive(A2, &|| send_as(b1, A2));
     assert!(at_a2.is_empty(), "A2 got {at_a2:?} from b although it links nobody");
-    ip(&b.ns.0, &format!("addr del {}/32 dev lo", container_spec::ip_of(G1)));
 
     // An unlink on b cuts an open connection across nodes at once.
     let mut conn = in_ns(&legion.container(A1).ns.0, || {
