@@ -182,6 +182,14 @@ fn forged_replayed_and_foreign_announces_are_refused_and_logged() {
     }
 }
 
+/// The child of `master` whose command line (its process title) contains `name`.
+fn child_named(master: u32, name: &str) -> Option<i32> {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+    children.split_whitespace().filter_map(|p| p.parse().ok()).find(|p: &i32| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(name))
+    })
+}
+
 #[test]
 fn an_ssl_cluster_domain_of_another_node_is_served_over_https_by_the_lord_and_after_its_death() {
     let mut cluster = Cluster::start(false);
@@ -210,6 +218,18 @@ fn an_ssl_cluster_domain_of_another_node_is_served_over_https_by_the_lord_and_af
     // B, not the Lord, has it too: ready for a failover.
     let b_entry = cluster.nodes[1].router.as_ref().unwrap().private.path().join("cluster-sni").join(TLS_DOMAIN);
     assert!(b_entry.exists());
+
+    // The Lord's receiver dies and its master starts another: the pair stays in the Lord's
+    // index (the members send it again within 30 s; meanwhile the previous one is kept), and
+    // the Lord goes on serving it.
+    let a_cluster = a.cluster.as_ref().unwrap();
+    let receiver = child_named(a_cluster.pid(), "unbit-cluster-receiver").expect("the Lord's receiver process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(receiver), nix::sys::signal::Signal::SIGKILL).unwrap();
+    a_cluster.wait_for_log("kept 1 certificates of the previous receiver", T).unwrap();
+    assert!(entry.exists(), "the respawned receiver kept {}", entry.display());
+    // (past the front door's 1 s re-check of the entry)
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(serial(&cluster.served_certificate(FLOATING, TLS_DOMAIN).unwrap()), 1);
 
     // Renewal: the customer replaces the pair on C; the Lord serves the new one (at C's
     // vassal's next announce, every 10 s, plus the router's 1 s re-check).

@@ -20,6 +20,17 @@ impl IndexDir {
     /// Creates `path` (`root:<gid> 0710`) or empties it: a new validator starts with no entry,
     /// and puts back what its containers announce again (every 10 seconds).
     pub fn create(path: &Path, gid: Option<u32>) -> Result<IndexDir, String> {
+        Self::open(path, gid, false).map(|(index, _)| index)
+    }
+
+    /// Creates `path` like [`IndexDir::create`], or takes it over keeping its entries (files
+    /// being written are removed): for a writer that cannot get them all back at once (the
+    /// cluster's receiver, whose members resend every 30 s). Returns the entries' names.
+    pub fn keep(path: &Path, gid: Option<u32>) -> Result<(IndexDir, Vec<String>), String> {
+        Self::open(path, gid, true)
+    }
+
+    fn open(path: &Path, gid: Option<u32>, keep: bool) -> Result<(IndexDir, Vec<String>), String> {
         let shown = path.display();
         let existed = match std::fs::DirBuilder::new().mode(0o700).create(path) {
             Ok(()) => false,
@@ -40,14 +51,28 @@ impl IndexDir {
         let mode = if gid.is_some() { 0o710 } else { 0o700 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {shown}: {e}"))?;
+        let mut kept = Vec::new();
         if existed {
             let entries = std::fs::read_dir(path).map_err(|e| format!("listing {shown}: {e}"))?;
             for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let file = entry.file_type().is_ok_and(|t| t.is_file());
+                if keep && file && names::is_entry_name(&name) {
+                    // Ours from now on, whoever wrote it: the same owner and mode as a new one.
+                    let p = entry.path();
+                    std::os::unix::fs::chown(&p, Some(me), gid).map_err(|e| format!("chown {}: {e}", p.display()))?;
+                    let mode = if gid.is_some() { 0o440 } else { 0o400 };
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+                    kept.push(name);
+                    continue;
+                }
                 std::fs::remove_file(entry.path())
                     .map_err(|e| format!("removing the stale {}: {e}", entry.path().display()))?;
             }
         }
-        Ok(IndexDir { path: path.to_path_buf(), gid, seq: 0 })
+        kept.sort();
+        Ok((IndexDir { path: path.to_path_buf(), gid, seq: 0 }, kept))
     }
 
     pub fn path(&self) -> &Path {
@@ -153,5 +178,20 @@ mod tests {
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
         IndexDir::create(&dir, None).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_writer_may_keep_the_entries_but_not_half_written_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sni");
+        let mut index = IndexDir::create(&dir, None).unwrap();
+        index.put("example.org", b"one").unwrap();
+        index.put(".example.org", b"wild").unwrap();
+        std::fs::write(dir.join(format!("{TMP_PREFIX}1-1")), b"half").unwrap();
+        std::fs::write(dir.join("not an entry"), b"x").unwrap();
+        let (_, kept) = IndexDir::keep(&dir, None).unwrap();
+        assert_eq!(kept, [".example.org", "example.org"]);
+        assert_eq!(std::fs::read(dir.join("example.org")).unwrap(), b"one");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     }
 }

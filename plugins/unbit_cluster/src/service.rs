@@ -430,6 +430,7 @@ pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
             for (name, member) in silent {
                 certs.offer(&name, &member, None, &known);
             }
+            certs.expire(&known);
         }
     }
 }
@@ -458,11 +459,46 @@ struct Certs {
     given: HashMap<String, HashMap<String, (Vec<u8>, Instant)>>,
     /// name -> (the member whose entry the index holds, the entry)
     written: HashMap<String, (String, Vec<u8>)>,
+    /// Entries a previous receiver wrote, kept until then: a respawned receiver does not make
+    /// the Lord serve its default certificate while the members' next resend is on its way.
+    inherited: HashMap<String, Instant>,
 }
+
+/// What an inherited entry is recorded as given by.
+const INHERITED: &str = "(a previous receiver)";
 
 impl Certs {
     fn new(dir: &Path, gid: Option<u32>) -> Result<Certs, String> {
-        Ok(Certs { index: IndexDir::create(dir, gid)?, given: HashMap::new(), written: HashMap::new() })
+        let (index, kept) = IndexDir::keep(dir, gid)?;
+        let mut certs = Certs { index, given: HashMap::new(), written: HashMap::new(), inherited: HashMap::new() };
+        let until = Instant::now() + RESEND + TICK * 4;
+        for name in kept {
+            match std::fs::read(dir.join(&name)) {
+                Ok(bytes) => {
+                    certs.written.insert(name.clone(), (INHERITED.to_string(), bytes));
+                    certs.inherited.insert(name, until);
+                }
+                Err(e) => uwsgi::log!("cluster: the previous certificate of {name} in {}: {e}", dir.display()),
+            }
+        }
+        if !certs.inherited.is_empty() {
+            uwsgi::log!(
+                "cluster: kept {} certificates of the previous receiver until the members confirm them",
+                certs.inherited.len()
+            );
+        }
+        Ok(certs)
+    }
+
+    /// Inherited entries no member confirmed in time are removed.
+    fn expire(&mut self, known: &HashMap<(String, String), Instant>) {
+        let now = Instant::now();
+        let due: Vec<String> =
+            self.inherited.iter().filter(|(_, until)| **until <= now).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            self.inherited.remove(&name);
+            self.sync(&name, known);
+        }
     }
 
     /// `member`'s entry for `name` (`None`: it has none any more), then the index updated.
@@ -472,6 +508,9 @@ impl Certs {
                 self.given.entry(name.to_string()).or_default().insert(member.to_string(), (e, Instant::now()));
             }
             None => {
+                // A member withdrew it: an inherited entry waits no longer (members still
+                // serving it send theirs again).
+                self.inherited.remove(name);
                 if let Some(m) = self.given.get_mut(name) {
                     m.remove(member);
                     if m.is_empty() {
@@ -491,10 +530,16 @@ impl Certs {
             .get(name)
             .and_then(|by| by.iter().filter(|(m, _)| serving(m)).max_by_key(|(_, (_, at))| *at))
             .map(|(m, (e, _))| (m.clone(), e.clone()));
+        if best.is_some() {
+            self.inherited.remove(name);
+        }
         match best {
             Some((member, entry)) => {
-                if self.written.get(name).is_some_and(|(_, w)| *w == entry) {
-                    return;
+                if let Some((by, w)) = self.written.get_mut(name) {
+                    if *w == entry {
+                        *by = member;
+                        return;
+                    }
                 }
                 match self.index.put(name, &entry) {
                     Ok(()) => {
@@ -505,6 +550,7 @@ impl Certs {
                     Err(e) => uwsgi::log!("cluster: the certificate of {name} from member {member}: {e}"),
                 }
             }
+            None if self.inherited.contains_key(name) => {}
             None => {
                 if self.written.remove(name).is_some() {
                     match self.index.remove(name) {
