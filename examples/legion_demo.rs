@@ -9,7 +9,8 @@
 //! 2. one container on node b and one on node c, each with a vassal `cluster-domain =
 //!    cluster.example`;
 //! 3. requests through the floating address, each saying which node's container answered;
-//! 4. the control API (if built) answers `legion_address` for a container of these nodes;
+//! 4. the control API (if built) answers `legion_address` for a container of these nodes, and
+//!    node b's node-sync fetches the Legion's members file from it;
 //! 5. the Lord dies: who takes the address and how long until requests succeed again;
 //! 6. requests through the new Lord.
 //!
@@ -138,23 +139,14 @@ fn legion_address_from_api(cluster: &Cluster, dir: &std::path::Path) -> Step<Opt
         return Ok(None);
     }
     let db = dir.join("api.sqlite");
+    let mut tokens = Vec::new();
     for n in &cluster.nodes {
-        admin(
-            &api,
-            &db,
-            &[
-                "server",
-                "add",
-                "--name",
-                n.name,
-                "--address",
-                &n.ip.to_string(),
-                "--memory",
-                "4096",
-                "--storage",
-                "20000",
-            ],
-        )?;
+        let (ip, name) = (n.ip.to_string(), n.name);
+        let add = ["server", "add", "--name", name, "--address", &ip, "--memory", "4096", "--storage", "20000"];
+        tokens.push(admin(&api, &db, &add)?);
+        // The node's public keys, as an operator gives them once (docs/clustering.md).
+        let keys = ["server", "set-cluster-keys", "--name", name, "--public-key", &n.key.hex];
+        admin(&api, &db, &[&keys[..], &["--x25519-key", &n.key.x25519_hex]].concat())?;
     }
     admin(&api, &db, &["legion", "add", "--name", "demo", "--address", &FLOATING.to_string()])?;
     for n in &cluster.nodes {
@@ -208,7 +200,53 @@ fn legion_address_from_api(cluster: &Cluster, dir: &std::path::Path) -> Step<Opt
         serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().filter(|_| out.status.success())
     })?;
     println!("   => \"legion_address\": {}  (where the domain's DNS points)", answer["legion_address"]);
+    members_through_node_sync(cluster, dir, &api, &tokens[1])?;
     Ok(Some(guard))
+}
+
+/// Node b's node-sync, once, with b's token (dev mode: plain HTTP on loopback; a node uses its
+/// mTLS certificate): the Legion's members file it writes from the API, against the one the
+/// nodes run with.
+fn members_through_node_sync(cluster: &Cluster, dir: &std::path::Path, api: &str, token: &str) -> Step {
+    let node_sync = std::path::Path::new(api).with_file_name("unbit-node-sync");
+    if !node_sync.exists() {
+        println!("   (the members file through node-sync skipped: {} is not built)", node_sync.display());
+        return Ok(());
+    }
+    let fail = |e: std::io::Error| Stop::Failed(format!("node-sync for node b: {e}"));
+    let (token_file, specs, members) = (dir.join("b.token"), dir.join("b-specs"), dir.join("b-members.json"));
+    std::fs::write(&token_file, token).map_err(fail)?;
+    std::fs::create_dir(&specs).map_err(fail)?;
+    println!("   unbit-node-sync --once --legion-members-file {} (node b's token)", members.display());
+    let out = cluster
+        .lan
+        .run(|| {
+            Command::new(&node_sync)
+                .args(["--api", "http://127.0.0.1:8080", "--once", "--token-file"])
+                .arg(&token_file)
+                .arg("--state-dir")
+                .arg(&specs)
+                .arg("--legion-members-file")
+                .arg(&members)
+                .output()
+        })
+        .map_err(fail)?;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).unwrap_or_default()
+    };
+    let fetched = read(&members);
+    let names: Vec<&str> =
+        fetched["members"].as_array().into_iter().flatten().filter_map(|m| m["name"].as_str()).collect();
+    if !out.status.success() || names.is_empty() {
+        return Err(Stop::Failed(format!("node-sync: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let same = fetched == read(&cluster.nodes[1].dir.path().join("members.json"));
+    println!(
+        "   => members {} with their addresses and public keys, {} the file the nodes run with",
+        names.join(", "),
+        if same { "the same as" } else { "NOT the same as" }
+    );
+    Ok(())
 }
 
 fn demo(cluster: &mut Cluster, base_uid: u32, count: u32, dir: &std::path::Path) -> Step {
@@ -252,7 +290,7 @@ fn demo(cluster: &mut Cluster, base_uid: u32, count: u32, dir: &std::path::Path)
     println!("== 3. {count} requests through the Lord's address {FLOATING}");
     requests(cluster, count)?;
 
-    println!("== 4. the control API's container answer");
+    println!("== 4. the control API: a container's legion_address, the Legion's members file");
     let api = legion_address_from_api(cluster, dir)?;
 
     println!("== 5. the Lord (node {lord}) dies: its link goes down, its processes stop");

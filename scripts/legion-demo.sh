@@ -11,9 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "legion-demo: run as root (network namespaces, containers, cgroups)"; exit 1; }
-echo "== building (plugins, unbit-api, the demo)"
+echo "== building (plugins, unbit-api, unbit-node-sync, the demo)"
 make -s plugins >/dev/null
-cargo build -q --release -p unbit-api
+cargo build -q --release -p unbit-api -p node-sync
 cargo build -q --example legion_demo
 echo "== distro (cached after the first time)"
 bash scripts/build-distro.sh "$PWD/distros-cache/bookworm"

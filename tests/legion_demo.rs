@@ -1,7 +1,7 @@
 //! The Legion walk-through (`sudo make legion-demo`, docs/clustering.md "Try it") run end to end
 //! through `scripts/legion-demo.sh`, as a newcomer runs it, so it cannot rot: what it prints
 //! must show a cluster domain balanced across two nodes through the Lord's address, the API's
-//! `legion_address`, the failover and the service resuming; and when it ends, normally or on
+//! `legion_address` and members file, the failover and the service resuming; and when it ends, normally or on
 //! Ctrl-C, none of the processes, directories, cgroups or namespaces it printed may be left.
 //!
 //! Root, `make plugins` first (the script builds the rest). Uids 31460-31461 and 31470-31471
@@ -95,7 +95,12 @@ fn the_demo_balances_a_cluster_domain_fails_over_and_leaves_nothing_behind() {
     let before = step(&text, 3);
     let (b, c) = (served_by(&before, "b"), served_by(&before, "c"));
     assert!(b >= 3 && c >= 3 && b + c == 10, "10 requests through the Lord, balanced across b and c:\n{text}");
-    assert!(step(&text, 4).iter().any(|l| l.contains("\"legion_address\": [\"192.168.250.100\"]")), "{text}");
+    let api = step(&text, 4);
+    assert!(api.iter().any(|l| l.contains("\"legion_address\": [\"192.168.250.100\"]")), "{text}");
+    assert!(
+        api.iter().any(|l| l.contains("members a, b, c") && l.contains(", the same as the file the nodes run with")),
+        "node-sync wrote the members file the nodes run with, from the API:\n{text}"
+    );
     let failover = step(&text, 5);
     assert!(failover.iter().any(|l| l.contains("node b took 192.168.250.100")), "{text}");
     assert!(failover.iter().any(|l| l.contains("succeed again")), "{text}");
