@@ -21,8 +21,8 @@ use uwsgi_it::platform::{configs, LocalPlatform};
 const T: Duration = Duration::from_secs(90);
 const DOMAIN: &str = "metrics-test.example";
 /// The container's uid: the API numbers containers from 30001, so the test moves its sequence
-/// to 700 first (uids 30701-30709 are this suite's).
-const UID: u32 = 30701;
+/// to 749 first (uids 30750-30799 are this suite's and the alarm relay's btrfs test's).
+const UID: u32 = 30750;
 
 /// Every request reads its body, burns some CPU and keeps 200 KB more alive (what the cgroup
 /// must account), and answers `RESPONSE` bytes.
