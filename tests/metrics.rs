@@ -39,6 +39,24 @@ const APP: &str = concat!(
 const BODY: usize = 16 * 1024;
 const RESPONSE: usize = 8192;
 
+/// The same POST over HTTPS (the router's `https` socket, its default certificate), with curl:
+/// whether the app answered.
+fn post_https(port: u16, work: &Path) -> bool {
+    let body = work.join("body");
+    if !body.exists() {
+        std::fs::write(&body, vec![b'q'; BODY]).unwrap();
+    }
+    let out = Command::new("curl")
+        .args(["-sk", "--resolve", &format!("{DOMAIN}:{port}:127.0.0.1"), "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .args(["-H", "Content-Type: application/octet-stream", "-w", "\n%{http_code}"])
+        .arg(format!("https://{DOMAIN}:{port}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.ends_with("\n200") && text.starts_with("busy") && text.contains(&format!(" {BODY} "))
+}
+
 /// POSTs `BODY` bytes to the router with `Host: DOMAIN`: whether the app answered (the router's
 /// own 404 or 503 while the vassal's node is not in every router process yet reaches no app).
 fn post(http: &str) -> bool {
@@ -174,6 +192,7 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
     let processes: u32 = configs::option(&shipped, "http-processes").parse().unwrap();
     assert!(processes > 1, "the shipped router runs several http processes: {processes}");
     let http = configs::option(&shipped, "http");
+    let https_port = configs::port(&configs::option(&shipped, "https"));
     platform.prepare_router();
     let keys = key_pair();
     write_domains(&platform.run_dir.join("domains.json"), &[domain_entry(DOMAIN, &[UID], &keys.1)]);
@@ -230,7 +249,7 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
     let _collector = Killed(collector);
 
     // Load: 40 requests through the router, 4 connections at a time so that every router
-    // process takes some, in two rounds with collections in between.
+    // process takes some, in two rounds with collections in between, and 4 over HTTPS.
     let round = |n: usize| {
         let served: usize = std::thread::scope(|s| {
             let workers: Vec<_> = (0..4).map(|_| s.spawn(|| (0..n / 4).filter(|_| post(&http)).count())).collect();
@@ -242,6 +261,10 @@ fn a_loaded_container_and_its_domain_in_the_days_series_a_chart_and_prometheus()
     answered += round(20);
     std::thread::sleep(Duration::from_millis(2500));
     answered += round(20);
+    // HTTPS sessions are counted too (their client side is the TLS layer's, not plain HTTP's).
+    let over_tls = (0..4).filter(|_| post_https(https_port, work.path())).count();
+    assert_eq!(over_tls, 4, "every HTTPS request reached the app:\n{}", platform.router_log());
+    answered += over_tls;
     let sent = answered;
 
     let domain_id = {
