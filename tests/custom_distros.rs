@@ -1,10 +1,12 @@
-//! Custom distros end to end (root, real containers; uids 31101-31109): a storage container
+//! Custom distros end to end (root, real containers; uids 31101-31109 and 31150-31152): a storage container
 //! gets `~/distros`, the customer unpacks an image there as the container's uid, another of
 //! their containers boots from it read-only, `nosuid,nodev`, with its master and `rc.local` run
 //! as its own uid; an unusable image, one of another customer's store, or one of a store that
 //! is not on the node falls back to the default distro with a line in `~/logs/emperor.log` and
 //! a `distro` alarm handed to the relay; a Docker/OCI image built here is imported by the
-//! customer inside the storage container (`unbit-oci-import`, as the uid) and booted.
+//! customer inside the storage container (`unbit-oci-import`, as the uid) and booted, its pid 1
+//! showing no command line of the node's; a custom distro's master loads the platform's plugins
+//! when its uWSGI is the platform's build, and boots without them when it is not.
 //!
 //! Needs `make plugins` and `make binaries` (unbit-oci-import in target/release).
 
@@ -66,18 +68,25 @@ struct Relay {
 
 impl Relay {
     fn start(node: &TestNode) -> Relay {
-        let listener = UnixListener::bind(node.subscribe_dir().join("alarms")).unwrap();
+        let path = node.subscribe_dir().join("alarms");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Container masters connect as their uid, as to the real relay's socket.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                for line in BufReader::new(conn).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(v) = serde_json::from_str(&line) {
-                        sink.lock().unwrap().push(v);
+                // A master's console listener keeps its connection open: one thread each.
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(conn).lines() {
+                        let Ok(line) = line else { break };
+                        if let Ok(v) = serde_json::from_str(&line) {
+                            sink.lock().unwrap().push(v);
+                        }
                     }
-                }
+                });
             }
         });
         Relay { lines }
@@ -102,6 +111,26 @@ fn unpack_as(uid: u32, source: &Path, dir: &Path) {
     ));
 }
 
+/// Starts `store` as the customer's storage container: its `~/distros` appears, the
+/// container's own.
+fn start_store(node: &TestNode, keys: &(String, String), store: u32) -> PathBuf {
+    let platform = serde_json::json!({"kind": "platform", "path": "bookworm"});
+    node.put_spec(store, &spec(store, keys, CUSTOMER, platform, true));
+    let distros = node.home(store).join("distros");
+    wait_for_path(&distros, Duration::from_secs(60));
+    assert_eq!(std::fs::metadata(&distros).unwrap().uid(), store);
+    distros
+}
+
+/// `distros/<name>`: the platform distro unpacked by the customer as `store`, with the tuning
+/// custom-distros.md asks for, `/.old_root` (the platform distro has `/containers`).
+fn platform_image_in(store: u32, distros: &Path, name: &str) -> PathBuf {
+    let image = distros.join(name);
+    unpack_as(store, &debian_distro(), &image);
+    sh(&format!("setpriv --reuid={store} --regid={store} --clear-groups mkdir {}", image.join(".old_root").display()));
+    image
+}
+
 /// What the customer's `~/etc/rc.local` reports, inside the container, as the container uid.
 const PROBE: &str = r#"#!/bin/sh
 out=$HOME/probe
@@ -112,6 +141,7 @@ out=$HOME/probe
   head -c 1 /opt/mem >/dev/null 2>&1 && echo "mem=read" || echo "mem=refused"
   touch /etc/written 2>/dev/null && echo "etc=writable" || echo "etc=read-only"
   echo "init=$(readlink /proc/1/exe)"
+  echo "init_cmdline=$(tr '\0' '\n' < /proc/1/cmdline | grep -v '^$' | tr '\n' ' ')"
 } > $out.tmp
 mv $out.tmp $out
 "#;
@@ -135,22 +165,12 @@ fn custom_distros_boot_read_only_and_unusable_ones_fall_back_with_an_alarm() {
     let node = TestNode::start(&["--unbit-quota", "none"]);
     let relay = Relay::start(&node);
     let keys = key_pair();
-    // The storage container: ~/distros appears, the customer's own.
-    node.put_spec(
-        STORE,
-        &spec(STORE, &keys, CUSTOMER, serde_json::json!({"kind": "platform", "path": "bookworm"}), true),
-    );
-    let distros = node.home(STORE).join("distros");
-    wait_for_path(&distros, Duration::from_secs(60));
-    assert_eq!(std::fs::metadata(&distros).unwrap().uid(), STORE);
+    let distros = start_store(&node, &keys, STORE);
 
     // An image unpacked by the customer, plus what a hostile image could carry: a setuid-root
     // binary and a device node (root plants them here; a customer could with a crafted
     // filesystem of their own, not with the uid).
-    let image = distros.join("deb");
-    unpack_as(STORE, &debian_distro(), &image);
-    // The tuning custom-distros.md asks for: /.old_root (the platform distro has /containers).
-    sh(&format!("setpriv --reuid={STORE} --regid={STORE} --clear-groups mkdir {}", image.join(".old_root").display()));
+    let image = platform_image_in(STORE, &distros, "deb");
     std::fs::write(image.join("etc/custom-marker"), "from the custom image\n").unwrap();
     std::fs::copy(image.join("usr/bin/id"), image.join("opt/suid-id")).unwrap();
     std::fs::set_permissions(image.join("opt/suid-id"), std::fs::Permissions::from_mode(0o4755)).unwrap();
@@ -293,5 +313,86 @@ fn an_oci_image_imported_by_the_customer_boots() {
     assert!(!p.contains("init=/usr/bin/uwsgi"), "{p}");
     let log = node.customer_log(OCI_USER);
     assert!(log.contains("no uWSGI in the custom distro"), "{log}");
+    assert!(!log.contains("falling back"), "{log}");
+    // pid 1 is a copy of the node Emperor. Inside, /proc (hidepid=2) hides it from the
+    // container's processes (it is not dumpable); its command line, which any process that
+    // sees it may read, is the container's own all the same, not the operator's paths and
+    // options (read here from the host, as the operator's ps shows it).
+    assert!(p.contains("init_cmdline=\n"), "the container's processes read pid 1's command line: {p}");
+    let init = pids_of_uid(OCI_USER)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some("1")))
+        })
+        .expect("the container's pid 1 runs as its uid");
+    let cmdline = std::fs::read(format!("/proc/{init}/cmdline")).unwrap();
+    let shown: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let node_root = node.root.path().to_string_lossy().into_owned();
+    assert_eq!(shown, [format!("[{OCI_USER}] init")], "pid 1's command line (under {node_root})");
+}
+
+const PLUGINS_STORE: u32 = 31150;
+const PLUGINS_USER: u32 = 31151;
+const OTHER_BUILD: u32 = 31152;
+
+/// A `~/bin/uwsgi` (first in the search order) that is the image's uWSGI but says it is
+/// another build, as a uWSGI of another release or build profile would.
+const OTHER_BUILD_UWSGI: &str = r#"#!/bin/sh
+if [ "$1" = --cflags ]; then echo '-O2 -DUWSGI_VERSION="\"2.0.99-other\""'; exit 0; fi
+exec /usr/bin/uwsgi-core "$@"
+"#;
+
+#[test]
+fn custom_distro_masters_of_the_platforms_uwsgi_build_load_the_platform_plugins() {
+    let alarms = uwsgi_it::harness::plugin_path("unbit_alarms");
+    let node =
+        TestNode::start_with_platform_files(&["--unbit-quota", "none"], &[("plugins/unbit_alarms_plugin.so", alarms)]);
+    let relay = Relay::start(&node);
+    let keys = key_pair();
+    let distros = start_store(&node, &keys, PLUGINS_STORE);
+    let image = platform_image_in(PLUGINS_STORE, &distros, "deb");
+    std::fs::write(image.join("etc/custom-marker"), "plugins image\n").unwrap();
+    let custom =
+        serde_json::json!({"kind": "custom", "storage_uid": PLUGINS_STORE, "path": "deb", "fallback": "bookworm"});
+
+    // The image's uWSGI is the platform's build: the master loads unbit_containers (rc.local
+    // by its hook) and unbit_alarms (the container's own restart alarm, its console).
+    seed_home(&node, PLUGINS_USER);
+    node.put_spec(PLUGINS_USER, &spec(PLUGINS_USER, &keys, CUSTOMER, custom.clone(), false));
+    // Another build first in the search order: no platform plugin, the container still boots.
+    seed_home(&node, OTHER_BUILD);
+    let bin = node.home(OTHER_BUILD).join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("uwsgi"), OTHER_BUILD_UWSGI).unwrap();
+    std::fs::set_permissions(bin.join("uwsgi"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    sh(&format!("chown -R {OTHER_BUILD}:{OTHER_BUILD} {}", node.home(OTHER_BUILD).display()));
+    node.put_spec(OTHER_BUILD, &spec(OTHER_BUILD, &keys, CUSTOMER, custom.clone(), false));
+
+    let p = probe(&node, PLUGINS_USER);
+    assert!(p.contains(&format!("id={PLUGINS_USER}\n")) && p.contains("marker=plugins image\n"), "{p}");
+    assert!(p.contains("init=/usr/bin/uwsgi-core\n"), "{p}");
+    let log = node.customer_log(PLUGINS_USER);
+    assert!(log.contains("platform plugins loaded"), "{log}");
+    assert!(
+        log.contains("started /containers/31151/etc/rc.local"),
+        "rc.local not run by unbit_containers' hook: {log}"
+    );
+    assert!(!log.contains("falling back") && !log.contains("UNABLE to load"), "{log}");
+    // The container's own restart alarm comes from its master's unbit_alarms.
+    let mut restarted =
+        serde_json::from_str::<serde_json::Value>(&spec(PLUGINS_USER, &keys, CUSTOMER, custom, false)).unwrap();
+    restarted["memory_mb"] = 300.into();
+    node.put_spec(PLUGINS_USER, &restarted.to_string());
+    let own = format!("container {PLUGINS_USER} is restarting");
+    wait_until("the container master's own restart alarm", Duration::from_secs(60), || {
+        relay.lines.lock().unwrap().iter().any(|v| v["kind"] == "restart" && v["msg"] == own.as_str())
+    });
+
+    let p = probe(&node, OTHER_BUILD);
+    assert!(p.contains(&format!("id={OTHER_BUILD}\n")) && p.contains("marker=plugins image\n"), "{p}");
+    let log = node.customer_log(OTHER_BUILD);
+    assert!(log.contains("no platform plugin loaded") && log.contains("2.0.99-other"), "{log}");
     assert!(!log.contains("falling back"), "{log}");
 }

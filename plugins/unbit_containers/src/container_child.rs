@@ -117,13 +117,43 @@ pub fn before_exec(v: &Vassal) -> Result<(), String> {
 /// and libraries included, never run with more than the container's own rights. With none, this
 /// process, still the platform's code, stays as the container's init ([`rc_local_init`]).
 fn exec_custom_master(uid: u32, vassal: &str, env: &[(&str, String)]) -> ! {
+    use crate::vassal_config::PLATFORM_PLUGINS_ENV;
     use std::os::unix::process::CommandExt;
+    // This process is a copy of the node Emperor, and its command line (the operator's paths
+    // and options) is readable by any process that sees it: the build check below runs the
+    // image's code, and with no uWSGI in the image this process stays as the container's pid
+    // 1. The container's /proc (hidepid=2) hides it, as it is not dumpable; replaced anyway
+    // before anything of the image runs, so a looser /proc would show nothing of the node's.
+    if let Err(e) = uwsgi::process::set_cmdline(&format!("[{uid}] init")) {
+        println!("[unbit node] container {uid}: cannot replace the init's command line: {e}");
+    }
     let config = format!("emperor://{vassal}");
     let search = crate::vassal_config::custom_uwsgi_search(uid);
     let mut tried = Vec::new();
     for bin in &search {
-        // exec only returns on failure: ENOENT, EACCES, ENOEXEC, a missing ELF interpreter...
-        let e = std::process::Command::new(bin).args(["--ini", &config]).exec();
+        let build = match platform_build(bin) {
+            Ok(build) => build,
+            // Not executable (ENOENT, EACCES, ENOEXEC, a missing ELF interpreter...): the
+            // exec would fail the same way.
+            Err(e) => {
+                tried.push(format!("{bin} ({e})"));
+                continue;
+            }
+        };
+        let mut master = std::process::Command::new(bin);
+        master.args(["--ini", &config]);
+        match build {
+            Ok(()) => {
+                println!("[unbit node] container {uid}: {bin} is the platform's uWSGI build: platform plugins loaded");
+                master.env(PLATFORM_PLUGINS_ENV, "1");
+            }
+            Err(why) => println!(
+                "[unbit node] container {uid}: {bin}: {why}: no platform plugin loaded (no container alarms, \
+                 ~/etc/rc.local started by the image's /bin/sh)"
+            ),
+        }
+        // exec only returns on failure.
+        let e = master.exec();
         tried.push(format!("{bin} ({e})"));
     }
     println!(
@@ -133,6 +163,59 @@ fn exec_custom_master(uid: u32, vassal: &str, env: &[(&str, String)]) -> ! {
     );
     let pipe = env.iter().find(|(k, _)| *k == "UWSGI_EMPEROR_FD").and_then(|(_, v)| v.parse().ok());
     rc_local_init(uid, pipe)
+}
+
+/// Whether the uWSGI at `bin` is the build the platform's plugins are made for: its
+/// `--cflags` (every define that changes the layout of uWSGI's structures and the exact
+/// version, what each plugin compares at load, see `uwsgi::abi`) equal to theirs. Run as the
+/// container uid inside the container, as the master itself is about to be; bounded in time
+/// and output. `Err` when `bin` cannot be run at all.
+fn platform_build(bin: &str) -> std::io::Result<Result<(), String>> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    use uwsgi::abi::BuildProfile;
+    let mut child =
+        Command::new(bin).arg("--cflags").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answered = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => break Err("`--cflags` did not answer within 5 s".to_string()),
+            Err(e) => break Err(format!("`--cflags` could not be waited for: {e}")),
+        }
+    };
+    let status = match answered {
+        Ok(status) => status,
+        Err(why) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(Err(why));
+        }
+    };
+    // What it wrote before exiting: never waiting for an end of file that a process it left
+    // behind, holding the pipe, would keep from coming.
+    let mut out = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        use std::os::fd::AsRawFd;
+        if fcntl(stdout.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok() {
+            let _ = stdout.take(64 * 1024).read_to_end(&mut out);
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    if !status.success() {
+        return Ok(Err(format!("`--cflags` failed ({status})")));
+    }
+    let platform = BuildProfile::compiled();
+    let image = BuildProfile { cflags: out.trim().to_string() };
+    Ok(match platform.mismatch(&image) {
+        None => Ok(()),
+        Some(_) => {
+            Err(format!("the platform's plugins are built for {}, this is {}", platform.describe(), image.describe()))
+        }
+    })
 }
 
 /// The init of a custom distro container without uWSGI: starts `~/etc/rc.local` with the

@@ -24,6 +24,10 @@ pub fn custom_uwsgi_search(uid: u32) -> Vec<String> {
     CUSTOM_UWSGI_SEARCH.iter().map(|p| p.replace("{home}", &format!("/containers/{uid}"))).collect()
 }
 
+/// Set in a custom distro master's environment by the container's child when the image's
+/// uWSGI is the build the platform's plugins are made for ([`render`] loads them only then).
+pub const PLATFORM_PLUGINS_ENV: &str = "UNBIT_PLATFORM_PLUGINS";
+
 /// The vassal name for a container: `<uid>.ini`.
 pub fn vassal_name(uid: u32) -> String {
     format!("{uid}.ini")
@@ -76,15 +80,21 @@ pub fn render(spec: &ContainerSpec, platform_dir: &Path) -> String {
         line(&format!("vassals-include-before = {PLATFORM_MOUNT}/shortcuts.ini"));
     }
     if custom {
-        // The platform's plugins are built for the platform distro's uWSGI and libc; a custom
-        // image's uWSGI may not load them, and a hook of a plugin that did not load stops the
-        // master. So only core options here: ~/etc/rc.local by the image's /bin/sh, in the
-        // background, as the container uid (the master has dropped privileges long before).
+        // The platform's plugins are built for one uWSGI build (the platform distro's): another
+        // build would read its structures at the wrong offsets (each plugin ends the process
+        // first, see uwsgi::abi), and a hook of a plugin that did not load stops the master.
+        // The container's child runs the image's uWSGI with `--cflags`, as the container uid,
+        // and sets PLATFORM_PLUGINS_ENV when it is that build: then the same plugins as on the
+        // platform distro; otherwise only core options, ~/etc/rc.local by the image's /bin/sh,
+        // in the background, as the container uid.
+        line(&format!("unenv = {PLATFORM_PLUGINS_ENV}"));
+        line(&format!("if-not-env = {PLATFORM_PLUGINS_ENV}"));
         let rc = format!("{home}/etc/rc.local");
         line(&format!(
             "hook-master-start = safeexec:if [ -f {rc} ] && [ ! -L {rc} ]; then /bin/sh {rc} </dev/null & fi"
         ));
-        return c;
+        line("endif =");
+        line(&format!("if-env = {PLATFORM_PLUGINS_ENV}"));
     }
     if platform_dir.join("plugins/unbit_containers_plugin.so").is_file() {
         line(&format!("plugins-dir = {PLATFORM_MOUNT}/plugins"));
@@ -96,6 +106,9 @@ pub fn render(spec: &ContainerSpec, platform_dir: &Path) -> String {
     }
     if platform_dir.join("plugins/unbit_alarms_plugin.so").is_file() {
         alarm_lines(uid, &mut line);
+    }
+    if custom {
+        line("endif =");
     }
     c
 }
@@ -152,10 +165,11 @@ mod tests {
     }
 
     #[test]
-    fn a_custom_distro_gets_the_search_order_and_no_platform_plugin() {
+    fn a_custom_distro_gets_the_search_order_and_the_platform_plugins_only_for_the_platform_build() {
         let platform = std::env::temp_dir().join(format!("unbit-vassal-config-custom-{}", std::process::id()));
         std::fs::create_dir_all(platform.join("plugins")).unwrap();
         std::fs::write(platform.join("plugins/unbit_containers_plugin.so"), b"").unwrap();
+        std::fs::write(platform.join("plugins/unbit_alarms_plugin.so"), b"").unwrap();
         let mut spec = container_spec::fixtures::spec(30602);
         spec.distro = Distro::Custom { storage_uid: 30603, path: "img".into(), fallback: None };
         let config = render(&spec, &platform);
@@ -168,8 +182,16 @@ mod tests {
             ),
             "{config}"
         );
-        assert!(!config.contains("plugins"), "{config}");
-        assert!(config.contains("hook-master-start = safeexec:if [ -f /containers/30602/etc/rc.local ]"));
+        // Core options alone without the child's word, the platform's plugins with it.
+        let (without, with) = config.split_once("endif =\nif-env = UNBIT_PLATFORM_PLUGINS\n").expect(&config);
+        assert!(without.contains("unenv = UNBIT_PLATFORM_PLUGINS\nif-not-env = UNBIT_PLATFORM_PLUGINS\n"), "{config}");
+        assert!(!without.contains("plugins"), "{config}");
+        assert!(without.contains("hook-master-start = safeexec:if [ -f /containers/30602/etc/rc.local ]"));
+        assert!(with.contains("plugins = unbit_containers\nhook-master-start = unbit-rc-local:"), "{config}");
+        assert!(with.contains("plugins = unbit_alarms\n") && with.ends_with("endif =\n"), "{config}");
+        assert!(!with.contains("safeexec"), "{config}");
+        spec.distro = Distro::Platform { path: "bookworm".into() };
+        assert!(!render(&spec, Path::new("/nonexistent")).contains("if-env"), "only custom distros branch");
     }
 
     fn serde_json_free_parse(json: &str) -> ContainerSpec {
