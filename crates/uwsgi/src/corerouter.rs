@@ -132,6 +132,10 @@ pub struct NodeTraffic<'a> {
     pub requests: u64,
     pub rx: u64,
     pub tx: u64,
+    /// The report is made when a request for this node goes to a [`Stage::AfterLookup`]
+    /// detour instead (the de-chunking proxy, which then talks to the node itself): one
+    /// request the node's own counters never show.
+    pub detoured: bool,
 }
 
 /// A uwsgi-protocol backend that the requests picked by [`Detour::wanted`] go to instead of
@@ -458,8 +462,9 @@ fn watch_first_byte(installed: &Installed, peer: &mut corerouter_peer) {
     }
 }
 
-/// Tells the front door what the peer's node has counted so far (after a read from it).
-fn report_traffic(installed: &Installed, peer: &corerouter_peer) {
+/// Tells the front door what the peer's node has counted so far (after a read from it, or as
+/// its request is `detoured`).
+fn report_traffic(installed: &Installed, peer: &corerouter_peer, detoured: bool) {
     let Some(traffic) = installed.front.traffic else { return };
     let un = peer.un;
     if un.is_null() {
@@ -485,6 +490,7 @@ fn report_traffic(installed: &Installed, peer: &corerouter_peer) {
             requests: un.requests,
             rx: un.rx,
             tx: un.tx,
+            detoured,
         }
     };
     guard("front door traffic", (), || traffic(&report));
@@ -560,6 +566,7 @@ fn to_detour(
     if !add_var(peer, backend_var.as_bytes(), node) {
         return -1;
     }
+    report_traffic(installed, peer, true);
     // SAFETY: as above.
     unsafe { release_node(peer) };
     peer.instance_address = socket.as_ptr() as *mut c_char;
@@ -821,7 +828,7 @@ unsafe extern "C" fn instance_read_wrapper(peer: *mut corerouter_peer) -> isize 
         let ret = unsafe { (installed.hr_instance_read)(peer) };
         // SAFETY: the hook is called with a live backend peer, from the router's loop.
         let peer = unsafe { &mut *peer };
-        report_traffic(installed, peer);
+        report_traffic(installed, peer, false);
         if ret > 0 {
             peer.sid = 0;
             if installed.front.traffic.is_none() {

@@ -10,7 +10,9 @@
 //! found once per node and process (one `stat` of its pinned socket name).
 //!
 //! What a node counts after its last read (bytes written to it once it stopped answering) is
-//! passed on at its next read in that process, or lost with the node.
+//! passed on at its next read in that process, or lost with the node. A request the router
+//! sends to the de-chunking proxy instead of its node is a hit of that node (reported as it is
+//! routed); its bytes go between the proxy and the node and are not counted.
 
 use domain_counters::{Counts, Full, Table};
 use std::collections::HashMap;
@@ -73,7 +75,8 @@ pub fn count(t: &NodeTraffic<'_>) {
     } else {
         node.counted
     };
-    let delta = Counts { hits: now.hits - base.hits, rx: now.rx - base.rx, tx: now.tx - base.tx };
+    let detoured = u64::from(t.detoured);
+    let delta = Counts { hits: now.hits - base.hits + detoured, rx: now.rx - base.rx, tx: now.tx - base.tx };
     node.counted = now;
     if delta.is_zero() {
         return;
@@ -107,6 +110,7 @@ mod tests {
                 requests: c.0,
                 rx: c.1,
                 tx: c.2,
+                detoured: false,
             })
         };
         // one node, read three times: its cumulative counters, passed on once
@@ -122,10 +126,21 @@ mod tests {
         report(1, "/c.sock", "a.test", 30701, (1, 1, 1));
         // a node no container owns
         report(3, "/nowhere/x.sock", "b.test", 0, (4, 4, 4));
+        // a request of node 2 sent to the de-chunking proxy: a hit its counters do not show
+        count(&NodeTraffic {
+            node: 2,
+            name: b"/b.sock",
+            domain: b"a.test",
+            uid: 30701,
+            requests: 3,
+            rx: 3,
+            tx: 3,
+            detoured: true,
+        });
         let s = domain_counters::read(&path).unwrap();
         assert_eq!(
             s.pairs[&(30701, "a.test".to_string())],
-            Counts { hits: 2 + 3 + 5 + 1, rx: 200 + 3 + 5 + 1, tx: 60 + 3 + 5 + 1 }
+            Counts { hits: 2 + 3 + 1 + 5 + 1, rx: 200 + 3 + 5 + 1, tx: 60 + 3 + 5 + 1 }
         );
         assert_eq!(s.pairs[&(0, "b.test".to_string())].hits, 4);
     }
