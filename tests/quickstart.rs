@@ -204,6 +204,112 @@ fn assert_runs_the_shipped_configs(platform: &LocalPlatform) {
     assert!(launch.is_empty(), "make run does not start uWSGI from the rendered configs alone:\n{}", launch.join("\n"));
 }
 
+/// The README's custom distro steps: a storage container, an OCI image made from the platform
+/// distro plus a layer of the customer's, imported in it as its uid, registered, booted by
+/// another container read-only; then broken, and the container back on its default distro with
+/// the log line and the `distro` alarm. Returns the two containers' uids.
+fn custom_distros(term: &mut Terminal, env: &BTreeMap<String, String>) -> (u32, u32) {
+    let customer = r#""$CUSTOMER_USER:$CUSTOMER_PASSWORD""#;
+    let store: u32 = term
+        .assign(
+            "STORE_UID",
+            "STORE_UID=$($UNBIT_ADMIN container add --customer demo --server local --name distros --memory 128 --storage 2000)",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    let image_uid: u32 = term
+        .assign(
+            "IMAGE_UID",
+            "IMAGE_UID=$($UNBIT_ADMIN container add --customer demo --server local --name custom --memory 256 --storage 500)",
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    let set = term.json(&format!(
+        r#"curl -u {customer} -X POST -d "{{\"distro\": 1, \"custom_distros_storage\": true, \"ssh_keys\": [\"$(cat $SSH_KEY.pub)\"]}}" $API/containers/$STORE_UID"#
+    ));
+    assert_eq!(set["custom_distros_storage"], true, "{set}");
+    let distros = term.until("$SSH $STORE_UID@127.0.0.1 'ls -ld distros'", T, |out| out.starts_with("d"));
+    println!("the storage container had ~/distros {:.1} s after the API call", distros.as_secs_f64());
+    let listed = term.run("$SSH $STORE_UID@127.0.0.1 'ls -ld distros'");
+    assert!(listed.contains(&format!(" {store} {store} ")), "~/distros is the container's own: {listed}");
+
+    // The image, made in the repository (`cd -` leaves the client dir), uploaded and imported.
+    shown("cd -\n");
+    term.cwd = None;
+    let made = Instant::now();
+    let block = block_with("scripts/oci-image.sh");
+    term.run(block.strip_prefix("cd -\n").expect("the image block starts with cd -"));
+    println!("OCI image made, uploaded and imported in {:.1} s", made.elapsed().as_secs_f64());
+    let store_home = PathBuf::from(&env["CONTAINERS_DIR"]).join(store.to_string());
+    let imported = store_home.join("distros/myimage");
+    let meta = std::fs::symlink_metadata(&imported).unwrap();
+    assert!(meta.is_dir() && std::os::unix::fs::MetadataExt::uid(&meta) == store, "imported as the uid");
+    assert!(imported.join(".old_root").is_dir() && imported.join("usr/bin/uwsgi-core").is_file());
+    assert!(!store_home.join("myimage.tar").exists(), "the upload was removed after the import");
+
+    // Registered, usable by the other container, set on it.
+    let created = term.json(&format!(
+        r#"curl -u {customer} -X POST -d '{{"name": "myimage", "path": "myimage", "note": "Debian 12 from an OCI image"}}' $API/custom_distros/$STORE_UID"#
+    ));
+    let id = created["id"].as_i64().unwrap_or_else(|| panic!("no custom distro id: {created}"));
+    let usable = term.json(&format!("curl -u {customer} $API/custom_distros/$IMAGE_UID"));
+    assert!(usable.as_array().unwrap().iter().any(|d| d["id"] == id), "{usable}");
+    let got = term.assign(
+        "MYIMAGE_ID",
+        r#"MYIMAGE_ID=$(curl -s -u "$CUSTOMER_USER:$CUSTOMER_PASSWORD" $API/custom_distros/$IMAGE_UID | python3 -c 'import json, sys; print([d["id"] for d in json.load(sys.stdin) if d["name"] == "myimage"][0])')"#,
+    );
+    assert_eq!(got.trim(), id.to_string());
+    let set = term.json(&format!(
+        r#"curl -u {customer} -X POST -d "{{\"distro\": 1, \"custom_distro\": $MYIMAGE_ID, \"ssh_keys\": [\"$(cat $SSH_KEY.pub)\"]}}" $API/containers/$IMAGE_UID"#
+    ));
+    assert_eq!((set["custom_distro"].clone(), set["distro"].clone()), (id.into(), 1.into()), "{set}");
+
+    // Booted from the image, read-only.
+    let on_image = "$SSH $IMAGE_UID@127.0.0.1 'cat /etc/myimage-release; grep \" / \" /proc/self/mounts'";
+    let booted = term.until(on_image, T, |out| out.starts_with("Hello from my own image\n"));
+    println!("the container ran on the imported image {:.1} s after custom_distro was set", booted.as_secs_f64());
+    let shown_mounts = term.run(on_image);
+    let root = shown_mounts.lines().nth(1).unwrap_or_default();
+    let options = root.split_whitespace().nth(3).unwrap_or_default();
+    assert!(options.split(',').any(|o| o == "ro"), "the image is mounted read-only: {shown_mounts}");
+    assert!(options.contains("nosuid") && options.contains("nodev"), "{shown_mounts}");
+
+    // Broken: the default distro, the log line and the distro alarm.
+    term.run("$SSH $STORE_UID@127.0.0.1 'rmdir distros/myimage/.old_root'");
+    term.json(&format!(r#"curl -u {customer} -X POST -d '{{"reboot":1}}' $API/containers/$IMAGE_UID"#));
+    let fallback = "$SSH $IMAGE_UID@127.0.0.1 'cat /etc/myimage-release; grep \"falling back\" logs/emperor.log'";
+    let fell = term.until(fallback, T, |out| {
+        !out.contains("Hello from my own image")
+            && out.contains("lacks /.old_root")
+            && out.contains("falling back to the default distro \"bookworm\"")
+    });
+    println!(
+        "after the image broke the container ran on its default distro {:.1} s after the reboot",
+        fell.as_secs_f64()
+    );
+    let records = format!(r#"curl -u {customer} "$API/alarms/?container=$IMAGE_UID""#);
+    term.until(&records, T, |out| {
+        serde_json::from_str::<Value>(out).ok().and_then(|v| v.as_array().cloned()).is_some_and(|a| {
+            a.iter().any(|r| {
+                r["class"] == "distro"
+                    && r["container"] == image_uid
+                    && r["msg"].as_str().is_some_and(|m| m.contains("falling back"))
+            })
+        })
+    });
+    // What the README says next, in prose: the directory back and a reboot, and the image is
+    // booted again.
+    shown("`mkdir distros/myimage/.old_root` and another reboot bring it back on the image.");
+    let repaired = term.shell(&format!(
+        r#"$SSH $STORE_UID@127.0.0.1 'mkdir distros/myimage/.old_root' && curl -s -u {customer} -X POST -d '{{"reboot":1}}' $API/containers/$IMAGE_UID"#
+    ));
+    assert!(repaired.ok, "{}{}", repaired.stdout, repaired.stderr);
+    term.until(on_image, T, |out| out.starts_with("Hello from my own image\n"));
+    (store, image_uid)
+}
+
 #[test]
 fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform() {
     let mut platform = LocalPlatform::new();
@@ -687,11 +793,16 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     });
     assert!(home.join("zeus001").is_file(), "the image stays after DELETE");
 
+    let (store, image_uid) = custom_distros(&mut term, &env);
+    // The checks after the restart below replay the HTTPS steps, which ran in the client dir
+    // (its certificates); the README's reader is back in the repository by now.
+    term.cwd = Some(PathBuf::from(&env["CLIENT_DIR"]));
+
     // Ctrl-C: nothing of the platform stays behind.
     let status = platform.ctrl_c();
     assert!(platform.output().contains("== stopped; data kept in"), "{}", platform.output());
     println!("run-platform.sh ended with {status} after Ctrl-C");
-    let left = platform.leftovers(&[uid, other]);
+    let left = platform.leftovers(&[uid, other, store, image_uid]);
     assert!(left.is_empty(), "left behind after Ctrl-C: {left:#?}");
 
     // Start again: the same customer, container, domains, tags, links and home; the apps answer.
@@ -713,6 +824,6 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
     term.until(SECURE_ALICE, T, |out| out == ALICE);
     println!("after a restart of the platform the apps answered again in {:.1} s", back.as_secs_f64());
     platform.ctrl_c();
-    let left = platform.leftovers(&[uid, other]);
+    let left = platform.leftovers(&[uid, other, store, image_uid]);
     assert!(left.is_empty(), "left behind after the second Ctrl-C: {left:#?}");
 }
