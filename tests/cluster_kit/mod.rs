@@ -27,6 +27,10 @@ pub const DOMAIN: &str = "cluster.example";
 /// HTTPS tests').
 pub const TLS_DOMAIN: &str = "secure.cluster.example";
 pub const TLS_UID: u32 = 31251;
+/// An `ssl-ca-cluster-domain` (a client certificate of the customer's CA required,
+/// [`Cluster::serve_tls_ca`]) and its container's uid.
+pub const PROTECTED_DOMAIN: &str = "protected.cluster.example";
+pub const PROTECTED_UID: u32 = 31252;
 pub const FLOATING: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 100);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 254);
 pub const T: Duration = Duration::from_secs(90);
@@ -159,6 +163,7 @@ impl Cluster {
                 &[
                     domain_entry(DOMAIN, &[B_UID, C_UID], &customer.1),
                     domain_entry(TLS_DOMAIN, &[TLS_UID], &customer.1),
+                    domain_entry(PROTECTED_DOMAIN, &[PROTECTED_UID], &customer.1),
                 ],
             );
             let emperor = node.ns.run(|| TestNode::start_with_shortcuts(&["--unbit-quota", "none"]));
@@ -223,6 +228,10 @@ impl Cluster {
         let client_dir = tempfile::Builder::new().prefix("unbit-cluster-client-").tempdir().unwrap();
         let tls_ca = sni_index::testing::ca("Customer CA");
         std::fs::write(client_dir.path().join("ca.crt"), tls_ca.cert_pem()).unwrap();
+        // A visitor's client certificate from the customer's CA.
+        let alice = sni_index::testing::client("alice", &tls_ca, 100);
+        std::fs::write(client_dir.path().join("alice.crt"), alice.cert_pem()).unwrap();
+        std::fs::write(client_dir.path().join("alice.key"), alice.key_pem()).unwrap();
         let cluster = Cluster { nodes, lan, customer, tls_ca, client_dir };
         for (node, uid) in [(1, B_UID), (2, C_UID)].into_iter().filter(|_| containers) {
             cluster.deploy(node, uid, &format!("cluster-domain = {DOMAIN}"));
@@ -267,17 +276,27 @@ impl Cluster {
         })
     }
 
+    /// [`PROTECTED_DOMAIN`] served by a container ([`PROTECTED_UID`]) on node `node` only,
+    /// with `ssl-ca-cluster-domain`: a client certificate of the customer's CA required.
+    pub fn serve_tls_ca(&self, node: usize) -> std::path::PathBuf {
+        let line =
+            format!("ssl-ca-cluster-domain = {PROTECTED_DOMAIN} $(HOME)/tls.key $(HOME)/tls.crt !$(HOME)/ca.crt");
+        self.deploy_with(node, PROTECTED_UID, &line, |home| {
+            self.write_pair(home, PROTECTED_UID, PROTECTED_DOMAIN, 1);
+            own_file(home, PROTECTED_UID, "ca.crt", &self.tls_ca.cert_pem());
+        })
+    }
+
     /// The customer's certificate for [`TLS_DOMAIN`] with this serial (a renewal is another
     /// serial), written into `home` as the container's own files.
     pub fn write_tls(&self, home: &Path, serial: u32) -> openssl::x509::X509 {
-        let pair = sni_index::testing::server(&[TLS_DOMAIN], KeyKind::P256, Some(&self.tls_ca), serial);
-        for (file, bytes) in [("tls.key", pair.key_pem()), ("tls.crt", pair.cert_pem())] {
-            // Complete, then renamed: the validator never reads half a file.
-            let tmp = home.join(format!(".{file}.tmp"));
-            std::fs::write(&tmp, bytes).unwrap();
-            std::os::unix::fs::chown(&tmp, Some(TLS_UID), Some(TLS_UID)).unwrap();
-            std::fs::rename(&tmp, home.join(file)).unwrap();
-        }
+        self.write_pair(home, TLS_UID, TLS_DOMAIN, serial)
+    }
+
+    fn write_pair(&self, home: &Path, uid: u32, name: &str, serial: u32) -> openssl::x509::X509 {
+        let pair = sni_index::testing::server(&[name], KeyKind::P256, Some(&self.tls_ca), serial);
+        own_file(home, uid, "tls.key", &pair.key_pem());
+        own_file(home, uid, "tls.crt", &pair.cert_pem());
         pair.cert
     }
 
@@ -298,9 +317,23 @@ impl Cluster {
     /// `curl --resolve NAME:443:IP https://NAME/` from the LAN, trusting the customer's CA only:
     /// the body, or curl's error (a wrong certificate is one).
     pub fn curl_https(&self, ip: Ipv4Addr, name: &str) -> Result<String, String> {
+        self.curl_https_with(ip, name, &[])
+    }
+
+    /// [`Cluster::curl_https`] with the visitor's client certificate (`alice`, of the customer's
+    /// CA).
+    pub fn curl_https_as_alice(&self, ip: Ipv4Addr, name: &str) -> Result<String, String> {
+        let c = self.client_dir.path();
+        let (crt, key) = (c.join("alice.crt").display().to_string(), c.join("alice.key").display().to_string());
+        self.curl_https_with(ip, name, &["--cert", &crt, "--key", &key])
+    }
+
+    fn curl_https_with(&self, ip: Ipv4Addr, name: &str, extra: &[&str]) -> Result<String, String> {
         let out = self.lan.run(|| {
             std::process::Command::new("curl")
-                .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+                .args(["-sS", "--fail", "--max-time", "5"])
+                .args(extra)
+                .arg("--cacert")
                 .arg(self.client_dir.path().join("ca.crt"))
                 .args(["--resolve", &format!("{name}:443:{ip}"), &format!("https://{name}/")])
                 .output()
@@ -400,6 +433,15 @@ pub fn shipped_fastrouter_ini(set: &[(&str, Vec<String>)]) -> String {
         }
     }
     out
+}
+
+/// `bytes` as the container's own file `home/file` (complete, then renamed: the validator never
+/// reads half a file).
+fn own_file(home: &Path, uid: u32, file: &str, bytes: &[u8]) {
+    let tmp = home.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(uid), Some(uid)).unwrap();
+    std::fs::rename(&tmp, home.join(file)).unwrap();
 }
 
 /// The serial number of a certificate, as a number.

@@ -25,6 +25,9 @@ pub const MAX_NAME: usize = 64;
 pub enum Cmd {
     Subscribe,
     Unsubscribe,
+    /// Serves it, and its certificate has a client CA (`ssl-ca-cluster-domain`): a receiver
+    /// routes the domain only once it holds that certificate and its client-CA rule.
+    SubscribeProtected,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +53,7 @@ fn body(a: &Announce) -> Vec<u8> {
     out.push(match a.cmd {
         Cmd::Subscribe => 0,
         Cmd::Unsubscribe => 1,
+        Cmd::SubscribeProtected => 2,
     });
     out.extend_from_slice(&(a.key.len() as u16).to_be_bytes());
     out.extend_from_slice(a.key.as_bytes());
@@ -91,6 +95,7 @@ pub fn parse(d: &[u8]) -> Result<(Announce, &[u8], &[u8]), String> {
     let cmd = match signed.get(at) {
         Some(0) => Cmd::Subscribe,
         Some(1) => Cmd::Unsubscribe,
+        Some(2) => Cmd::SubscribeProtected,
         Some(c) => return Err(format!("unknown command {c}")),
         None => return Err(short()),
     };
@@ -195,6 +200,8 @@ mod tests {
         let d = seal(&sample(), &k).unwrap();
         let (a, signed, sig) = parse(&d).unwrap();
         assert_eq!(a, sample());
+        let protected = Announce { cmd: Cmd::SubscribeProtected, ..sample() };
+        assert_eq!(parse(&seal(&protected, &k).unwrap()).unwrap().0, protected);
         assert!(verify(signed, sig, &p));
         assert!(!verify(signed, sig, &other));
     }

@@ -9,7 +9,7 @@ use crate::message::{self, Announce, Cmd, ReplayGuard, Sequence};
 use crate::sealed::{self, Op};
 use openssl::pkey::{Id, PKey, Private};
 use sni_index::{names, ClientCa, Entry, IndexDir};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
@@ -162,17 +162,25 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
                             })
                         }
                     };
-                    if let Some(cmd) = cmd {
-                        broadcast(&udp, &legion, &config.node, &key, &mut seq, cmd, &a.key);
-                    }
                     let out = Out { udp: &udp, legion: &legion, me: &config.node, key: &key };
                     match cmd {
                         Some(Cmd::Unsubscribe) => {
                             certs.remove(&a.key);
+                            broadcast(&udp, &legion, &config.node, &key, &mut seq, Cmd::Unsubscribe, &a.key);
                         }
-                        // The validator wrote the entry before it passed the announce on.
-                        _ if local.contains_key(&a.key) => share(&out, &mut seq, &mut certs, &sni_from, &a.key),
-                        _ => {}
+                        Some(_) => {
+                            // The certificate first (the validator wrote the entry before it
+                            // passed the announce on), then the announce, which says whether
+                            // it has a client CA.
+                            share(&out, &mut seq, &mut certs, &sni_from, &a.key);
+                            let cmd = if certs.get(&a.key).is_some_and(|c| c.protected) {
+                                Cmd::SubscribeProtected
+                            } else {
+                                Cmd::Subscribe
+                            };
+                            broadcast(&udp, &legion, &config.node, &key, &mut seq, cmd, &a.key);
+                        }
+                        None => {}
                     }
                 }
                 Err(e) => uwsgi::log!("cluster relay: an announce from the validator does not parse: {e}"),
@@ -215,6 +223,8 @@ struct Shared {
     file: Option<(u64, u64, i64, i64)>,
     /// What the members have (`None`: no certificate, or one not shared).
     entry: Option<Vec<u8>>,
+    /// It has a client CA: the announces say so.
+    protected: bool,
     sent: Instant,
 }
 
@@ -229,7 +239,12 @@ fn share(out: &Out<'_>, seq: &mut Sequence, certs: &mut HashMap<String, Shared>,
         .ok()
         .filter(|m| m.is_file())
         .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
-    let st = certs.entry(name.to_string()).or_insert(Shared { file: None, entry: None, sent: Instant::now() });
+    let st = certs.entry(name.to_string()).or_insert(Shared {
+        file: None,
+        entry: None,
+        protected: false,
+        sent: Instant::now(),
+    });
     if file == st.file {
         if st.entry.is_some() && st.sent.elapsed() >= RESEND {
             st.sent = Instant::now();
@@ -245,12 +260,6 @@ fn share(out: &Out<'_>, seq: &mut Sequence, certs: &mut HashMap<String, Shared>,
             None
         }
         Some(Ok(bytes)) => match Entry::decode(&bytes) {
-            Ok(e) if e.bundle.client_ca != ClientCa::None => {
-                uwsgi::log!(
-                    "cluster relay: {name} has a client CA (ssl-ca-cluster-domain): its certificate is not given to                      the other members (the Lord serves it only if it runs a container of it)"
-                );
-                None
-            }
             Ok(_) if bytes.len() > sealed::MAX_ENTRY => {
                 uwsgi::log!(
                     "cluster relay: the certificate of {name} is {} bytes, over the {} a member is sent",
@@ -259,13 +268,19 @@ fn share(out: &Out<'_>, seq: &mut Sequence, certs: &mut HashMap<String, Shared>,
                 );
                 None
             }
-            Ok(_) => Some(bytes),
+            Ok(e) => {
+                st.protected = e.bundle.client_ca != ClientCa::None;
+                Some(bytes)
+            }
             Err(e) => {
                 uwsgi::log!("cluster relay: the certificate of {name} in {} does not decode: {e}", from.display());
                 None
             }
         },
     };
+    if entry.is_none() {
+        st.protected = false;
+    }
     match (&st.entry, entry) {
         (_, Some(bytes)) => {
             st.sent = Instant::now();
@@ -369,25 +384,29 @@ pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
                 })
             } else {
                 admit(d, from, &legion, &config.node, &mut guard).map(|(a, member)| {
-                    let packet = wire::PacketBuilder::new()
-                        .var("key", &a.key)
-                        .var("address", member.fastrouter.to_string())
-                        .var("modifier1", "0")
-                        .var("modifier2", "0")
-                        .var("cores", "1")
-                        .var("load", "0")
-                        .var("weight", "1")
-                        .finish(match a.cmd {
-                            Cmd::Subscribe => wire::Command::Subscribe,
-                            Cmd::Unsubscribe => wire::Command::Unsubscribe,
-                        });
-                    if let Err(e) = out.send_to(&packet, router) {
-                        uwsgi::log!("cluster receiver: handing {} to the router at {}: {e}", a.key, router.display());
-                    }
+                    let route = |command: wire::Command| {
+                        let packet = wire::PacketBuilder::new()
+                            .var("key", &a.key)
+                            .var("address", member.fastrouter.to_string())
+                            .var("modifier1", "0")
+                            .var("modifier2", "0")
+                            .var("cores", "1")
+                            .var("load", "0")
+                            .var("weight", "1")
+                            .finish(command);
+                        if let Err(e) = out.send_to(&packet, router) {
+                            uwsgi::log!(
+                                "cluster receiver: handing {} to the router at {}: {e}",
+                                a.key,
+                                router.display()
+                            );
+                        }
+                    };
                     let id = (a.key.clone(), member.name.clone());
                     match a.cmd {
-                        Cmd::Subscribe => {
-                            if known.insert(id, Instant::now()).is_none() {
+                        Cmd::Subscribe | Cmd::SubscribeProtected => {
+                            let new = known.insert(id, Instant::now()).is_none();
+                            if new {
                                 uwsgi::log!(
                                     "cluster: accepted {} from member {} => {}",
                                     a.key,
@@ -396,8 +415,22 @@ pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
                                 );
                                 certs.sync(&a.key, &known);
                             }
+                            // A domain behind a client CA is routed only once this node's
+                            // front door has its rule: never reachable here without it.
+                            if a.cmd == Cmd::SubscribeProtected && !certs.protects(&a.key) {
+                                if new {
+                                    uwsgi::log!(
+                                        "cluster: {} of member {} has a client CA: routed once its certificate is here",
+                                        a.key,
+                                        member.name
+                                    );
+                                }
+                                return;
+                            }
+                            route(wire::Command::Subscribe);
                         }
                         Cmd::Unsubscribe => {
+                            route(wire::Command::Unsubscribe);
                             known.remove(&id);
                             uwsgi::log!("cluster: member {} no longer serves {}", member.name, a.key);
                             certs.offer(&a.key, &member.name, None, &known);
@@ -462,6 +495,9 @@ struct Certs {
     /// Entries a previous receiver wrote, kept until then: a respawned receiver does not make
     /// the Lord serve its default certificate while the members' next resend is on its way.
     inherited: HashMap<String, Instant>,
+    /// The client-CA list beside the entries ([`sni_index::CLIENT_CA_LIST`]): every entry's
+    /// policy, `none` included (an exact name answers for itself, not its wildcard's rule).
+    policies: BTreeMap<String, ClientCa>,
 }
 
 /// What an inherited entry is recorded as given by.
@@ -470,17 +506,26 @@ const INHERITED: &str = "(a previous receiver)";
 impl Certs {
     fn new(dir: &Path, gid: Option<u32>) -> Result<Certs, String> {
         let (index, kept) = IndexDir::keep(dir, gid)?;
-        let mut certs = Certs { index, given: HashMap::new(), written: HashMap::new(), inherited: HashMap::new() };
+        let mut certs = Certs {
+            index,
+            given: HashMap::new(),
+            written: HashMap::new(),
+            inherited: HashMap::new(),
+            policies: BTreeMap::new(),
+        };
         let until = Instant::now() + RESEND + TICK * 4;
         for name in kept {
             match std::fs::read(dir.join(&name)) {
                 Ok(bytes) => {
+                    certs.policies.insert(name.clone(), policy(&bytes));
                     certs.written.insert(name.clone(), (INHERITED.to_string(), bytes));
                     certs.inherited.insert(name, until);
                 }
                 Err(e) => uwsgi::log!("cluster: the previous certificate of {name} in {}: {e}", dir.display()),
             }
         }
+        // Written before the router could be told about any name of ours.
+        certs.index.put_ca_list(&certs.policies)?;
         if !certs.inherited.is_empty() {
             uwsgi::log!(
                 "cluster: kept {} certificates of the previous receiver until the members confirm them",
@@ -488,6 +533,25 @@ impl Certs {
             );
         }
         Ok(certs)
+    }
+
+    /// Whether the front door has `name`'s client-CA rule (its entry has a client CA).
+    fn protects(&self, name: &str) -> bool {
+        self.policies.get(name).is_some_and(|p| *p != ClientCa::None)
+    }
+
+    /// Writes the client-CA list with `name`'s policy (`None`: without it) when it changes.
+    fn set_policy(&mut self, name: &str, p: Option<ClientCa>) -> Result<(), String> {
+        let mut list = self.policies.clone();
+        match p {
+            Some(p) => list.insert(name.to_string(), p),
+            None => list.remove(name),
+        };
+        if list != self.policies {
+            self.index.put_ca_list(&list)?;
+            self.policies = list;
+        }
+        Ok(())
     }
 
     /// Inherited entries no member confirmed in time are removed.
@@ -541,7 +605,9 @@ impl Certs {
                         return;
                     }
                 }
-                match self.index.put(name, &entry) {
+                // The rule before the entry: no handshake with a protected name's certificate
+                // while requests for it are not checked yet.
+                match self.set_policy(name, Some(policy(&entry))).and_then(|()| self.index.put(name, &entry)) {
                     Ok(()) => {
                         let summary = Entry::decode(&entry).map(|e| e.bundle.summary()).unwrap_or_default();
                         uwsgi::log!("cluster: serving the certificate of {name} from member {member} ({summary})");
@@ -553,7 +619,7 @@ impl Certs {
             None if self.inherited.contains_key(name) => {}
             None => {
                 if self.written.remove(name).is_some() {
-                    match self.index.remove(name) {
+                    match self.index.remove(name).and_then(|()| self.set_policy(name, None)) {
                         Ok(()) => uwsgi::log!("cluster: no member serves {name} with a certificate any more: removed"),
                         Err(e) => uwsgi::log!("cluster: {e}"),
                     }
@@ -561,6 +627,11 @@ impl Certs {
             }
         }
     }
+}
+
+/// An entry's client-CA policy (entries were checked on the way in).
+fn policy(entry: &[u8]) -> ClientCa {
+    Entry::decode(entry).map_or(ClientCa::None, |e| e.bundle.client_ca)
 }
 
 /// Checks a sealed certificate as [`admit`] checks an announce (member, its address, its
@@ -594,9 +665,6 @@ fn admit_sealed<'a>(
                 .map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
             let entry =
                 Entry::decode(&bytes).map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
-            if entry.bundle.client_ca != ClientCa::None {
-                return Err(format!("certificate of {} by member {}: has a client CA (not shared)", h.name, h.node));
-            }
             entry.context().map_err(|e| format!("certificate of {} by member {}: {e}", h.name, h.node))?;
             // Whatever OpenSSL queued must not show up in another check.
             let _ = openssl::error::ErrorStack::get();

@@ -16,9 +16,12 @@
 //! | optional | plain HTTP | served, without `HTTPS_DN` |
 //!
 //! The list of names with a client CA is small and read from the index
-//! ([`sni_index::CLIENT_CA_LIST`]) into memory. Each request `stat`s the file (well under a
-//! microsecond, against tens for the request) and reads it again when it was replaced: the
-//! validator writes the list before it passes on the announce that brings a protected name, so
+//! ([`sni_index::CLIENT_CA_LIST`]) into memory, with the cluster index's beside it (the entries
+//! other members of a Legion sealed to this node, every one listed with its policy; it answers
+//! only for names this node's own index has no entry for). Each request `stat`s the two files
+//! (well under a microsecond each, against tens for the request) and reads one again when it
+//! was replaced: the validator writes its list before it passes on the announce that brings a
+//! protected name (and the cluster's receiver before it routes a member's protected name), so
 //! no router process can route a request to that name's app with a list older than the name.
 //! (Looking only every 250 ms let plain HTTP reach a newly protected app in that window.)
 
@@ -31,16 +34,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The client-CA list as this process last read it.
-pub struct CaList {
+/// One client-CA list file as this process last read it.
+struct ListFile {
     path: PathBuf,
     names: HashMap<String, ClientCa>,
     identity: Option<Identity>,
 }
 
-impl CaList {
-    pub fn new(dir: &Path) -> CaList {
-        CaList { path: dir.join(sni_index::CLIENT_CA_LIST), names: HashMap::new(), identity: None }
+impl ListFile {
+    fn new(path: PathBuf) -> ListFile {
+        ListFile { path, names: HashMap::new(), identity: None }
     }
 
     /// Reads the file again when it was replaced. A list that cannot be read keeps the last
@@ -57,14 +60,62 @@ impl CaList {
         }
     }
 
-    /// The entry answering for `host` and its policy, if the list knows it: the exact name,
-    /// else its wildcard.
+    fn get(&self, name: &str) -> Option<(&str, ClientCa)> {
+        self.names.get_key_value(name).map(|(n, p)| (n.as_str(), *p))
+    }
+}
+
+/// The client-CA lists: the validator's, and the cluster's (beside the entries other members
+/// of the Legion sealed to this node, [`sni_index::CLUSTER_DIR`], listing every one of them).
+/// They answer as the certificate selection chooses entries: the exact name, then its
+/// wildcard, this node's own index before the cluster's.
+pub struct CaList {
+    /// The validator's index (to see whether it has an entry the cluster's list must yield to).
+    dir: PathBuf,
+    local: ListFile,
+    cluster: ListFile,
+}
+
+impl CaList {
+    pub fn new(dir: &Path) -> CaList {
+        CaList {
+            dir: dir.to_path_buf(),
+            local: ListFile::new(dir.join(sni_index::CLIENT_CA_LIST)),
+            cluster: ListFile::new(sni_index::cluster_dir(dir).join(sni_index::CLIENT_CA_LIST)),
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.local.refresh();
+        self.cluster.refresh();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.local.names.is_empty() && self.cluster.names.is_empty()
+    }
+
+    /// Whether this node's own index has an entry `name` (which then serves it, whatever the
+    /// cluster's index has).
+    fn local_entry(&self, name: &str) -> bool {
+        std::fs::symlink_metadata(self.dir.join(name)).is_ok()
+    }
+
+    /// The entry answering for `host` and its policy, if a list knows it: the exact name,
+    /// else its wildcard; the cluster's list only where this node's index has neither the
+    /// name nor (for the wildcard) the exact one, as the selection does.
     fn resolve(&self, host: &str) -> Option<(&str, ClientCa)> {
-        if let Some((name, policy)) = self.names.get_key_value(host) {
-            return Some((name.as_str(), *policy));
+        if let Some(found) = self.local.get(host) {
+            return Some(found);
+        }
+        let theirs = |name: &str| self.cluster.get(name).filter(|_| !self.local_entry(host));
+        if let Some(found) = theirs(host) {
+            return Some(found);
         }
         let wildcard = names::wildcard_of(host)?;
-        self.names.get_key_value(&wildcard).map(|(n, p)| (n.as_str(), *p))
+        if let Some(found) = self.local.get(&wildcard) {
+            return Some(found);
+        }
+        theirs(&wildcard).filter(|_| !self.local_entry(&wildcard))
     }
 }
 
@@ -98,7 +149,7 @@ fn decide(list: &CaList, host: &[u8], conn: &Connection<'_>) -> Option<u16> {
         Connection::Tls { selected: Some(s), .. } => s.client_ca,
         _ => ClientCa::None,
     };
-    if list.names.is_empty() && conn_ca == ClientCa::None {
+    if list.is_empty() && conn_ca == ClientCa::None {
         return None;
     }
     let host = names::server_name(host);
@@ -126,7 +177,7 @@ mod tests {
 
     fn list(lines: &str) -> Mutex<CaList> {
         let mut l = CaList::new(Path::new("/nonexistent"));
-        l.names = sni_index::dir::read_ca_list(lines.as_bytes());
+        l.local.names = sni_index::dir::read_ca_list(lines.as_bytes());
         Mutex::new(l)
     }
 
@@ -190,6 +241,39 @@ mod tests {
         let fresh = tls(Some("new.test"), ClientCa::Required, true);
         assert_eq!(refusal(&l, b"new.test", Connection::Tls { selected: Some(&fresh.0), verified_client: true }), None);
         assert_eq!(refusal(&l, b"new.test", Connection::Plain), Some(403));
+    }
+
+    #[test]
+    fn the_clusters_list_answers_for_the_names_this_nodes_index_lacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sni");
+        let cluster = sni_index::cluster_dir(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&cluster).unwrap();
+        std::fs::write(dir.join(sni_index::CLIENT_CA_LIST), "").unwrap();
+        // Other members' entries: a protected name, a protected wildcard, an open name.
+        std::fs::write(
+            cluster.join(sni_index::CLIENT_CA_LIST),
+            "remote.test required\n.wild.test required\nopen.test none\n",
+        )
+        .unwrap();
+        let l = Mutex::new(CaList::new(&dir));
+        let remote = tls(Some("remote.test"), ClientCa::Required, true);
+        let other = tls(Some("a.test"), ClientCa::None, false);
+        assert_eq!(ask(&l, "remote.test", Some(&remote)), None);
+        assert_eq!(ask(&l, "remote.test", Some(&other)), Some(421));
+        assert_eq!(ask(&l, "remote.test", None), Some(403), "plain HTTP to a protected name of another node");
+        assert_eq!(ask(&l, "shop.wild.test", None), Some(403));
+        assert_eq!(ask(&l, "open.test", None), None);
+        // This node's own entries win, as in the selection: its exact shop.wild.test (no CA)
+        // answers for itself, and its own remote.test too.
+        std::fs::write(dir.join("shop.wild.test"), "entry").unwrap();
+        std::fs::write(dir.join("remote.test"), "entry").unwrap();
+        let shop = tls(Some("shop.wild.test"), ClientCa::None, false);
+        assert_eq!(ask(&l, "shop.wild.test", Some(&shop)), None);
+        assert_eq!(ask(&l, "shop.wild.test", None), None);
+        assert_eq!(ask(&l, "remote.test", None), None);
+        assert_eq!(ask(&l, "other.wild.test", None), Some(403));
     }
 
     #[test]
