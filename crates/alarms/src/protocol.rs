@@ -131,6 +131,48 @@ pub fn send_now(socket: &Path, request: &Request) -> io::Result<()> {
     write_line_nonblocking(&stream, &request.line())
 }
 
+/// The relay's reachability as a sender last saw it, so that an outage is logged once (and
+/// the alarms lost during it counted when it ends) instead of one line per alarm: a node
+/// without `unbit-alarmd`, or a relay restarting, would otherwise fill the log it reports to.
+pub struct RelayHealth {
+    /// Alarms lost since the relay became unreachable; `u64::MAX` while it is reachable (or
+    /// not tried yet).
+    lost: std::sync::atomic::AtomicU64,
+}
+
+impl RelayHealth {
+    pub const fn new() -> RelayHealth {
+        RelayHealth { lost: std::sync::atomic::AtomicU64::new(u64::MAX) }
+    }
+
+    /// Records one send's outcome; `Some(line)` when it changes what the log should say.
+    pub fn note(&self, sent: &io::Result<()>, socket: &Path) -> Option<String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match sent {
+            Ok(()) => match self.lost.swap(u64::MAX, SeqCst) {
+                u64::MAX => None,
+                lost => Some(format!(
+                    "the alarm relay at {} is reachable again; {lost} alarm(s) were lost while it was not",
+                    socket.display()
+                )),
+            },
+            Err(e) => match self.lost.fetch_update(SeqCst, SeqCst, |n| Some(if n == u64::MAX { 1 } else { n + 1 })) {
+                Ok(u64::MAX) => Some(format!(
+                    "the alarm relay at {} is unreachable ({e}): alarms are lost until it is back",
+                    socket.display()
+                )),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl Default for RelayHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Connects to a unix stream socket without blocking: `EAGAIN` (the relay's backlog is full)
 /// is returned as an error instead of waiting.
 pub fn connect_nonblocking(socket: &Path) -> io::Result<UnixStream> {
@@ -154,6 +196,20 @@ pub fn write_line_nonblocking(mut stream: &UnixStream, line: &[u8]) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_said_once_and_its_end_with_what_it_lost() {
+        let h = RelayHealth::new();
+        let at = Path::new("/run/x/alarms");
+        let down = || Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(h.note(&Ok(()), at), None);
+        assert!(h.note(&down(), at).unwrap().contains("unreachable"));
+        assert_eq!(h.note(&down(), at), None);
+        assert_eq!(h.note(&down(), at), None);
+        assert!(h.note(&Ok(()), at).unwrap().contains("3 alarm(s) were lost"));
+        assert_eq!(h.note(&Ok(()), at), None);
+        assert!(h.note(&down(), at).is_some(), "a second outage is said again");
+    }
 
     #[test]
     fn requests_round_trip_and_bad_ones_are_refused() {

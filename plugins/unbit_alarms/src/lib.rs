@@ -43,14 +43,16 @@ impl Alarm for UnbitAlarm {
     }
 }
 
-/// One non-blocking attempt; a failure is logged without the message (a `log-alarm` regexp
+/// One non-blocking attempt; an outage is logged once, without the message (a `log-alarm` regexp
 /// must not match our own complaint and loop).
 fn send(kind: &str, msg: &str) {
     if msg.is_empty() {
         return;
     }
-    if let Err(e) = protocol::send_now(&socket(), &Request::alarm(None, kind, msg)) {
-        uwsgi::log!("alarm {kind} not handed to the node's relay at {}: {e}", socket().display());
+    static RELAY: protocol::RelayHealth = protocol::RelayHealth::new();
+    let sent = protocol::send_now(&socket(), &Request::alarm(None, kind, msg));
+    if let Some(line) = RELAY.note(&sent, &socket()) {
+        uwsgi::log!("alarm {kind}: {line}");
     }
 }
 

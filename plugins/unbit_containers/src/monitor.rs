@@ -299,12 +299,16 @@ impl ContainersMonitor {
 }
 
 /// Hands a platform alarm to the node's alarm relay (`unbit-alarmd`, on its socket in the
-/// subscription dir) without waiting: a relay that is down loses the alarm, never a pass.
+/// subscription dir) without waiting: a relay that is down loses the alarm, never a pass (the
+/// outage is logged once, with the count of lost alarms when it ends).
 fn alarm(paths: &NodePaths, uid: u32, kind: &str, msg: &str) {
     let Some(dir) = &paths.subscribe_dir else { return };
     let request = alarms::protocol::Request::alarm(Some(uid), kind, msg);
-    if let Err(e) = alarms::protocol::send_now(&dir.join(alarms::protocol::SOCKET_NAME), &request) {
-        uwsgi::log!("container {uid}: alarm {kind} not handed to the alarm relay: {e}");
+    static RELAY: alarms::protocol::RelayHealth = alarms::protocol::RelayHealth::new();
+    let socket = dir.join(alarms::protocol::SOCKET_NAME);
+    let sent = alarms::protocol::send_now(&socket, &request);
+    if let Some(line) = RELAY.note(&sent, &socket) {
+        uwsgi::log!("container {uid}: alarm {kind}: {line}");
     }
 }
 
