@@ -33,6 +33,29 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// `vassals-examples/<file>` as a test runs it: each `(production, local)` value replaced
+/// wherever it stands (every one must occur, so a test notices when the shipped file changes
+/// under it), and the lines of the `host_only` options (a node's log file) left out. Every
+/// other line is as shipped.
+pub fn shipped_config(file: &str, replace: &[(&str, String)], host_only: &[&str]) -> String {
+    let path = project_root().join("vassals-examples").join(file);
+    let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = String::new();
+    for line in shipped.lines() {
+        let option = line.split('=').next().unwrap_or("").trim();
+        if !line.trim_start().starts_with([';', '#']) && host_only.contains(&option) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (production, local) in replace {
+        assert!(out.contains(production), "{} no longer has {production}", path.display());
+        out = out.replace(production, local);
+    }
+    out
+}
+
 /// A fixture shared by the tests of a file that run at the same time: the first starts it, the
 /// last one to drop its `Arc` stops it (a later test starts a new one).
 pub fn shared<T>(slot: &std::sync::Mutex<std::sync::Weak<T>>, start: impl FnOnce() -> T) -> std::sync::Arc<T> {

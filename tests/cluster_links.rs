@@ -1,7 +1,8 @@
 //! Links across nodes with the platform's own parts (issue 17, deliverable 4), as root: two
 //! nodes in network namespaces joined by a veth (the inter-node network), each with a node
 //! Emperor (`--unbit-network true --unbit-network-tunnel unbit-wg`) and `unbit-links run`
-//! (keys made with `unbit-links genkey`/`pubkey`, as an operator makes them). Containers are
+//! supervised by the shipped `vassals-examples/legion/links.ini` (only its paths and the node's
+//! name replaced; keys made with `unbit-links genkey`/`pubkey`, as an operator makes them). Containers are
 //! put through the spec folder like node-sync puts them; their links name a container on the
 //! other node. The kernel-level checks (no plaintext on the wire, spoofed sources, routes) are
 //! `cargo test -p cluster-links --test kernel`; this is the same through the Emperors.
@@ -12,10 +13,11 @@ use container_net::link::Netlink;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use uwsgi_it::harness::{shipped_config, Instance, InstanceBuilder};
 use uwsgi_it::host::{pids_of_uid, wait_until};
 use uwsgi_it::netns::Netns;
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
@@ -24,6 +26,7 @@ use uwsgi_it::ssh::release_binary;
 const A1: u32 = 31370; // on a, links B1
 const B1: u32 = 31371; // on b, links A1
 const B2: u32 = 31372; // on b, links nobody
+/// The interface the shipped links.ini names.
 const TUNNEL: &str = "unbit-wg";
 
 fn ip(uid: u32) -> Ipv4Addr {
@@ -46,18 +49,23 @@ fn links_tool(args: &[&str], input: &str) -> String {
 
 struct Node {
     emperor: Option<TestNode>,
-    daemon: Option<Child>,
+    /// The shipped links.ini's uWSGI instance, which runs `unbit-links run`.
+    links: Option<Instance>,
     name: &'static str,
     addr: Ipv4Addr,
     ns: Netns,
 }
 
 impl Node {
-    fn stop_daemon(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.daemon.take()?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGINT);
-        child.wait().ok()
+    /// SIGINT to the links instance, as its Emperor stops it; its log.
+    fn stop_links(&mut self) -> Option<(std::process::ExitStatus, String)> {
+        let mut links = self.links.take()?;
+        let status = links.stop()?;
+        Some((status, links.log()))
+    }
+
+    fn links_log(&self) -> String {
+        self.links.as_ref().map(Instance::log).unwrap_or_default()
     }
 
     fn emperor(&self) -> &TestNode {
@@ -84,7 +92,7 @@ impl Drop for Node {
                 e.stop();
             }
         }
-        self.stop_daemon();
+        self.stop_links();
     }
 }
 
@@ -164,14 +172,18 @@ fn containers_linked_across_nodes_talk_through_the_tunnel_and_unlinked_ones_cann
             let lo = nl.index_of("lo").unwrap().unwrap();
             nl.set_up(lo).unwrap();
         });
-        nodes.push(Node { emperor: None, daemon: None, name, addr, ns });
+        nodes.push(Node { emperor: None, links: None, name, addr, ns });
     }
 
-    // The operator's steps: a key per node, the members file on every node, unbit-links.
+    // The operator's steps (links.ini's comments): a key per node, the same members file on
+    // every node, the shipped instance that runs unbit-links. /etc/unbit/links is a directory
+    // per node here.
+    let etc = |node: &Node| dir.path().join(node.name);
     let mut members = Vec::new();
     for (node, containers) in nodes.iter().zip([vec![A1], vec![B1, B2]]) {
+        std::fs::create_dir(etc(node)).unwrap();
         let key = links_tool(&["genkey"], "");
-        let key_file = dir.path().join(format!("{}.key", node.name));
+        let key_file = etc(node).join("node.key");
         std::fs::write(&key_file, format!("{key}\n")).unwrap();
         std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         members.push(serde_json::json!({
@@ -181,29 +193,29 @@ fn containers_linked_across_nodes_talk_through_the_tunnel_and_unlinked_ones_cann
             "containers": containers,
         }));
     }
-    let members_file = dir.path().join("members.json");
-    std::fs::write(&members_file, serde_json::json!({ "members": members }).to_string()).unwrap();
+    let members = serde_json::json!({ "members": members }).to_string();
     for node in &mut nodes {
-        let log = std::fs::File::create(dir.path().join(format!("{}.log", node.name))).unwrap();
-        let (key, name) = (dir.path().join(format!("{}.key", node.name)), node.name);
-        let child = node.ns.run(|| {
-            Command::new(release_binary("unbit-links"))
-                .args(["run", "--node", name, "--ifname", TUNNEL])
-                .arg("--key")
-                .arg(&key)
-                .arg("--members")
-                .arg(&members_file)
-                .stdin(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap()
-        });
-        node.daemon = Some(child);
+        std::fs::write(etc(node).join("members.json"), &members).unwrap();
+        let ini = shipped_config(
+            "legion/links.ini",
+            &[
+                ("/usr/local/bin/unbit-links", release_binary("unbit-links").display().to_string()),
+                ("/etc/unbit/links", etc(node).display().to_string()),
+                ("--node node1", format!("--node {}", node.name)),
+            ],
+            &["logto", "log-maxsize"],
+        );
+        assert!(ini.contains(&format!("--ifname {TUNNEL},")), "the shipped links.ini names another interface:\n{ini}");
+        let links = node.ns.run(|| InstanceBuilder::new(&format!("links-{}", node.name)).ini(&ini).start());
+        links
+            .wait_for_log(&format!("unbit-links: node {}: {TUNNEL} listening", node.name), Duration::from_secs(10))
+            .unwrap();
+        node.links = Some(links);
         node.emperor =
             Some(node.ns.run(|| TestNode::start(&["--unbit-network", "true", "--unbit-network-tunnel", TUNNEL])));
         node.emperor().emperor().wait_for_log("links across nodes through unbit-wg", Duration::from_secs(10)).unwrap();
     }
-    let log_of = |name: &str| std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+    let log_of = |node: &Node| node.links_log();
 
     let keys = key_pair();
     put(&nodes[0], A1, &[B1], &keys);
@@ -222,12 +234,28 @@ fn containers_linked_across_nodes_talk_through_the_tunnel_and_unlinked_ones_cann
         answer = probe(&a1, SocketAddr::from((ip(B1), 7000)));
         answer.is_some()
     });
-    assert_eq!(answer.as_deref(), Some("B1"), "a: {}\nb: {}", log_of("a"), log_of("b"));
+    assert_eq!(answer.as_deref(), Some("B1"), "a: {}\nb: {}", log_of(&nodes[0]), log_of(&nodes[1]));
     assert_eq!(probe(&b1, SocketAddr::from((ip(A1), 7000))).as_deref(), Some("A1"));
     // B2 runs on b, where the tunnel from a ends, but links nobody: nothing either way.
     assert_eq!(probe(&b2, SocketAddr::from((ip(B2), 7000))).as_deref(), Some("B2"), "B2's server is up");
     assert_eq!(probe(&a1, SocketAddr::from((ip(B2), 7000))), None, "A1 reached the unlinked B2");
     assert_eq!(probe(&b2, SocketAddr::from((ip(A1), 7000))), None, "the unlinked B2 reached A1");
+
+    // A reload of a's links instance (SIGHUP: an Emperor's touch, an operator's reload)
+    // restarts unbit-links: a new tunnel with the same peers, and the pair talks again.
+    let pid = nix::unistd::Pid::from_raw(nodes[0].links.as_ref().unwrap().pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGHUP).unwrap();
+    let listening = format!("unbit-links: node a: {TUNNEL} listening");
+    nodes[0].links.as_ref().unwrap().wait_for_log_count(&listening, 2, Duration::from_secs(20)).unwrap();
+    assert!(
+        log_of(&nodes[0]).contains("SIGINT: closing the tunnel"),
+        "the reload killed unbit-links: {}",
+        log_of(&nodes[0])
+    );
+    wait_until("A1 reaches B1 again after the reload", Duration::from_secs(20), || {
+        probe(&a1, SocketAddr::from((ip(B1), 7000))).as_deref() == Some("B1")
+    });
+    assert_eq!(probe(&b1, SocketAddr::from((ip(A1), 7000))).as_deref(), Some("A1"));
 
     // B1 drops its link through the API's path (the spec file): no restart, and A1 no longer
     // gets in.
@@ -238,7 +266,8 @@ fn containers_linked_across_nodes_talk_through_the_tunnel_and_unlinked_ones_cann
     });
     assert_eq!(probe(&b1, SocketAddr::from((ip(A1), 7000))), None, "a one-sided link crossed nodes");
 
-    // Cleanup: the Emperors remove their tables, unbit-links its interface and routes.
+    // Cleanup: the Emperors remove their tables; stopping the links instance (SIGINT, as its
+    // Emperor does) stops unbit-links, which takes its interface and routes with it.
     drop((a1, b1, b2));
     for node in &mut nodes {
         if let Some(mut e) = node.emperor.take() {
@@ -248,8 +277,10 @@ fn containers_linked_across_nodes_talk_through_the_tunnel_and_unlinked_ones_cann
         }
         assert!(!node.has_table(), "{}: table inet unbit outlived its Emperor", node.name);
         assert!(node.has_link(TUNNEL), "{}: {TUNNEL} vanished with the Emperor", node.name);
-        let status = node.stop_daemon().expect("unbit-links ran");
-        assert!(status.success(), "{}: unbit-links exited with {status}: {}", node.name, log_of(node.name));
+        let (status, log) = node.stop_links().expect("the links instance ran");
+        assert!(status.success(), "{}: the links instance exited with {status}: {log}", node.name);
+        assert!(log.contains("unbit-links: SIGINT: closing the tunnel"), "{}: {log}", node.name);
+        assert!(!log.contains("did not die in time"), "{}: {log}", node.name);
         assert!(!node.has_link(TUNNEL), "{}: {TUNNEL} outlived unbit-links", node.name);
         let routes = node.routes();
         assert!(!routes.lines().any(|l| l.starts_with(&format!("{TUNNEL}\t"))), "{}: {routes}", node.name);

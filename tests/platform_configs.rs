@@ -27,6 +27,15 @@ fn make_run_renders_exactly_the_shipped_configs() {
     let run = platform.run_dir.to_string_lossy();
     assert!(http.lines().any(|l| l.starts_with("http = 127.0.0.1:")), "{http}");
     assert!(http.contains(&format!("unbit-subscriptions-socket = {run}/subscribe/http")), "{http}");
+    // The Legion's tunnel (not started by make run): the build's unbit-links, the run dir's keys.
+    let links = std::fs::read_to_string(platform.etc().join("uwsgi/legion/links.ini")).unwrap();
+    let root = uwsgi_it::harness::project_root();
+    let daemon = format!(
+        "attach-daemon2 = cmd=exec {}/target/release/unbit-links run --node node1 --key {run}/etc/unbit/links/node.key \
+         --members {run}/etc/unbit/links/members.json --ifname unbit-wg,stopsignal=2",
+        root.display()
+    );
+    assert!(links.lines().any(|l| l == daemon), "rendered links.ini lacks {daemon}:\n{links}");
 }
 
 /// The customer sshd's config is rendered like the ini files, and Debian's sshd accepts it as
