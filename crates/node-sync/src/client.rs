@@ -143,4 +143,27 @@ impl Api {
         }
         Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
     }
+
+    /// The links members file of this node's Legion (`{"members": [{name, endpoint,
+    /// public_key, containers: [uid]}]}`), as `unbit-links run --members` reads it. An answer
+    /// of another shape is an error: the node keeps its last good file (unbit-links would
+    /// refuse it whole and keep its peers anyway, but the file would then say what the tunnel
+    /// does not).
+    pub fn links_members(&self) -> Result<Vec<u8>, String> {
+        let v = self.get("/api/node/v1/links/members")?;
+        let members = v["members"].as_array().ok_or("links members answer is not {members: [...]}")?;
+        for m in members {
+            for field in ["name", "endpoint", "public_key"] {
+                if !m[field].is_string() {
+                    return Err(format!("links members answer: a member without a {field}: {m}"));
+                }
+            }
+            let uids = m["containers"].as_array().ok_or_else(|| format!("links members answer: no containers: {m}"))?;
+            let uid = |u: &serde_json::Value| u.as_u64().and_then(|u| u32::try_from(u).ok());
+            if !uids.iter().all(|u| uid(u).is_some_and(container_spec::is_container_uid)) {
+                return Err(format!("links members answer: a container that is not a uid: {m}"));
+            }
+        }
+        Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
+    }
 }

@@ -1,7 +1,7 @@
 //! `unbit-node-sync [--settings FILE] --api URL --state-dir DIR [--domains-file FILE]
 //!   (--cert PEM --key PEM --ca PEM | --token-file FILE | --token TOKEN) [--max-removals N]
 //!   [--long-poll SECS] [--ssh-keys-dir DIR] [--users-dir DIR] [--portmappings-file FILE]
-//!   [--legion-members-file FILE] [--once]`
+//!   [--legion-members-file FILE] [--links-members-file FILE] [--once]`
 //!
 //! `--settings FILE` gives the API connection (`api`, `cert`, `key`, `ca`, `token-file`) from a
 //! file instead (see [`node_sync::settings`]), so the Emperor's command line is the same on
@@ -13,8 +13,11 @@
 //! (dedicated servers: public port -> container address and port) for the containers plugin's
 //! firewall, polled like the domains. `--legion-members-file` (`/etc/unbit/legion/members.json`,
 //! on the nodes of a Legion) keeps the Legion's members file (names, addresses, public keys)
-//! for the cluster instance, polled the same way. The node's loopboxes are polled the same way into the
-//! state dir's `loopboxes.json`, which the containers plugin mounts from.
+//! for the cluster instance, polled the same way; `--links-members-file`
+//! (`/etc/unbit/links/members.json`) the links members file (each member's WireGuard endpoint,
+//! public key and containers) for `unbit-links` (vassals-examples/legion/links.ini). The
+//! node's loopboxes are polled the same way into the state dir's `loopboxes.json`, which the
+//! containers plugin mounts from.
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
 use node_sync::access;
@@ -30,6 +33,7 @@ struct Args {
     domains_file: Option<PathBuf>,
     portmappings_file: Option<PathBuf>,
     legion_members_file: Option<PathBuf>,
+    links_members_file: Option<PathBuf>,
     ssh_keys_dir: Option<PathBuf>,
     users_dir: Option<PathBuf>,
     auth: NodeAuth,
@@ -43,7 +47,8 @@ fn parse_args() -> Result<Args, String> {
     let (mut api, mut state_dir, mut domains_file, mut token) = (None, None, None, None);
     let (mut cert, mut key, mut ca, mut token_file, mut settings_file) = (None, None, None, None, None);
     let (mut max_removals, mut long_poll, mut once) = (5, 25, false);
-    let (mut ssh_keys_dir, mut users_dir, mut portmappings_file, mut legion_members_file) = (None, None, None, None);
+    let (mut ssh_keys_dir, mut users_dir, mut portmappings_file) = (None, None, None);
+    let (mut legion_members_file, mut links_members_file) = (None, None);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -53,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
             "--domains-file" => domains_file = Some(PathBuf::from(value()?)),
             "--portmappings-file" => portmappings_file = Some(PathBuf::from(value()?)),
             "--legion-members-file" => legion_members_file = Some(PathBuf::from(value()?)),
+            "--links-members-file" => links_members_file = Some(PathBuf::from(value()?)),
             "--ssh-keys-dir" => ssh_keys_dir = Some(PathBuf::from(value()?)),
             "--users-dir" => users_dir = Some(PathBuf::from(value()?)),
             "--token" => token = Some(value()?),
@@ -108,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         domains_file,
         portmappings_file,
         legion_members_file,
+        links_members_file,
         ssh_keys_dir,
         users_dir,
         auth,
@@ -199,7 +206,7 @@ fn sync_access(args: &Args, removed: &[u32]) {
 const LOOPBOXES_FILE: &str = "loopboxes.json";
 
 /// One poll of a list the node keeps as a file (domains, port mappings, loopboxes, the
-/// Legion's members): written atomically when it changed; on an API error the last good file
+/// Legion's members, the links members): written atomically when it changed; on an API error the last good file
 /// stays.
 fn sync_file(what: &str, fetched: Result<Vec<u8>, String>, file: &std::path::Path, mode: u32) {
     match fetched {
@@ -225,7 +232,7 @@ fn main() {
         // None has a long poll: a light poll every 2 s keeps changes "within seconds".
         let lists_api = Api::new(&args.api, args.auth.clone(), args.long_poll).expect("same settings as above");
         let (domains, portmappings) = (args.domains_file.clone(), args.portmappings_file.clone());
-        let members = args.legion_members_file.clone();
+        let (members, links) = (args.legion_members_file.clone(), args.links_members_file.clone());
         let loopboxes = args.state_dir.join(LOOPBOXES_FILE);
         let poll = move || {
             sync_file("loopboxes", lists_api.loopboxes(), &loopboxes, folder::SPEC_MODE);
@@ -237,6 +244,9 @@ fn main() {
             }
             if let Some(file) = &members {
                 sync_file("legion members", lists_api.legion_members(), file, folder::DOMAINS_MODE);
+            }
+            if let Some(file) = &links {
+                sync_file("links members", lists_api.links_members(), file, folder::DOMAINS_MODE);
             }
         };
         if args.once {

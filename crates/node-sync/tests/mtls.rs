@@ -212,11 +212,12 @@ fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
     assert!(from_settings.join(format!("{uid}.json")).exists(), "{log}");
 }
 
-/// The Legion's members file reaches the node's cluster instance through node-sync over its
-/// mTLS channel (docs/clustering.md): the operator sets each server's keys in the API once
-/// instead of copying a file to every node.
+/// The Legion's members file reaches the node's cluster instance, and the links members file
+/// its `unbit-links`, through node-sync over its mTLS channel (docs/clustering.md,
+/// docs/networking.md): the operator sets each server's keys in the API once instead of copying
+/// files to every node.
 #[test]
-fn a_node_of_a_legion_gets_the_members_file_over_mtls_and_a_stranger_gets_nothing() {
+fn a_node_of_a_legion_gets_the_members_files_over_mtls_and_a_stranger_gets_nothing() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     make_pki(dir);
@@ -233,15 +234,27 @@ fn a_node_of_a_legion_gets_the_members_file_over_mtls_and_a_stranger_gets_nothin
     }
     admin(&["server", "set-cluster-keys", "--name", "n1", "--public-key", &key_1]);
     admin(&["server", "set-cluster-keys", "--name", "n2", "--public-key", &key_2, "--x25519-key", &"33".repeat(32)]);
+    // WireGuard keys (`unbit-links pubkey`) and a container on each node, for the links file.
+    let (wg_1, wg_2) = ("ERERERERERERERERERERERERERERERERERERERERERE=", "IiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiI=");
+    admin(&["server", "set-links-key", "--name", "n1", "--public-key", wg_1]);
+    admin(&["server", "set-links-key", "--name", "n2", "--public-key", wg_2]);
+    admin(&["customer", "add", "--username", "kratos", "--password", "deimos"]);
+    let uid_on = |server: &str| -> u32 {
+        let add = ["container", "add", "--customer", "kratos", "--server", server, "--name", server];
+        admin(&[&add[..], &["--memory", "256", "--storage", "1000"]].concat()).trim().parse().unwrap()
+    };
+    let (uid_1, uid_2) = (uid_on("n1"), uid_on("n2"));
     let (_api, port) = serve_tls(dir, &db);
 
     let state = dir.join("specs");
     std::fs::create_dir(&state).unwrap();
     let file = dir.join("members.json");
-    let flag = ["--legion-members-file", file.to_str().unwrap()];
+    let links = dir.join("links-members.json");
+    let flag = ["--legion-members-file", file.to_str().unwrap(), "--links-members-file", links.to_str().unwrap()];
     let (ok, log) = sync_once_with(dir, port, "stranger", &state, &flag);
     assert!(!ok && log.contains("403"), "{log}");
     assert!(!file.exists(), "a certificate bound to no server got the members file: {log}");
+    assert!(!links.exists(), "a certificate bound to no server got the links members file: {log}");
 
     let (ok, log) = sync_once_with(dir, port, "node", &state, &flag);
     assert!(ok, "{log}");
@@ -255,9 +268,21 @@ fn a_node_of_a_legion_gets_the_members_file_over_mtls_and_a_stranger_gets_nothin
              "x25519_key": "33".repeat(32)},
         ]})
     );
-    // Readable by the cluster instance, written by root only: public keys and addresses.
+    assert!(log.contains(&format!("links members updated in {}", links.display())), "{log}");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&links).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        serde_json::json!({"members": [
+            {"name": "n1", "endpoint": "192.168.250.1:51820", "public_key": wg_1, "containers": [uid_1]},
+            {"name": "n2", "endpoint": "192.168.250.2:51820", "public_key": wg_2, "containers": [uid_2]},
+        ]})
+    );
+    // Readable by the cluster instance and unbit-links, written by root only: public keys,
+    // addresses and uids.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o644);
+    for f in [&file, &links] {
+        assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o644, "{}", f.display());
+    }
 
     // A member leaves the Legion: the next pass takes it out of the file.
     admin(&["legion", "remove-node", "--legion", "l1", "--server", "n2"]);
@@ -266,4 +291,7 @@ fn a_node_of_a_legion_gets_the_members_file_over_mtls_and_a_stranger_gets_nothin
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(written["members"].as_array().unwrap().len(), 1, "{written}");
     assert_eq!(written["members"][0]["name"], "n1");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&links).unwrap()).unwrap();
+    assert_eq!(written["members"].as_array().unwrap().len(), 1, "{written}");
+    assert_eq!(written["members"][0]["containers"], serde_json::json!([uid_1]));
 }

@@ -86,6 +86,16 @@ pub enum ServerCommand {
         #[arg(long)]
         cluster_address: Option<String>,
     },
+    /// Sets the node's WireGuard public key in its Legions' links members file (served to
+    /// every member's node-sync, for links between containers on different nodes): base64 of
+    /// 32 bytes, as `unbit-links pubkey < /etc/unbit/links/node.key` prints it. Its endpoint
+    /// is the node's cluster address (set-cluster-keys), port 51820.
+    SetLinksKey {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        public_key: String,
+    },
     /// Sets or clears (no --customer) the owner of a server.
     SetOwner {
         #[arg(long)]
@@ -368,6 +378,11 @@ async fn server(db: &Db, cmd: ServerCommand) -> Result<()> {
             .bind(id)
             .execute(&db.pool)
             .await?;
+        }
+        ServerCommand::SetLinksKey { name, public_key } => {
+            let id = server_id(db, &name).await?;
+            let key = validate::wireguard_key("public-key", &public_key).map_err(|e| e.to_string())?;
+            sqlx::query("UPDATE servers SET links_key = $1 WHERE id = $2").bind(key).bind(id).execute(&db.pool).await?;
         }
         ServerCommand::SetOwner { name, customer } => {
             let id = server_id(db, &name).await?;

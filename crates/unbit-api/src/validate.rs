@@ -198,6 +198,16 @@ pub fn https_url(field: &str, value: &str) -> ApiResult<()> {
 }
 
 /// An IPv4 or IPv6 address, as the supplier types it for servers and legions.
+/// A WireGuard public key: 32 bytes in standard base64 (44 characters), as `wg pubkey` and
+/// `unbit-links pubkey` print it; returned trimmed.
+pub fn wireguard_key(field: &str, value: &str) -> ApiResult<String> {
+    let value = value.trim();
+    match base64::engine::general_purpose::STANDARD.decode(value) {
+        Ok(bytes) if bytes.len() == 32 => Ok(value.to_string()),
+        _ => Err(ApiError::invalid(field, "a WireGuard public key is 32 bytes in base64 (44 characters)")),
+    }
+}
+
 pub fn ip_address(field: &str, value: &str) -> ApiResult<String> {
     value
         .parse::<std::net::IpAddr>()

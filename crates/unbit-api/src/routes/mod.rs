@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     r = both(r, "/api/node/v1/metrics/:metric/:uid", axum::routing::post(node::metric));
     r = both(r, "/api/node/v1/portmappings", get(node::portmappings));
     r = both(r, "/api/node/v1/legion/members", get(node::legion_members));
+    r = both(r, "/api/node/v1/links/members", get(node::links_members));
     r.fallback(|| async { ApiError::not_found() }).with_state(state).layer(middleware::from_fn(http_conventions))
 }
 

@@ -225,34 +225,72 @@ pub async fn portmappings(State(state): State<AppState>, node: Node) -> ApiResul
 const CLUSTER_PORT: u16 = 3022;
 const FASTROUTER_PORT: u16 = 1999;
 
+/// The servers sharing a Legion with `server_id` (itself included), with `SELECT`ed columns
+/// `name`, `ip` (the inter-node address: `cluster_address`, else `address`), `id` and the
+/// keys, ordered by id.
+const LEGION_SERVERS: &str = "SELECT s.id, s.name, COALESCE(s.cluster_address, s.address) AS ip, s.cluster_key, \
+     s.cluster_x25519_key, s.links_key FROM servers s WHERE s.id IN (SELECT n.server_id FROM legion_nodes n \
+     WHERE n.legion_id IN (SELECT legion_id FROM legion_nodes WHERE server_id = $1)) ORDER BY s.id";
+
 /// `GET /api/node/v1/legion/members`: the members file of this node's Legion(s) (`{"members":
 /// [{name, cluster, fastrouter, public_key, x25519_key?}]}`, as `unbit-cluster-members` reads
 /// it), every server sharing a Legion with this one (itself included) whose cluster key the
 /// supplier has set. Only public keys and addresses: nothing secret.
 pub async fn legion_members(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
-    let rows = sqlx::query(
-        "SELECT s.name, s.address, s.cluster_address, s.cluster_key, s.cluster_x25519_key FROM servers s \
-         WHERE s.cluster_key IS NOT NULL AND s.id IN (SELECT n.server_id FROM legion_nodes n \
-         WHERE n.legion_id IN (SELECT legion_id FROM legion_nodes WHERE server_id = $1)) ORDER BY s.id",
-    )
-    .bind(node.server_id)
-    .fetch_all(&state.db.pool)
-    .await?;
+    let rows = sqlx::query(LEGION_SERVERS).bind(node.server_id).fetch_all(&state.db.pool).await?;
     let members: Vec<_> = rows
         .iter()
         .filter_map(|r| {
-            let address = r.opt_str("cluster_address").unwrap_or_else(|| r.str("address"));
-            let ip: std::net::IpAddr = address.parse().ok()?;
+            let key = r.opt_str("cluster_key")?;
+            let ip: std::net::IpAddr = r.str("ip").parse().ok()?;
             let mut m = json!({
                 "name": r.str("name"),
                 "cluster": std::net::SocketAddr::new(ip, CLUSTER_PORT).to_string(),
                 "fastrouter": std::net::SocketAddr::new(ip, FASTROUTER_PORT).to_string(),
-                "public_key": r.str("cluster_key"),
+                "public_key": key,
             });
             if let Some(x) = r.opt_str("cluster_x25519_key") {
                 m["x25519_key"] = json!(x);
             }
             Some(m)
+        })
+        .collect();
+    Ok(ok(json!({"members": members})))
+}
+
+/// The UDP port of a member's `unbit-links` on its inter-node address (WireGuard's usual one).
+const LINKS_PORT: u16 = 51820;
+
+/// `GET /api/node/v1/links/members`: the links members file of this node's Legion(s)
+/// (`{"members": [{name, endpoint, public_key, containers}]}`, as `unbit-links run --members`
+/// reads it): every server sharing a Legion with this one (itself included) whose WireGuard
+/// key the supplier has set, with the uids of every container the API places on it (a
+/// container has one server, so no uid is listed twice). Only public keys, addresses and uids.
+pub async fn links_members(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = sqlx::query(LEGION_SERVERS).bind(node.server_id).fetch_all(&mut *conn).await?;
+    let placed = sqlx::query(&format!(
+        "SELECT c.id, c.server_id FROM containers c WHERE c.server_id IN (SELECT id FROM ({LEGION_SERVERS}) AS l) \
+         ORDER BY c.id"
+    ))
+    .bind(node.server_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut containers: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for c in &placed {
+        containers.entry(c.i64("server_id")).or_default().push(uid_of(c.i64("id")));
+    }
+    let members: Vec<_> = rows
+        .iter()
+        .filter_map(|r| {
+            let key = r.opt_str("links_key")?;
+            let ip: std::net::IpAddr = r.str("ip").parse().ok()?;
+            Some(json!({
+                "name": r.str("name"),
+                "endpoint": std::net::SocketAddr::new(ip, LINKS_PORT).to_string(),
+                "public_key": key,
+                "containers": containers.remove(&r.i64("id")).unwrap_or_default(),
+            }))
         })
         .collect();
     Ok(ok(json!({"members": members})))

@@ -6,7 +6,7 @@
 use super::{Backend, Db};
 use crate::crypto::anyhow_free::Result;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 const V1: &str = r#"
 CREATE TABLE customers (
@@ -209,6 +209,13 @@ const V3: &str = r#"
 ALTER TABLE servers ADD COLUMN cluster_address TEXT;
 ALTER TABLE servers ADD COLUMN cluster_key TEXT;
 ALTER TABLE servers ADD COLUMN cluster_x25519_key TEXT
+"#;
+
+/// The links members file (issue 17, links across nodes, `GET /api/node/v1/links/members`): a
+/// server's WireGuard public key (base64, as `unbit-links pubkey` prints it). NULL until the
+/// supplier sets it (`admin server set-links-key`); its endpoint is its cluster address.
+const V4: &str = r#"
+ALTER TABLE servers ADD COLUMN links_key TEXT
 "#;
 
 fn render(sql: &str, backend: Backend) -> String {
