@@ -10,16 +10,14 @@
 //! `make plugins binaries`, then `cargo test --test cluster_links`. Uids 31370-31379.
 
 use container_net::link::Netlink;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use uwsgi_it::harness::{shipped_config, Instance, InstanceBuilder};
 use uwsgi_it::host::{pids_of_uid, wait_until};
-use uwsgi_it::netns::Netns;
+use uwsgi_it::netns::{Netns, Server};
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
 use uwsgi_it::ssh::release_binary;
 
@@ -96,41 +94,12 @@ impl Drop for Node {
     }
 }
 
-/// A TCP server answering every connection with `tag`; stops when dropped.
-struct Server(Arc<AtomicBool>);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 fn tcp_server(ns: &Netns, at: SocketAddr, tag: &'static str) -> Server {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let listener = ns.run(|| TcpListener::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}")));
-    listener.set_nonblocking(true).unwrap();
-    ns.spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.write_all(tag.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    Server(stop)
+    ns.tcp_server(at, move |_| tag.to_string())
 }
 
 fn probe(ns: &Netns, to: SocketAddr) -> Option<String> {
-    ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(1500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        Some(answer)
-    })
+    ns.probe(to, Duration::from_millis(1500))
 }
 
 /// The container's namespace once its `uwsgi0` is up.

@@ -9,14 +9,13 @@
 //! do at most. Uids 30501-30509 and 30901-30903 (names) are this file's.
 
 use container_net::link::{Netlink, Route};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uwsgi_it::host::{pids_of_uid, wait_until};
-use uwsgi_it::netns::Netns;
+use uwsgi_it::netns::{Netns, Server};
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
 
 const A: u32 = 30501;
@@ -61,41 +60,18 @@ impl Inspect for Netns {
 
 // ---- servers and probes ----
 
-/// A TCP server answering every connection with `tag` and the peer's address; stops when
-/// dropped.
-struct Server(Arc<AtomicBool>);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 fn tcp_server(ns: &Netns, at: SocketAddr, tag: &str) -> Server {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tag, flag) = (tag.to_string(), stop.clone());
-    let listener = ns.run(|| TcpListener::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}")));
-    listener.set_nonblocking(true).unwrap();
-    ns.spawn(move || {
-        while !flag.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, peer)) => {
-                    let _ = write!(s, "{tag} {}", peer.ip());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-    Server(stop)
+    let tag = tag.to_string();
+    ns.tcp_server(at, move |peer| format!("{tag} {}", peer.ip()))
 }
 
 /// A UDP server counting datagrams.
 fn udp_server(ns: &Netns, at: &str) -> (Server, Arc<AtomicUsize>) {
-    let stop = Arc::new(AtomicBool::new(false));
+    let (server, flag) = Server::new();
     let count = Arc::new(AtomicUsize::new(0));
     let socket = ns.run(|| UdpSocket::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}")));
     socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let (flag, n) = (stop.clone(), count.clone());
+    let n = count.clone();
     ns.spawn(move || {
         let mut buf = [0u8; 512];
         while !flag.load(Ordering::SeqCst) {
@@ -104,19 +80,13 @@ fn udp_server(ns: &Netns, at: &str) -> (Server, Arc<AtomicUsize>) {
             }
         }
     });
-    (Server(stop), count)
+    (server, count)
 }
 
 /// What a TCP client in `ns` gets from `to`, `None` when it cannot connect (dropped or
 /// refused) within the timeout.
 fn probe(ns: &Netns, to: SocketAddr) -> Option<String> {
-    ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        Some(answer)
-    })
+    ns.probe(to, Duration::from_millis(700))
 }
 
 fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
