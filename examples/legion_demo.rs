@@ -1,9 +1,11 @@
 //! `sudo make legion-demo` (scripts/legion-demo.sh builds and runs this): a small Legion on this
 //! machine, step by step, printing what happens. The nodes are `tests/cluster_kit`'s, the ones
 //! `tests/clustering.rs` runs: three network namespaces (a, b, c) on a bridge in a fourth (the
-//! "LAN", 192.168.250.0/24, the client at .254), each with a node Emperor, the HTTP router with
-//! its validator and `vassals-examples/legion/fastrouter.ini` (Legion member, fastrouter,
-//! relay and receiver; paths, addresses and names replaced, every other line as shipped).
+//! "LAN", 192.168.250.0/24, the client at .254), each with a node Emperor, the HTTP router
+//! (`vassals-examples/services/http.ini` rendered as `make run` renders it, with the node's
+//! folders and addresses) and `vassals-examples/legion/fastrouter.ini` (Legion member,
+//! fastrouter, relay and receiver; paths, addresses and names replaced, every other line as
+//! shipped).
 //!
 //! 1. the Legion elects its Lord (node a, the highest valor), which takes 192.168.250.100;
 //! 2. one container on node b and one on node c, each with a vassal `cluster-domain =
@@ -259,8 +261,9 @@ fn demo(cluster: &mut Cluster, base_uid: u32, count: u32, dir: &std::path::Path)
     println!("        [uwsgi]\n        plugin = 0:python3\n        wsgi-file = $(HOME)/app.py\n        cluster-domain = {DOMAIN}");
     let customer = key_pair();
     for n in &cluster.nodes {
-        // The domains file node-sync writes: the customer owns the domain for these two uids.
-        write_domains(&n.dir.path().join("domains.json"), &[domain_entry(DOMAIN, &uids, &customer.1)]);
+        // The domains file node-sync writes (the router's and the cluster instance's): the customer
+        // owns the domain for these two uids.
+        write_domains(&n.router.as_ref().unwrap().domains(), &[domain_entry(DOMAIN, &uids, &customer.1)]);
     }
     for (node, uid) in [(1, uids[0]), (2, uids[1])] {
         let n = &cluster.nodes[node];
@@ -342,7 +345,8 @@ fn main() {
 
     println!("== 0. three nodes a, b, c (valors 300, 200, 100), each in its own network namespace,");
     println!("   on a bridge 192.168.250.0/24 in a fourth (the client at {CLIENT}); each runs a node Emperor,");
-    println!("   the HTTP router with its validator and vassals-examples/legion/fastrouter.ini");
+    println!("   the HTTP router (vassals-examples/services/http.ini, as make run renders it) and");
+    println!("   vassals-examples/legion/fastrouter.ini");
     let mut cluster = Cluster::start(false);
     println!(
         "   LAN namespace: nsenter --net=/proc/{}/fd/{} (while the demo runs)",
@@ -372,7 +376,8 @@ fn main() {
                 i.map(|i| i.dir().join("instance.log").display().to_string()).unwrap_or_default()
             };
             println!("   node {}: cluster {}", n.name, log(n.cluster.as_ref()));
-            println!("   node {}: router  {}", n.name, log(n.router.as_ref().map(|r| &r.instance)));
+            let router = n.router.as_ref().map(|r| r.log_path().display().to_string()).unwrap_or_default();
+            println!("   node {}: router  {router}", n.name);
         }
         while !STOP.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));

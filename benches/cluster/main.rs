@@ -122,7 +122,7 @@ fn main() {
     // HTTPS on the Lord for an ssl-cluster-domain only C serves.
     let c_ip = cluster.nodes[2].ip;
     let cn = |ip| cluster.served_certificate(ip, TLS_DOMAIN).map(|c| subject_cn(&c));
-    let a_entry = cluster.nodes[0].router.as_ref().unwrap().private.path().join("cluster-sni").join(TLS_DOMAIN);
+    let a_entry = cluster.nodes[0].router.as_ref().unwrap().private.join("cluster-sni").join(TLS_DOMAIN);
     let mut tls_rounds = Vec::new();
     let mut home = None;
     for _ in 0..rounds {

@@ -7,17 +7,18 @@
 pub mod domains_kit;
 
 use container_net::link::Netlink;
-use domains_kit::{domain_entry, start_router, write_domains, Router, RouterSetup};
+use domains_kit::{domain_entry, pools_in_stats, write_domains};
 use openssl::pkey::{PKey, Private};
 use sni_index::testing::KeyKind;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use uwsgi_it::netns::Netns;
 use uwsgi_it::node::{key_pair, spec_json, TestNode};
+use uwsgi_it::platform::{configs, LocalPlatform};
 use uwsgi_it::{Instance, InstanceBuilder};
 
 pub const B_UID: u32 = 31201;
@@ -60,11 +61,84 @@ pub fn node_key() -> NodeKey {
     NodeKey { key, hex, x25519, x25519_hex }
 }
 
+/// A node's HTTP router: the shipped `vassals-examples/services/http.ini` rendered as `make run`
+/// renders it (`LocalPlatform`, a run dir of this node's own), run in the node's namespace with
+/// only the node's folders and sockets given on top (see [`NodeRouter::start`]). Fields drop in
+/// order: the instance, then the run dir (whose drop removes whatever of it is left).
+pub struct NodeRouter {
+    pub instance: Instance,
+    /// The router's private directory (`/run/unbit-http` on a node): its subscription socket,
+    /// which the cluster receiver writes to, and the certificate indexes (`sni/`, `cluster-sni/`).
+    pub private: PathBuf,
+    /// Its stats socket (`http-stats-server`, a unix socket in the rendered config).
+    stats: PathBuf,
+    pub platform: LocalPlatform,
+}
+
+impl NodeRouter {
+    /// The rendered `services/http.ini` for a node whose Emperor is `emperor`, with `default`
+    /// as the node's default certificate; HTTP on :80 and HTTPS on :443 of every address of
+    /// the namespace it is started in (besides the rendered loopback ports).
+    pub fn start(emperor: &TestNode, default: &sni_index::testing::Pair, domains: &[serde_json::Value]) -> NodeRouter {
+        let platform = LocalPlatform::new();
+        platform.render_configs();
+        let (_, ini) = platform.router_config();
+        // The node's own default certificate where the rendered config names it: the script
+        // that makes one at the first run keeps an existing pair.
+        let ssl = platform.run_dir.join("ssl");
+        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&ssl).unwrap();
+        std::fs::write(ssl.join("node.crt"), default.cert_pem()).unwrap();
+        write_pem(&ssl.join("node.key"), &default.key_pem());
+        platform.prepare_router();
+        write_domains(Path::new(&configs::option(&ini, "unbit-subscriptions-domains")), domains);
+        let private = PathBuf::from(configs::option(&ini, "http-subscription-server"));
+        let private = private.parent().unwrap().to_path_buf();
+        let stats = PathBuf::from(configs::option(&ini, "http-stats-server"));
+        // The same certificate files and ciphers as the rendered https socket, on the node's
+        // addresses.
+        let https = configs::option(&ini, "https");
+        let (_, files) = https.split_once(',').unwrap();
+        let instance = platform
+            .router_instance("cluster-http", &emperor.subscribe_dir().join("http"), &emperor.containers_dir())
+            .args(["--http", "0.0.0.0:80", "--https", &format!("0.0.0.0:443,{files}")])
+            .start();
+        platform.wait_router_log("validating announces on", T).unwrap();
+        NodeRouter { instance, private, stats, platform }
+    }
+
+    /// The domains file the router's validator reads (`unbit-subscriptions-domains`).
+    pub fn domains(&self) -> PathBuf {
+        let (_, ini) = self.platform.router_config();
+        PathBuf::from(configs::option(&ini, "unbit-subscriptions-domains"))
+    }
+
+    /// `(key, [node names])` of every pool, from the stats socket.
+    pub fn pools(&self) -> Vec<(String, Vec<String>)> {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.stats) else { return vec![] };
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        pools_in_stats(&raw)
+    }
+
+    pub fn nodes_of(&self, key: &str) -> Vec<String> {
+        self.pools().into_iter().find(|(k, _)| k == key).map(|(_, n)| n).unwrap_or_default()
+    }
+
+    /// The router's log (the rendered config's `logto`).
+    pub fn log(&self) -> String {
+        self.platform.router_log()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.platform.run_dir.join("log/router.log")
+    }
+}
+
 /// One node. Fields drop in order: the fastrouter instance, the router, the Emperor (and its
 /// containers), then the folder and the namespace.
 pub struct Node {
     pub cluster: Option<Instance>,
-    pub router: Option<Router>,
+    pub router: Option<NodeRouter>,
     pub emperor: Option<TestNode>,
     pub name: &'static str,
     pub ip: Ipv4Addr,
@@ -97,9 +171,14 @@ pub struct Cluster {
 }
 
 pub fn write_key(path: &Path, key: &PKey<Private>) {
+    write_pem(path, &key.private_key_to_pem_pkcs8().unwrap());
+}
+
+/// A private key's PEM, root's alone (0600) from its creation.
+fn write_pem(path: &Path, pem: &[u8]) {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
-    f.write_all(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    f.write_all(pem).unwrap();
 }
 
 impl Cluster {
@@ -155,32 +234,15 @@ impl Cluster {
             write_key(&d.join("x25519.key"), &node.key.x25519);
             // The router's own certificate, served for names it has no entry for.
             let default = sni_index::testing::server(&[&format!("node-{}.default", node.name)], KeyKind::P256, None, 1);
-            std::fs::write(d.join("default.crt"), default.cert_pem()).unwrap();
-            std::fs::write(d.join("default.key"), default.key_pem()).unwrap();
-            let domains = d.join("domains.json");
-            write_domains(
-                &domains,
-                &[
-                    domain_entry(DOMAIN, &[B_UID, C_UID], &customer.1),
-                    domain_entry(TLS_DOMAIN, &[TLS_UID], &customer.1),
-                    domain_entry(PROTECTED_DOMAIN, &[PROTECTED_UID], &customer.1),
-                ],
-            );
             let emperor = node.ns.run(|| TestNode::start_with_shortcuts(&["--unbit-quota", "none"]));
             let (subscribe, homes) = (emperor.subscribe_dir(), emperor.containers_dir());
-            let http_socket = subscribe.join("http");
-            // With the front door (plugins/unbit_router): HTTPS with each name's certificate.
-            let https = format!("--https=0.0.0.0:443,{0}/default.crt,{0}/default.key", d.display());
-            let front_door = uwsgi_it::harness::plugin_path("unbit_router").display().to_string();
-            // Its sockets in a directory of root's that others cannot enter (it checks).
-            let sockets = d.join("front-door");
-            std::fs::DirBuilder::new().mode(0o700).create(&sockets).unwrap();
-            let errors = format!("--unbit-router-errors-socket={}/errors.sock", sockets.display());
-            let dechunk = format!("--unbit-router-dechunk-socket={}/dechunk.sock", sockets.display());
-            let extra = ["--http=0.0.0.0:80", &https, "--http-timeout=60", "--plugin", &front_door, &errors, &dechunk];
-            let router = node.ns.run(|| {
-                start_router(RouterSetup { extra: &extra, ..RouterSetup::new(&http_socket, &homes, &domains, 1) })
-            });
+            let entries = [
+                domain_entry(DOMAIN, &[B_UID, C_UID], &customer.1),
+                domain_entry(TLS_DOMAIN, &[TLS_UID], &customer.1),
+                domain_entry(PROTECTED_DOMAIN, &[PROTECTED_UID], &customer.1),
+            ];
+            let router = node.ns.run(|| NodeRouter::start(&emperor, &default, &entries));
+            let domains = router.domains();
             let fr = d.join("fastrouter");
             std::fs::create_dir(&fr).unwrap();
             use std::os::unix::fs::PermissionsExt;
@@ -207,7 +269,7 @@ impl Cluster {
                 ("unbit-cluster-x25519-key", vec![format!("{}/x25519.key", d.display())]),
                 ("unbit-cluster-relay", vec![format!("{fr_}/cluster.sock")]),
                 ("unbit-cluster-relay-to", vec![format!("{fr_}/subscriptions.sock")]),
-                ("unbit-cluster-router", vec![format!("{}/subscriptions.sock", router.private.path().display())]),
+                ("unbit-cluster-router", vec![format!("{}/subscriptions.sock", router.private.display())]),
                 ("legion", legion),
                 ("legion-node", others),
                 ("legion-lord", vec![format!("{LEGION} cmd:ip addr add {FLOATING}/24 dev lan0")]),
@@ -380,11 +442,13 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for n in &self.nodes {
-                let log = n.cluster_log();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("---- node {} fastrouter instance ----", n.name);
-                for l in tail.iter().rev() {
-                    eprintln!("{l}");
+                let router_log = n.router.as_ref().map(|r| r.log()).unwrap_or_default();
+                for (what, log) in [("fastrouter instance", n.cluster_log()), ("HTTP router", router_log)] {
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    eprintln!("---- node {} {what} ----", n.name);
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
                 }
             }
         }

@@ -90,21 +90,7 @@ impl Router {
         let Ok(mut s) = std::net::TcpStream::connect(&self.stats) else { return vec![] };
         let mut raw = String::new();
         let _ = s.read_to_string(&mut raw);
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&raw) else { return vec![] };
-        v["subscriptions"]
-            .as_array()
-            .map(|pools| {
-                pools
-                    .iter()
-                    .map(|p| {
-                        let nodes = p["nodes"].as_array().map_or(vec![], |n| {
-                            n.iter().map(|n| n["name"].as_str().unwrap_or_default().to_string()).collect()
-                        });
-                        (p["key"].as_str().unwrap_or_default().to_string(), nodes)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        pools_in_stats(&raw)
     }
 
     pub fn nodes_of(&self, key: &str) -> Vec<String> {
@@ -140,6 +126,25 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// `(key, [node names])` of every pool in a stats server's answer (nothing when it is not JSON).
+pub fn pools_in_stats(raw: &str) -> Vec<(String, Vec<String>)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else { return vec![] };
+    v["subscriptions"]
+        .as_array()
+        .map(|pools| {
+            pools
+                .iter()
+                .map(|p| {
+                    let nodes = p["nodes"].as_array().map_or(vec![], |n| {
+                        n.iter().map(|n| n["name"].as_str().unwrap_or_default().to_string()).collect()
+                    });
+                    (p["key"].as_str().unwrap_or_default().to_string(), nodes)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One entry of `domains.json`, as the API's `GET /api/node/v1/domains` answers.
