@@ -156,6 +156,8 @@ ROUTER_HTTPS=https://127.0.0.1:$router_https_port
   echo "SFTP=\"sftp -P $ssh_port $ssh_opts\""
   echo "SCP=\"scp -P $ssh_port $ssh_opts\""
   echo "CLIENT_DIR=$run/client"
+  # The repository, for the walk-through's steps that run its scripts.
+  echo "REPO=$root"
 } >"$run/platform.env.new"
 chmod 0600 "$run/platform.env.new"
 mv "$run/platform.env.new" "$run/platform.env"

@@ -235,12 +235,13 @@ fn custom_distros(term: &mut Terminal, env: &BTreeMap<String, String>) -> (u32, 
     let listed = term.run("$SSH $STORE_UID@127.0.0.1 'ls -ld distros'");
     assert!(listed.contains(&format!(" {store} {store} ")), "~/distros is the container's own: {listed}");
 
-    // The image, made in the repository (`cd -` leaves the client dir), uploaded and imported.
-    shown("cd -\n");
-    term.cwd = None;
+    // The image, made in the repository, uploaded and imported. The block runs from the client
+    // dir, where the walk-through left the shell: its own `cd "$REPO"` must bring it back.
     let made = Instant::now();
     let block = block_with("scripts/oci-image.sh");
-    term.run(block.strip_prefix("cd -\n").expect("the image block starts with cd -"));
+    assert!(block.starts_with("cd \"$REPO\"\n"), "the image block starts in the repository: {block}");
+    term.run(&block);
+    term.cwd = None;
     println!("OCI image made, uploaded and imported in {:.1} s", made.elapsed().as_secs_f64());
     let store_home = PathBuf::from(&env["CONTAINERS_DIR"]).join(store.to_string());
     let imported = store_home.join("distros/myimage");
@@ -336,6 +337,7 @@ fn the_readme_walkthrough_of_the_customer_quickstart_works_on_the_local_platform
         "SCP",
         "CLIENT_DIR",
         "RECEIVERS_LOG",
+        "REPO",
     ] {
         assert!(env.get(var).is_some_and(|v| !v.is_empty()), "run/platform.env lacks {var}: {env:?}");
     }

@@ -92,11 +92,8 @@ pub fn title(uid: u32) -> String {
 /// Slack's own webhook URLs are accepted (anything else would let a customer make the node
 /// POST wherever they like); their path is sent to the configured Slack base.
 pub fn slack(bases: &Bases, webhook: &str, uid: u32, node: &str, text: &str) -> Result<HttpRequest, String> {
-    let path = webhook
-        .strip_prefix(SLACK_ORIGIN)
-        .filter(|p| p.starts_with("/services/") && p.len() > "/services/".len())
-        .filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b)))
-        .ok_or_else(|| format!("slack_webhook is not a {SLACK_ORIGIN}/services/... URL"))?;
+    let path =
+        slack_webhook_path(webhook).ok_or_else(|| format!("slack_webhook is not a {SLACK_ORIGIN}/services/... URL"))?;
     Ok(HttpRequest {
         method: "POST",
         url: format!("{}{path}", base(&bases.slack)),
@@ -107,6 +104,17 @@ pub fn slack(bases: &Bases, webhook: &str, uid: u32, node: &str, text: &str) -> 
             "icon_emoji": ":heavy_exclamation_mark:",
         })),
     })
+}
+
+/// The path of a Slack incoming webhook (`/services/T.../B.../secret`), `None` for anything
+/// that is not one: another host (or a look-alike such as `hooks.slack.com.evil.net` or
+/// `hooks.slack.com@127.0.0.1`), http, a query, other characters. The API refuses such a
+/// `slack_webhook` with this same rule, so a customer never saves one the relay would skip.
+pub fn slack_webhook_path(webhook: &str) -> Option<&str> {
+    webhook
+        .strip_prefix(SLACK_ORIGIN)
+        .filter(|p| p.starts_with("/services/") && p.len() > "/services/".len())
+        .filter(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b)))
 }
 
 /// Pushover: `POST /1/messages.json`, form fields `token` (the application), `user`,

@@ -186,18 +186,16 @@ pub fn token(field: &str, value: &str) -> ApiResult<()> {
     }
 }
 
-pub fn https_url(field: &str, value: &str) -> ApiResult<()> {
+/// A Slack incoming webhook, `https://hooks.slack.com/services/...`: the relay's own rule
+/// (`alarms::services::slack_webhook_path`), so nothing the relay would skip is accepted.
+pub fn slack_webhook(field: &str, value: &str) -> ApiResult<()> {
     line(field, value, 512)?;
-    let ok =
-        value.strip_prefix("https://").is_some_and(|rest| !rest.is_empty() && !rest.chars().any(char::is_whitespace));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(field, "must be an https:// URL"))
+    match alarms::services::slack_webhook_path(value) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::invalid(field, "must be a Slack webhook, https://hooks.slack.com/services/...")),
     }
 }
 
-/// An IPv4 or IPv6 address, as the supplier types it for servers and legions.
 /// A WireGuard public key: 32 bytes in standard base64 (44 characters), as `wg pubkey` and
 /// `unbit-links pubkey` print it; returned trimmed.
 pub fn wireguard_key(field: &str, value: &str) -> ApiResult<String> {
@@ -208,6 +206,7 @@ pub fn wireguard_key(field: &str, value: &str) -> ApiResult<String> {
     }
 }
 
+/// An IPv4 or IPv6 address, as the supplier types it for servers and legions.
 pub fn ip_address(field: &str, value: &str) -> ApiResult<String> {
     value
         .parse::<std::net::IpAddr>()

@@ -249,7 +249,7 @@ impl ContainersMonitor {
             }
             Some(_) => match jail::check_custom_distro(&self.paths, &spec.distro) {
                 Ok(()) => return Ok(None),
-                Err(e) => e.to_string(),
+                Err(e) => as_customer_sees(&self.paths, &e.to_string()),
             },
         };
         let Some(fallback) = fallback else {
@@ -312,6 +312,14 @@ fn alarm(paths: &NodePaths, uid: u32, kind: &str, msg: &str) {
     }
 }
 
+/// `text` with the node's containers dir written as the customer sees it inside every
+/// container (`/containers/<uid>/...`): alarms and `~/logs/emperor.log` go to the customer
+/// (and on to Slack or Pushover), who has no business with the operator's paths.
+fn as_customer_sees(paths: &NodePaths, text: &str) -> String {
+    let host = paths.containers.display().to_string();
+    text.replace(&format!("{}/", host.trim_end_matches('/')), "/containers/")
+}
+
 /// The `reported` key of a container held back by [`ContainersMonitor::hold_back`].
 fn held_key(uid: u32) -> String {
     format!("held {uid}")
@@ -360,5 +368,22 @@ impl ImperialMonitor for ContainersMonitor {
     fn on_event(&mut self, emperor: &mut Emperor<'_>) {
         self.folder.drain();
         self.scan(emperor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_customer_sees_container_paths_not_the_nodes() {
+        let paths = NodePaths { containers: "/srv/unbit/containers/".into(), ..NodePaths::default() };
+        assert_eq!(
+            as_customer_sees(
+                &paths,
+                "/srv/unbit/containers/30002/distros/x is not a usable distro: it lacks /.old_root"
+            ),
+            "/containers/30002/distros/x is not a usable distro: it lacks /.old_root"
+        );
     }
 }

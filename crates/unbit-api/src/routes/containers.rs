@@ -319,7 +319,7 @@ pub async fn update(
     optional_setting(&mut f, "pushover_token", validate::token, &mut cols)?;
     optional_setting(&mut f, "pushover_sound", validate::token, &mut cols)?;
     optional_setting(&mut f, "pushbullet_token", validate::token, &mut cols)?;
-    optional_setting(&mut f, "slack_webhook", validate::https_url, &mut cols)?;
+    optional_setting(&mut f, "slack_webhook", validate::slack_webhook, &mut cols)?;
     if let Some(b) = f.bool("nofollow")? {
         cols.push(("nofollow", Col::Int(b as i64)));
     }

@@ -71,6 +71,9 @@ both! {
             (json!({"name": ""}), "name"),
             (json!({"name": "x", "jid": "no-at-sign"}), "jid"),
             (json!({"name": "x", "slack_webhook": "http://plain"}), "slack_webhook"),
+            // Another host: the relay would never post there, so it is not accepted either.
+            (json!({"name": "x", "slack_webhook": "https://evil.example/services/x"}), "slack_webhook"),
+            (json!({"name": "x", "slack_webhook": "https://hooks.slack.com.evil.net/services/T/B/x"}), "slack_webhook"),
             (json!({"name": "x", "pushover_token": "a b"}), "pushover_token"),
             (json!({"name": "x", "nofollow": "yes"}), "nofollow"),
             (json!({"name": "x", "quota_threshold": 1e3}), "quota_threshold"),
