@@ -331,10 +331,13 @@ fn tampered_replayed_and_misdirected_sealed_certificates_are_refused_and_logged(
         .unwrap()
         .encode("sealed.example", TLS_UID, "~/tls.crt")
         .unwrap();
+    // Numbered as C numbers (its clock in ns), a little ahead: a receiver refuses anything
+    // numbered before it started.
+    let base = now_ms() as u64 * 1_000_000 + 5_000_000_000;
     let head = |to: &str, seq: u64| Header {
         node: "c".into(),
         to: to.into(),
-        seq,
+        seq: base + seq,
         unix_ms: now_ms(),
         op: Op::Put,
         name: "sealed.example".into(),
@@ -342,7 +345,7 @@ fn tampered_replayed_and_misdirected_sealed_certificates_are_refused_and_logged(
     let log = |needle: &str| b.cluster.as_ref().unwrap().wait_for_log(needle, T).unwrap();
 
     // C says it serves the name, then gives B its certificate: B writes it.
-    let serves = message::seal(&announce("c", 10, "sealed.example"), &c.key.key).unwrap();
+    let serves = message::seal(&announce("c", base + 10, "sealed.example"), &c.key.key).unwrap();
     cluster.send_from(&c.ns, c.ip, b, &[serves]);
     let genuine = sealed::seal(&head("b", 11), Some(&entry), &c.key.key, &public(&b.key.x25519)).unwrap();
     cluster.send_from(&c.ns, c.ip, b, std::slice::from_ref(&genuine));

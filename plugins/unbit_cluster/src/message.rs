@@ -129,14 +129,20 @@ pub fn verify(signed: &[u8], sig: &[u8], key: &PKey<Public>) -> bool {
 /// Freshness and replay: an announce must be within `window_ms` of the receiver's clock, and
 /// its sequence number above the last one accepted from that member. A sender numbers from
 /// its clock in nanoseconds, so a restarted sender still counts up.
+///
+/// A restarted receiver has forgotten the last numbers: it starts every member at its own
+/// start time (`floor`, ns since the epoch), so an announce sent before it started, which an
+/// attacker may have captured, is refused although it is still within the window. What is
+/// left is the clocks' skew (NTP: milliseconds), not the window's 60 s; and no state file.
 pub struct ReplayGuard {
     window_ms: i64,
+    floor: u64,
     last: HashMap<String, u64>,
 }
 
 impl ReplayGuard {
-    pub fn new(window_ms: i64) -> Self {
-        ReplayGuard { window_ms, last: HashMap::new() }
+    pub fn new(window_ms: i64, floor: u64) -> Self {
+        ReplayGuard { window_ms, floor, last: HashMap::new() }
     }
 
     /// `Err(reason)` for a stale or replayed announce; records it otherwise.
@@ -149,9 +155,12 @@ impl ReplayGuard {
                 self.window_ms
             ));
         }
-        let last = self.last.get(&a.node).copied().unwrap_or(0);
+        let last = self.last.get(&a.node).copied().unwrap_or(self.floor);
         if a.seq <= last {
-            return Err(format!("replayed: sequence {} not above the last accepted {last}", a.seq));
+            return Err(format!(
+                "replayed: sequence {} not above {last} (the last accepted, or this receiver's start)",
+                a.seq
+            ));
         }
         self.last.insert(a.node.clone(), a.seq);
         Ok(())
@@ -231,7 +240,7 @@ mod tests {
 
     #[test]
     fn replays_and_stale_announces_are_refused() {
-        let mut g = ReplayGuard::new(60_000);
+        let mut g = ReplayGuard::new(60_000, 0);
         let a = sample();
         g.admit(&a, 1_000_500).unwrap();
         assert!(g.admit(&a, 1_000_600).unwrap_err().starts_with("replayed"));
@@ -240,6 +249,17 @@ mod tests {
         // Another member counts on its own.
         g.admit(&Announce { node: "c".into(), seq: 1, ..sample() }, 1_000_600).unwrap();
         assert!(g.admit(&Announce { seq: 9, ..sample() }, 1_070_001).unwrap_err().starts_with("stale"));
+    }
+
+    #[test]
+    fn a_restarted_receiver_refuses_what_was_sent_before_it_started() {
+        // Started at 1 000 s (ns): a member's announce numbered before that is a capture, even
+        // inside the window; the member's next one is numbered after and passes.
+        let started = 1_000_000_000_000;
+        let mut g = ReplayGuard::new(60_000, started);
+        let captured = Announce { seq: started - 2_000_000_000, unix_ms: 998_000, ..sample() };
+        assert!(g.admit(&captured, 1_000_100).unwrap_err().starts_with("replayed"));
+        g.admit(&Announce { seq: started + 1_000_000, unix_ms: 1_000_001, ..sample() }, 1_000_100).unwrap();
     }
 
     #[test]

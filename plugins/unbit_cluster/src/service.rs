@@ -361,10 +361,11 @@ pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
     udp.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
     let out = UnixDatagram::unbound().map_err(|e| e.to_string())?;
     out.set_write_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
-    let mut guard = ReplayGuard::new(config.window_secs * 1000);
+    let started = now_ns();
+    let mut guard = ReplayGuard::new(config.window_secs * 1000, started);
     // Sealed certificates count on their own: a large datagram overtaken by a small announce
     // must not look like a replay.
-    let mut sealed_guard = ReplayGuard::new(config.window_secs * 1000);
+    let mut sealed_guard = ReplayGuard::new(config.window_secs * 1000, started);
     let mut known: HashMap<(String, String), Instant> = HashMap::new();
     let mut refused_lines = (Instant::now(), 0u32);
     uwsgi::log!(
