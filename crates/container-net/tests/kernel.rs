@@ -23,6 +23,17 @@ fn me() -> Owner {
     Owner::current("kt").unwrap()
 }
 
+/// Container `uid` as [`setup::container`] gets it, owned by this test process.
+fn net(uid: u32) -> ContainerNet {
+    ContainerNet {
+        uid,
+        host_if: container_spec::host_interface(uid),
+        ip: container_spec::ip_of(uid),
+        dmz: false,
+        owner: me(),
+    }
+}
+
 /// An owner that ran and is gone (a `sleep` killed and reaped).
 fn dead(platform: &str) -> Owner {
     let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
@@ -131,13 +142,7 @@ fn a_container_end_is_built_and_its_host_end_configured() {
     in_fresh_netns(|| {
         let host = setup::current_netns().unwrap();
         setup::node().unwrap();
-        let c = ContainerNet {
-            uid: 30509,
-            host_if: "uw30509".into(),
-            ip: container_spec::ip_of(30509),
-            dmz: false,
-            owner: me(),
-        };
+        let c = net(30509);
         let child = std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let t = std::time::Instant::now();
@@ -207,13 +212,7 @@ fn a_taken_host_name_is_left_alone() {
         let host = setup::current_netns().unwrap();
         // Another platform's container 30508 in the same namespace.
         Netlink::open().unwrap().create_veth("uw30508", "other0", host.as_fd()).unwrap();
-        let c = ContainerNet {
-            uid: 30508,
-            host_if: "uw30508".into(),
-            ip: container_spec::ip_of(30508),
-            dmz: false,
-            owner: me(),
-        };
+        let c = net(30508);
         let built = std::thread::scope(|s| {
             s.spawn(|| {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -250,13 +249,7 @@ fn a_dead_containers_host_end_is_reclaimed_and_nothing_else() {
         // A restarted container whose predecessor's namespace lingers gets its pair at once.
         let lingering = lingering_netns();
         pair("uw30507", &lingering, Some(&dead("kt")));
-        let c = ContainerNet {
-            uid: 30507,
-            host_if: "uw30507".into(),
-            ip: container_spec::ip_of(30507),
-            dmz: false,
-            owner: me(),
-        };
+        let c = net(30507);
         let built = build_in_new_netns(&c, &host);
         assert_eq!(built, setup::Built::Yes);
         let mut nl = Netlink::open().unwrap();
@@ -272,13 +265,7 @@ fn a_running_containers_host_end_is_waited_for_not_taken() {
         let host = setup::current_netns().unwrap();
         let held = lingering_netns();
         pair("uw30502", &held, Some(&me()));
-        let c = ContainerNet {
-            uid: 30502,
-            host_if: "uw30502".into(),
-            ip: container_spec::ip_of(30502),
-            dmz: false,
-            owner: me(),
-        };
+        let c = net(30502);
         let built = build_in_new_netns(&c, &host);
         assert_eq!(built, setup::Built::NameTaken);
     });
