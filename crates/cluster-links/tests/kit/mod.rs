@@ -70,22 +70,20 @@ impl Drop for Ns {
 /// Runs `f` on a thread inside the namespace (sockets it opens and processes it starts are
 /// in that namespace).
 pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| s.spawn(|| enter(ns).then(f)).join().expect("thread in a namespace"))
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns);
+            f()
+        })
+        .join()
+        .expect("thread in a namespace")
+    })
 }
 
 /// Moves the calling thread into the namespace (for threads that outlive a call).
-pub fn enter(ns: &str) -> Token {
+pub fn enter(ns: &str) {
     let fd = std::fs::File::open(format!("/run/netns/{ns}")).expect("namespace file");
     nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    Token
-}
-
-pub struct Token;
-
-impl Token {
-    pub fn then<T>(self, f: impl FnOnce() -> T) -> T {
-        f()
-    }
 }
 
 /// A container: its namespace, `uwsgi0` with its address, the host end `uw<uid>` on its node,
