@@ -30,7 +30,12 @@ static TABLE: OnceLock<Shared> = OnceLock::new();
 
 /// A node as one process last saw it.
 struct Seen {
+    /// The node's address, pool key and recorded uid: a node at a reused address is another
+    /// node when any differs (one container's socket serves several domains, so the name alone
+    /// does not tell the pair).
     name: Vec<u8>,
+    domain: Vec<u8>,
+    uid: u32,
     slot: Result<usize, Full>,
     counted: Counts,
 }
@@ -55,9 +60,14 @@ pub fn count(t: &NodeTraffic<'_>) {
     let Ok(mut seen) = SEEN.lock() else { return };
     let seen = seen.get_or_insert_with(HashMap::new);
     let now = Counts { hits: t.requests, rx: t.rx, tx: t.tx };
-    let node =
-        seen.entry(t.node).or_insert_with(|| Seen { name: Vec::new(), slot: Err(Full), counted: Counts::default() });
-    if node.name != t.name {
+    let node = seen.entry(t.node).or_insert_with(|| Seen {
+        name: Vec::new(),
+        domain: Vec::new(),
+        uid: 0,
+        slot: Err(Full),
+        counted: Counts::default(),
+    });
+    if node.name != t.name || node.domain != t.domain || node.uid != t.uid {
         let slot = table.slot(owner(t), t.domain);
         if slot.is_err() && !FULL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             log(&format!(
@@ -67,7 +77,7 @@ pub fn count(t: &NodeTraffic<'_>) {
                 String::from_utf8_lossy(t.domain)
             ));
         }
-        *node = Seen { name: t.name.to_vec(), slot, counted: Counts::default() };
+        *node = Seen { name: t.name.to_vec(), domain: t.domain.to_vec(), uid: t.uid, slot, counted: Counts::default() };
     }
     // A node that starts again at the same address (freed, then announced anew) counts from 0.
     let base = if now.hits < node.counted.hits || now.rx < node.counted.rx || now.tx < node.counted.tx {
@@ -137,11 +147,14 @@ mod tests {
             tx: 3,
             detoured: true,
         });
+        // node 2's address reused by a node of the same socket for another domain
+        report(2, "/b.sock", "c.test", 30701, (1, 7, 7));
         let s = domain_counters::read(&path).unwrap();
         assert_eq!(
             s.pairs[&(30701, "a.test".to_string())],
             Counts { hits: 2 + 3 + 1 + 5 + 1, rx: 200 + 3 + 5 + 1, tx: 60 + 3 + 5 + 1 }
         );
+        assert_eq!(s.pairs[&(30701, "c.test".to_string())], Counts { hits: 1, rx: 7, tx: 7 });
         assert_eq!(s.pairs[&(0, "b.test".to_string())].hits, 4);
     }
 }
