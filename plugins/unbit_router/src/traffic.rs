@@ -57,7 +57,9 @@ pub fn init(path: &Path, capacity: u32, log: fn(&str)) -> Result<(), String> {
 /// `uwsgi::corerouter::FrontDoor::traffic`: in a router process, after a read from a node.
 pub fn count(t: &NodeTraffic<'_>) {
     let Some(Shared { table, log }) = TABLE.get() else { return };
-    let Ok(mut seen) = SEEN.lock() else { return };
+    // A panic in here (caught by the hook's guard) poisons the lock; what it guards is only
+    // what was passed on, so carry on rather than stop counting for the process's life.
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let seen = seen.get_or_insert_with(HashMap::new);
     let now = Counts { hits: t.requests, rx: t.rx, tx: t.tx };
     let node = seen.entry(t.node).or_insert_with(|| Seen {
@@ -111,6 +113,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters");
         init(&path, 16, |_| ()).unwrap();
+        // a panic while counting (caught by the hook's guard) must not stop later counts
+        let _ = std::thread::spawn(|| {
+            let _held = SEEN.lock();
+            panic!("poisons SEEN");
+        })
+        .join();
         let report = |node: usize, name: &str, domain: &str, uid: u32, c: (u64, u64, u64)| {
             count(&NodeTraffic {
                 node,
