@@ -55,11 +55,13 @@ impl Owner {
     }
 
     /// Whether the owner still runs: its pid exists with the same start time and is not a
-    /// zombie (a zombie's namespaces are already released).
+    /// zombie (a zombie's namespaces are already released). A `/proc` read that fails for any
+    /// reason but the process being gone (out of descriptors, memory) counts as alive: an
+    /// interface kept a while longer costs less than a running container's cut off.
     pub fn alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
             Ok(stat) => parse_stat(&stat).is_some_and(|(_, start)| start == self.start) && state(&stat) != Some('Z'),
-            Err(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound && e.raw_os_error() != Some(nix::libc::ESRCH),
         }
     }
 }
