@@ -166,7 +166,7 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
                     match cmd {
                         Some(Cmd::Unsubscribe) => {
                             certs.remove(&a.key);
-                            broadcast(&udp, &legion, &config.node, &key, &mut seq, Cmd::Unsubscribe, &a.key);
+                            broadcast(&out, &mut seq, Cmd::Unsubscribe, &a.key);
                         }
                         Some(_) => {
                             // The certificate first (the validator wrote the entry before it
@@ -178,7 +178,7 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
                             } else {
                                 Cmd::Subscribe
                             };
-                            broadcast(&udp, &legion, &config.node, &key, &mut seq, cmd, &a.key);
+                            broadcast(&out, &mut seq, cmd, &a.key);
                         }
                         None => {}
                     }
@@ -189,6 +189,7 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             legion.refresh();
+            let out = Out { udp: &udp, legion: &legion, me: &config.node, key: &key };
             let mut expired = Vec::new();
             for (k, addrs) in local.iter_mut() {
                 addrs.retain(|_, seen| seen.elapsed() < LOCAL_TTL);
@@ -199,9 +200,8 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
             for k in expired {
                 local.remove(&k);
                 certs.remove(&k);
-                broadcast(&udp, &legion, &config.node, &key, &mut seq, Cmd::Unsubscribe, &k);
+                broadcast(&out, &mut seq, Cmd::Unsubscribe, &k);
             }
-            let out = Out { udp: &udp, legion: &legion, me: &config.node, key: &key };
             for k in local.keys() {
                 share(&out, &mut seq, &mut certs, &sni_from, k);
             }
@@ -322,21 +322,18 @@ fn seal_to_members(out: &Out<'_>, seq: &mut Sequence, op: Op, name: &str, entry:
     }
 }
 
-fn broadcast(
-    udp: &UdpSocket,
-    legion: &Legion,
-    me: &str,
-    key: &PKey<Private>,
-    seq: &mut Sequence,
-    cmd: Cmd,
-    domain: &str,
-) {
-    for m in legion.members.iter().filter(|m| m.name != me) {
-        let a =
-            Announce { node: me.to_string(), seq: seq.next(now_ns()), unix_ms: now_ms(), cmd, key: domain.to_string() };
-        match message::seal(&a, key) {
+fn broadcast(out: &Out<'_>, seq: &mut Sequence, cmd: Cmd, domain: &str) {
+    for m in out.legion.members.iter().filter(|m| m.name != out.me) {
+        let a = Announce {
+            node: out.me.to_string(),
+            seq: seq.next(now_ns()),
+            unix_ms: now_ms(),
+            cmd,
+            key: domain.to_string(),
+        };
+        match message::seal(&a, out.key) {
             Ok(d) => {
-                if let Err(e) = udp.send_to(&d, m.cluster) {
+                if let Err(e) = out.udp.send_to(&d, m.cluster) {
                     uwsgi::log!("cluster relay: sending {domain} to member {} at {}: {e}", m.name, m.cluster);
                 }
             }
