@@ -229,11 +229,8 @@ fn a_symlink_planted_on_a_mountpoint_in_the_home_stops_the_jail() {
     }
 }
 
-#[test]
-fn a_custom_distro_with_a_symlinked_mountpoint_is_refused() {
-    let (f, paths) = prepared();
-    let storage = 30002;
-    let image = paths.containers.join(format!("{storage}/distros/myimage"));
+/// Every mountpoint the jail needs in a custom distro image at `image`, owned by `storage`.
+fn image_mountpoints(f: &Fake, image: &std::path::Path, storage: u32) {
     for m in jail::JAIL_MOUNTPOINTS {
         if m.starts_with("etc/") {
             f.file(image.join(m), storage, b"");
@@ -241,6 +238,14 @@ fn a_custom_distro_with_a_symlinked_mountpoint_is_refused() {
             f.dir(image.join(m), storage, 0o755);
         }
     }
+}
+
+#[test]
+fn a_custom_distro_with_a_symlinked_mountpoint_is_refused() {
+    let (f, paths) = prepared();
+    let storage = 30002;
+    let image = paths.containers.join(format!("{storage}/distros/myimage"));
+    image_mountpoints(&f, &image, storage);
     // The customer's image points its /tmp at the host's /etc.
     f.symlink(image.join("tmp"), "/etc");
     let mut s = spec(UID);
@@ -264,13 +269,7 @@ fn the_custom_distro_check_lists_what_an_image_lacks_and_refuses_symlinks() {
     let image = paths.containers.join(format!("{storage}/distros/myimage"));
     let distro = Distro::Custom { storage_uid: storage, path: "myimage".into(), fallback: Some("bookworm".into()) };
     f.dir(image.clone(), storage, 0o755);
-    for m in jail::JAIL_MOUNTPOINTS {
-        if m.starts_with("etc/") {
-            f.file(image.join(m), storage, b"");
-        } else {
-            f.dir(image.join(m), storage, 0o755);
-        }
-    }
+    image_mountpoints(&f, &image, storage);
     // No /.old_root: named; an /etc entry that is a symlink: named with what it is.
     f.symlink(image.join("etc/resolv.conf"), "../run/resolv.conf");
     let e = jail::check_custom_distro_with(&f, &paths, &distro).unwrap_err().to_string();
