@@ -72,7 +72,11 @@ pub async fn watch(relay: Arc<Relay>) {
                 }
                 continue;
             }
-            Err(_) => continue,
+            // The reader panicked or was cancelled: this round is skipped, and said.
+            Err(e) => {
+                log(&format!("quota alarms: the disk usage reader failed ({e}); skipping this check"));
+                continue;
+            }
         };
         backend_problem = None;
         for (spec, (uid, used)) in disk.iter().zip(usage) {
