@@ -304,9 +304,15 @@ fn a_failed_challenge_is_retried_with_backoff_then_succeeds() {
         assert!(line.contains("could not validate the http-01 challenge"), "{line}");
     }
     assert!(lab.index().is_empty(), "nothing is served before a certificate exists");
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(lab.store().join("state.json")).unwrap()).unwrap();
-    assert!(state["late.example.org"]["failures"].as_u64().unwrap() >= 3, "{state}");
+    // The state file is written after the attempt's log line: wait for it, not read it once.
+    let failures = || -> u64 {
+        std::fs::read(lab.store().join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|s| s["late.example.org"]["failures"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_until("three failures in state.json", &log, || failures() >= 3);
     let customer = lab.customer_log();
     assert!(
         customer.contains("[unbit-acme] late.example.org: HTTPS certificate failed: the CA could not validate"),
