@@ -19,6 +19,11 @@ ifdef UWSGI_PROFILE
   export UWSGI_PROFILE
 endif
 
+# A CI run builds once from a fresh clone: incremental caches would only add gigabytes to disk.
+ifdef CI
+  export CARGO_INCREMENTAL ?= 0
+endif
+
 ifdef UWSGI_SRC
   export UWSGI_SRC
   # A source-tree build must never overwrite the plugins built for the installed uWSGI.
