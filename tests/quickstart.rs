@@ -249,6 +249,8 @@ fn custom_distros(term: &mut Terminal, env: &BTreeMap<String, String>) -> (u32, 
     assert!(meta.is_dir() && std::os::unix::fs::MetadataExt::uid(&meta) == store, "imported as the uid");
     assert!(imported.join(".old_root").is_dir() && imported.join("usr/bin/uwsgi-core").is_file());
     assert!(!store_home.join("myimage.tar").exists(), "the upload was removed after the import");
+    let client_tar = PathBuf::from(&env["CLIENT_DIR"]).join("myimage.tar");
+    assert!(!client_tar.exists(), "the walk-through leaves no 400 MB image behind in {}", client_tar.display());
 
     // Registered, usable by the other container, set on it.
     let created = term.json(&format!(
