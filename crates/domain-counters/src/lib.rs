@@ -304,6 +304,22 @@ pub fn node_owner(recorded_uid: u32, name: &str) -> Option<u32> {
     if recorded_uid > 0 {
         Some(recorded_uid)
     } else if name.starts_with('/') {
+        // Following the links cannot credit another customer: no link on the way is the
+        // customer's. The router's subscription socket is private to the validator (and the
+        // cluster receiver, which hands it ip:port only), and the validator never passes a
+        // customer's path on: the name is `<router's private dir>/<generation>-<n>`, a link
+        // the validator made (unbit_subscriptions::pins) to `/proc/<pid>/fd/<n>` of the
+        // process holding the socket it opened `O_PATH | O_NOFOLLOW` with `openat2(
+        // RESOLVE_NO_SYMLINKS)` and checked is a socket owned by the container
+        // (unbit_subscriptions::homes). That last link is the kernel's: it leads to the inode
+        // the descriptor holds, not to whatever the path names now, so a customer who
+        // replaces their socket by a symlink to another container's socket changes only
+        // their directory, and this `stat` still finds their own inode. Its owner cannot be
+        // made another container's either (chown to another uid needs CAP_CHOWN on the
+        // host). A name whose pin was let go is unlinked before its descriptor is closed
+        // (pins::QUARANTINE_SECS), so it fails here (`None`) rather than finding a reused
+        // descriptor. The router connects along the same links: a name that could mislead
+        // this `stat` would mislead the routing first.
         std::fs::metadata(name).ok().map(|m| m.uid())
     } else {
         let ip: std::net::Ipv4Addr = name.rsplit_once(':')?.0.parse().ok()?;

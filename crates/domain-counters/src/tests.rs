@@ -133,3 +133,33 @@ fn nodes_are_attributed_by_uid_address_or_socket_owner() {
     assert_eq!(node_owner(0, "192.168.1.1:80"), None);
     assert_eq!(node_owner(0, "localhost:80"), None);
 }
+
+/// A customer who replaces their socket by a symlink to another container's socket after the
+/// validator pinned it is still credited with their own traffic, not the link target's: the
+/// router's name leads through the holder's descriptor (`/proc/<pid>/fd/<n>`), which holds
+/// the inode that was checked, not the path.
+#[test]
+fn a_socket_swapped_for_a_symlink_after_pinning_stays_its_owners() {
+    let t = tempfile::tempdir().unwrap();
+    let (customer, other) = (t.path().join("customer.sock"), t.path().join("other.sock"));
+    for (path, uid) in [(&customer, 31500), (&other, 31501)] {
+        std::fs::write(path, "").unwrap();
+        std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+    }
+    // What the validator holds (here: this process) and the name it gives the router.
+    let held = std::fs::File::open(&customer).unwrap();
+    let pin = t.path().join("0123456789abcdef-1");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    std::os::unix::fs::symlink(format!("/proc/{}/fd/{fd}", std::process::id()), &pin).unwrap();
+    assert_eq!(node_owner(0, pin.to_str().unwrap()), Some(31500));
+
+    std::fs::remove_file(&customer).unwrap();
+    std::os::unix::fs::symlink(&other, &customer).unwrap();
+    assert_eq!(node_owner(0, customer.to_str().unwrap()), Some(31501), "the swap took effect on the path");
+    assert_eq!(node_owner(0, pin.to_str().unwrap()), Some(31500), "the pinned name still finds the customer's inode");
+
+    // The pin let go: its name is unlinked first, and then counts for nobody.
+    std::fs::remove_file(&pin).unwrap();
+    drop(held);
+    assert_eq!(node_owner(0, pin.to_str().unwrap()), None);
+}
