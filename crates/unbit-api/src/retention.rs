@@ -59,26 +59,54 @@ pub async fn prune(db: &Db, cutoff: i64) -> Result<Pruned, sqlx::Error> {
     Ok(pruned)
 }
 
-/// The daily job of `unbit-api serve`: a prune at start, then every 24 hours. `days == 0`
-/// keeps everything (the job does not run). Several API hosts on one PostgreSQL database may
-/// each run it: deleting what another already deleted costs an index lookup.
+/// The first retry after a failed prune; each further failure doubles the wait, up to a day.
+const FIRST_RETRY: Duration = Duration::from_secs(5 * 60);
+const EVERY: Duration = Duration::from_secs(DAY as u64);
+
+/// How long to wait before the next prune, `failures` being how many prunes have failed in a
+/// row since the last success (0: the last one succeeded). A failure (a database that was
+/// briefly unreachable, a lock timeout) must not leave a day of samples more on the disk, so it
+/// is retried within minutes; a persistent one backs off to the daily pace.
+pub fn next_delay(failures: u32) -> Duration {
+    match failures {
+        0 => EVERY,
+        n => FIRST_RETRY.saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX)).min(EVERY),
+    }
+}
+
+/// The daily job of `unbit-api serve`: a prune at start, then every 24 hours ([`next_delay`]:
+/// sooner after a failure). `days == 0` keeps everything (the job does not run). Several API
+/// hosts on one PostgreSQL database may each run it: deleting what another already deleted
+/// costs an index lookup.
 pub async fn daily(db: Arc<Db>, days: u32) {
     if days == 0 {
         tracing::info!("metrics retention off: samples are kept forever");
         return;
     }
+    let mut failures = 0u32;
     loop {
         let cut = cutoff(now(), days);
         match prune(&db, cut).await {
-            Ok(p) => tracing::info!(
-                before = cut,
-                container_rows = p.container_rows,
-                domain_rows = p.domain_rows,
-                "metrics older than {days} days deleted"
-            ),
-            Err(e) => tracing::warn!(error = %e, "metrics retention: the prune failed; next try in 24 hours"),
+            Ok(p) => {
+                failures = 0;
+                tracing::info!(
+                    before = cut,
+                    container_rows = p.container_rows,
+                    domain_rows = p.domain_rows,
+                    "metrics older than {days} days deleted"
+                )
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(
+                    error = %e,
+                    failures,
+                    "metrics retention: the prune failed; next try in {} minutes",
+                    next_delay(failures).as_secs() / 60
+                )
+            }
         }
-        tokio::time::sleep(Duration::from_secs(DAY as u64)).await;
+        tokio::time::sleep(next_delay(failures)).await;
     }
 }
 
@@ -95,5 +123,18 @@ mod tests {
         assert_eq!(cutoff(now, 1), today - DAY);
         assert_eq!(cutoff(now, 90), today - 90 * DAY);
         assert_eq!(cutoff(today, 1), today - DAY, "midnight belongs to the new day");
+    }
+
+    #[test]
+    fn a_failed_prune_is_retried_within_minutes_and_a_success_goes_back_to_daily() {
+        let minutes = |failures| next_delay(failures).as_secs() / 60;
+        assert_eq!(minutes(0), 24 * 60, "after a success: the next day");
+        assert_eq!(minutes(1), 5, "after a failure: soon");
+        assert_eq!(minutes(2), 10);
+        assert_eq!(minutes(3), 20);
+        assert_eq!(minutes(9), 1280);
+        assert_eq!(minutes(10), 24 * 60, "a persistent failure backs off to daily");
+        assert!((1..100).all(|n| minutes(n) <= 24 * 60), "never less often than daily");
+        assert_eq!(minutes(u32::MAX), 24 * 60);
     }
 }
