@@ -23,6 +23,8 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
+pub mod follow;
+
 /// The interface's MTU: WireGuard's 60 bytes of IPv4 overhead (outer IP, UDP, header, tag)
 /// under a 1500-byte inter-node link, as the kernel's `wg-quick` picks it.
 pub const TUNNEL_MTU: u32 = 1420;
@@ -80,18 +82,24 @@ impl Key {
 }
 
 /// Reads the node's private key file: one base64 line, readable by its owner only (refused
-/// otherwise: the key is what lets a node decrypt its containers' traffic).
+/// otherwise: the key is what lets a node decrypt its containers' traffic). The mode is checked
+/// on the descriptor that is read, so a file swapped or chmodded between check and read cannot
+/// slip through.
 pub fn read_private_key(path: &Path) -> Result<Key, String> {
+    use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("links key {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    let at = |e: std::io::Error| format!("links key {}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(at)?;
+    let mode = file.metadata().map_err(at)?.permissions().mode();
+    if mode & 0o077 != 0 {
         return Err(format!(
             "links key {}: readable by others (mode {:o}); chmod 600 it",
             path.display(),
-            meta.permissions().mode() & 0o777
+            mode & 0o777
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("links key {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(at)?;
     Key::parse(&text).map_err(|e| format!("links key {}: {e}", path.display()))
 }
 
