@@ -5,7 +5,7 @@
 mod common;
 
 use common::{api_binary, run, Killed};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,30 @@ fn make_pki(dir: &Path) {
     }
 }
 
+/// A test's temporary directory with [`make_pki`]'s certificates and the API's database.
+struct Platform {
+    work: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Platform {
+    fn new() -> Platform {
+        let work = tempfile::tempdir().unwrap();
+        make_pki(work.path());
+        let db = work.path().join("api.sqlite");
+        Platform { work, db }
+    }
+
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// `unbit-api admin --db <db> <args>`'s output; panics on failure.
+    fn admin(&self, args: &[&str]) -> String {
+        run(Command::new(api_binary()).arg("admin").arg("--db").arg(&self.db).args(args))
+    }
+}
+
 fn sync_once(dir: &Path, port: u16, who: &str, state: &Path) -> (bool, String) {
     sync_once_with(dir, port, who, state, &[])
 }
@@ -123,11 +147,9 @@ fn serve_tls(dir: &Path, db: &Path) -> (Killed, u16) {
 
 #[test]
 fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    make_pki(dir);
-    let db = dir.join("api.sqlite");
-    let admin = |args: &[&str]| run(Command::new(api_binary()).arg("admin").arg("--db").arg(&db).args(args));
+    let platform = Platform::new();
+    let (dir, db) = (platform.dir(), &platform.db);
+    let admin = |args: &[&str]| platform.admin(args);
     admin(&["server", "add", "--name", "n1", "--address", "127.0.0.1", "--memory", "4096", "--storage", "10000"]);
     admin(&["server", "bind-cert", "--name", "n1", "--cert", &dir.join("node.crt").to_string_lossy()]);
     let distro = admin(&["distro", "add", "--name", "Debian 12", "--path", "bookworm"]);
@@ -150,7 +172,7 @@ fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
     .parse()
     .unwrap();
 
-    let (_api, port) = serve_tls(dir, &db);
+    let (_api, port) = serve_tls(dir, db);
     // Make the container deployable straight in the database through the customer API over TLS.
     let client = reqwest::blocking::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap())
@@ -218,11 +240,9 @@ fn a_node_syncs_over_verified_mtls_and_an_unbound_certificate_gets_nothing() {
 /// files to every node.
 #[test]
 fn a_node_of_a_legion_gets_the_members_files_over_mtls_and_a_stranger_gets_nothing() {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    make_pki(dir);
-    let db = dir.join("api.sqlite");
-    let admin = |args: &[&str]| run(Command::new(api_binary()).arg("admin").arg("--db").arg(&db).args(args));
+    let platform = Platform::new();
+    let (dir, db) = (platform.dir(), &platform.db);
+    let admin = |args: &[&str]| platform.admin(args);
     let (key_1, key_2) = ("11".repeat(32), "22".repeat(32));
     for (name, address) in [("n1", "192.168.250.1"), ("n2", "192.168.250.2")] {
         admin(&["server", "add", "--name", name, "--address", address, "--memory", "4096", "--storage", "10000"]);
@@ -244,7 +264,7 @@ fn a_node_of_a_legion_gets_the_members_files_over_mtls_and_a_stranger_gets_nothi
         admin(&[&add[..], &["--memory", "256", "--storage", "1000"]].concat()).trim().parse().unwrap()
     };
     let (uid_1, uid_2) = (uid_on("n1"), uid_on("n2"));
-    let (_api, port) = serve_tls(dir, &db);
+    let (_api, port) = serve_tls(dir, db);
 
     let state = dir.join("specs");
     std::fs::create_dir(&state).unwrap();
