@@ -11,11 +11,13 @@
 //! `run` creates the interface with boringtun's userspace WireGuard (a TUN device), configures
 //! it through a private socket pair (no control socket in the file system), routes every
 //! remote container into it, follows the members file (checked every second, refused whole
-//! when broken: the previous configuration stays) and ends on SIGINT or SIGTERM. The TUN
-//! device lives as long as the process: when it ends, however it ends, the kernel removes the
-//! interface and every route through it.
+//! when broken: the previous configuration stays; a change that fails to apply is retried,
+//! `cluster_links::follow`) and ends on SIGINT or SIGTERM. The TUN device lives as long as the
+//! process: when it ends, however it ends, the kernel removes the interface and every route
+//! through it.
 
 use boringtun::device::{DeviceConfig, DeviceHandle};
+use cluster_links::follow::{Follower, Outcome, Tunnel};
 use cluster_links::{parse_members, read_private_key, Key, NodeConfig, TUNNEL_MTU};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -25,7 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -109,7 +111,7 @@ fn run(opts: Opts) -> Result<(), String> {
     signals.thread_block().map_err(|e| format!("block signals: {e}"))?;
 
     let cfg = opts.config()?;
-    let (mut ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
     let device_config = DeviceConfig {
         n_threads: 2,
         use_connected_socket: true,
@@ -118,36 +120,37 @@ fn run(opts: Opts) -> Result<(), String> {
     };
     let device = DeviceHandle::new(&opts.ifname, device_config)
         .map_err(|e| format!("create the tunnel interface {}: {e:?}", opts.ifname))?;
-    uapi_set(&mut ours, &cfg).map_err(|e| format!("{}: {e}", opts.ifname))?;
+    let mut tunnel = Device { ifname: opts.ifname.clone(), uapi: ours };
+    tunnel.set_peers(&cfg).map_err(|e| format!("{}: {e}", opts.ifname))?;
     ip(&[&format!("link set dev {} mtu {TUNNEL_MTU} up", opts.ifname)])?;
-    let mut routed = BTreeSet::new();
-    sync_routes(&opts.ifname, &mut routed, &cfg.remote_addresses())?;
+    tunnel.sync_routes(&cfg.remote_addresses())?;
     log_config(&opts, &cfg);
 
     let watched = opts.members.clone();
     let mut seen = stamp(&watched);
-    let mut current = cfg;
+    let mut follower = Follower::new(cfg);
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(1));
         let now = stamp(&watched);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match opts.config() {
-            Ok(cfg) if cfg == current => {}
-            Ok(cfg) => {
-                let applied = uapi_set(&mut ours, &cfg)
-                    .and_then(|()| sync_routes(&opts.ifname, &mut routed, &cfg.remote_addresses()));
-                match applied {
-                    Ok(()) => {
-                        log_config(&opts, &cfg);
-                        current = cfg;
-                    }
-                    Err(e) => eprintln!("unbit-links: {}: cannot apply the new members file: {e}", opts.ifname),
-                }
+        if now != seen {
+            seen = now;
+            match opts.config() {
+                Ok(cfg) => follower.want(cfg, Instant::now()),
+                Err(e) => eprintln!("unbit-links: {e}; keeping the previous peers"),
             }
-            Err(e) => eprintln!("unbit-links: {e}; keeping the previous peers"),
+        }
+        match follower.tick(Instant::now(), &mut tunnel) {
+            None => {}
+            Some(Outcome::Applied { after_failures: 0 }) => log_config(&opts, follower.applied()),
+            Some(Outcome::Applied { after_failures }) => {
+                eprintln!("unbit-links: {}: the members file is applied (attempt {})", opts.ifname, after_failures + 1);
+                log_config(&opts, follower.applied());
+            }
+            Some(Outcome::Failed { error, failures, retry_in }) => eprintln!(
+                "unbit-links: {}: cannot apply the members file (attempt {failures}): {error}; retrying in {} s",
+                opts.ifname,
+                retry_in.as_secs()
+            ),
         }
     });
 
@@ -177,43 +180,68 @@ fn stamp(path: &Path) -> Option<(u64, u64, i128, u64)> {
         .map(|m| (m.dev(), m.ino(), i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()), m.size()))
 }
 
-/// One UAPI `set` through the device's socket pair; the answer is `errno=0` on success.
-fn uapi_set(sock: &mut UnixStream, cfg: &NodeConfig) -> Result<(), String> {
-    sock.write_all(cfg.uapi_set().as_bytes()).map_err(|e| format!("configure the tunnel: {e}"))?;
-    let mut reader = BufReader::new(&*sock);
-    let mut answer = String::new();
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|e| format!("configure the tunnel: {e}"))?;
-        if n == 0 || line == "\n" {
-            break;
+/// The boringtun device: its UAPI socket, and its interface for `ip`.
+struct Device {
+    ifname: String,
+    uapi: UnixStream,
+}
+
+impl Tunnel for Device {
+    /// One UAPI `set` through the device's socket pair; the answer is `errno=0` on success.
+    fn set_peers(&mut self, cfg: &NodeConfig) -> Result<(), String> {
+        self.uapi.write_all(cfg.uapi_set().as_bytes()).map_err(|e| format!("configure the tunnel: {e}"))?;
+        let mut reader = BufReader::new(&self.uapi);
+        let mut answer = String::new();
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).map_err(|e| format!("configure the tunnel: {e}"))?;
+            if n == 0 || line == "\n" {
+                break;
+            }
+            answer.push_str(&line);
         }
-        answer.push_str(&line);
+        if answer.trim() == "errno=0" {
+            Ok(())
+        } else {
+            Err(format!("the tunnel refused its configuration: {:?}", answer.trim()))
+        }
     }
-    if answer.trim() == "errno=0" {
-        Ok(())
-    } else {
-        Err(format!("the tunnel refused its configuration: {:?}", answer.trim()))
+
+    /// Reads the /32 routes the interface has now and runs one `ip -batch` for the difference:
+    /// whatever a failed run left (or someone removed), the next one converges.
+    fn sync_routes(&mut self, want: &BTreeSet<Ipv4Addr>) -> Result<(), String> {
+        let have = host_routes(&self.ifname)?;
+        let ifname = &self.ifname;
+        let mut lines: Vec<String> = have.difference(want).map(|a| format!("route del {a}/32 dev {ifname}")).collect();
+        lines.extend(want.difference(&have).map(|a| format!("route replace {a}/32 dev {ifname}")));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        ip(&refs)
     }
 }
 
-/// Makes the routes into the tunnel exactly `want`: one `ip -batch` run for the difference.
-fn sync_routes(ifname: &str, routed: &mut BTreeSet<Ipv4Addr>, want: &BTreeSet<Ipv4Addr>) -> Result<(), String> {
-    let mut lines: Vec<String> = routed.difference(want).map(|a| format!("route del {a}/32 dev {ifname}")).collect();
-    lines.extend(want.difference(routed).map(|a| format!("route replace {a}/32 dev {ifname}")));
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    ip(&refs)?;
-    *routed = want.clone();
-    Ok(())
+/// The host routes (`a.b.c.d`, no prefix: /32) of the main table through `ifname`.
+fn host_routes(ifname: &str) -> Result<BTreeSet<Ipv4Addr>, String> {
+    let out = Command::new(ip_binary())
+        .args(["-4", "route", "show", "dev", ifname])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run {}: {e}", ip_binary()))?;
+    if !out.status.success() {
+        return Err(format!("ip route show dev {ifname}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect())
 }
 
-/// iproute2 (`ip -force -batch -`): every line is tried; a failure names its line. Routes are
-/// `replace`d, so a retry after a partial failure converges.
+fn ip_binary() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/bin/ip"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("ip")
+}
+
+/// iproute2 (`ip -force -batch -`): every line is tried; a failure names its line.
 fn ip(lines: &[&str]) -> Result<(), String> {
     if lines.is_empty() {
         return Ok(());
     }
-    let binary = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("ip");
+    let binary = ip_binary();
     let mut child = Command::new(binary)
         .args(["-force", "-batch", "-"])
         .stdin(Stdio::piped())

@@ -361,3 +361,60 @@ fn a_changed_members_file_is_followed_and_a_broken_one_keeps_the_peers() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_change_that_fails_to_apply_is_retried_until_it_applies() {
+    const A8: u32 = 31380;
+    const B8: u32 = 31381;
+    const B9: u32 = 31382;
+    let mut legion = Legion::new([&[(A8, &[B8])], &[(B8, &[A8])]], &[]);
+    let a_ns = legion.node("a").ns.0.clone();
+    let routes = || ip(&a_ns, &format!("-4 route show dev {TUNNEL}"));
+    let (b8, b9) = (legion.container(B8).ip(), container_spec::ip_of(B9));
+    let routed = |r: &str, addr: Ipv4Addr| r.lines().any(|l| l.split_whitespace().next() == Some(&addr.to_string()));
+
+    // The tunnel goes down on a: the kernel drops its routes and refuses new ones through it,
+    // so the next change (b starts B9) cannot be applied.
+    ip(&a_ns, &format!("link set {TUNNEL} down"));
+    assert!(!routed(&routes(), b8), "routes through a down interface stayed: {}", routes());
+    legion.nodes[1].containers.push(kit::Container { uid: B9, ns: kit::Ns::new("b9"), links: vec![] });
+    legion.write_members();
+    let t = std::time::Instant::now();
+    while !legion.node("a").daemon_log().contains("cannot apply") {
+        assert!(t.elapsed() < Duration::from_secs(10), "no failed apply: {}", legion.node("a").daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The cause goes away and the file does not change again: a retry routes B9, and B8 again
+    // (the routes the kernel dropped, which the last applied file already had).
+    ip(&a_ns, &format!("link set {TUNNEL} up"));
+    let t = std::time::Instant::now();
+    while !(routed(&routes(), b8) && routed(&routes(), b9)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "never retried: {}\n{}",
+            routes(),
+            legion.node("a").daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        legion.node("a").daemon_log().contains("the members file is applied (attempt"),
+        "{}",
+        legion.node("a").daemon_log()
+    );
+    let echo = Echo::start(&legion.container(B8).ns.0, sock(b8, 7000));
+    exchange(&legion.container(A8).ns.0, sock(b8, 7000), b"after the retry", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("A8 -> B8 after the retry: {e}\n{}", legion.node("a").daemon_log()));
+    drop(echo);
+
+    // B9 leaves: the route the retry added goes, though the first try never recorded it.
+    legion.nodes[1].containers.pop();
+    legion.write_members();
+    let t = std::time::Instant::now();
+    while routed(&routes(), b9) {
+        assert!(t.elapsed() < Duration::from_secs(10), "B9's route stayed: {}", legion.node("a").daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(routed(&routes(), b8), "B8's route went with B9's: {}", routes());
+}
