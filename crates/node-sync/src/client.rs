@@ -131,7 +131,7 @@ impl Api {
     /// public_key, x25519_key?}]}`), as the cluster instance's `unbit-cluster-members` reads
     /// it. An answer of another shape is an error: the node keeps its last good file (a members
     /// file the cluster instance refuses would cut the node off its Legion).
-    pub fn legion_members(&self) -> Result<Vec<u8>, String> {
+    pub fn legion_members(&self) -> Result<MembersFile, String> {
         let v = self.get("/api/node/v1/legion/members")?;
         let members = v["members"].as_array().ok_or("legion members answer is not {members: [...]}")?;
         for m in members {
@@ -141,7 +141,7 @@ impl Api {
                 }
             }
         }
-        Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
+        Ok(MembersFile::of(v))
     }
 
     /// The links members file of this node's Legion (`{"members": [{name, endpoint,
@@ -149,7 +149,7 @@ impl Api {
     /// of another shape is an error: the node keeps its last good file (unbit-links would
     /// refuse it whole and keep its peers anyway, but the file would then say what the tunnel
     /// does not).
-    pub fn links_members(&self) -> Result<Vec<u8>, String> {
+    pub fn links_members(&self) -> Result<MembersFile, String> {
         let v = self.get("/api/node/v1/links/members")?;
         let members = v["members"].as_array().ok_or("links members answer is not {members: [...]}")?;
         for m in members {
@@ -164,6 +164,58 @@ impl Api {
                 return Err(format!("links members answer: a container that is not a uid: {m}"));
             }
         }
-        Ok(serde_json::to_vec_pretty(&v).expect("JSON re-serializes"))
+        Ok(MembersFile::of(v))
+    }
+}
+
+/// A members file as the API answered it (legion or links): the file, and the servers the API
+/// left out of it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MembersFile {
+    /// `{"members": [...]}` and nothing else: `unbit-links` refuses a file with any other
+    /// field, so what else the answer says stays out of it.
+    pub bytes: Vec<u8>,
+    /// The answer's `skipped` (`[{name, reason}]`: a server whose inter-node address is not an
+    /// IP, which no member can reach) as `name: reason`, for the node's log.
+    pub skipped: Vec<String>,
+}
+
+impl MembersFile {
+    /// `answer`'s `members` must have been checked.
+    fn of(answer: serde_json::Value) -> MembersFile {
+        let skipped = answer["skipped"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let text = |field: &str| s[field].as_str().map_or_else(|| s[field].to_string(), str::to_string);
+                format!("{}: {}", text("name"), text("reason"))
+            })
+            .collect();
+        let file = serde_json::json!({"members": answer["members"]});
+        MembersFile { bytes: serde_json::to_vec_pretty(&file).expect("JSON re-serializes"), skipped }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_members_file_holds_only_the_members_and_the_servers_left_out_go_to_the_log() {
+        let members = json!([{"name": "a", "endpoint": "192.0.2.1:51820", "public_key": "k", "containers": []}]);
+        let file = MembersFile::of(json!({
+            "members": members,
+            "skipped": [{"name": "b", "reason": "its inter-node address \"b.example\" is not an IP address"}],
+            "something_newer": 1,
+        }));
+        let written: serde_json::Value = serde_json::from_slice(&file.bytes).unwrap();
+        assert_eq!(written, json!({"members": members}), "unbit-links refuses any other field");
+        assert_eq!(file.skipped, ["b: its inter-node address \"b.example\" is not an IP address"]);
+
+        let plain = MembersFile::of(json!({"members": members}));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&plain.bytes).unwrap(), json!({"members": members}));
+        assert!(plain.skipped.is_empty());
     }
 }

@@ -21,7 +21,7 @@
 //! Run by the node Emperor (`attach-daemon2`), which restarts it if it dies.
 
 use node_sync::access;
-use node_sync::client::{Answer, Api, NodeAuth};
+use node_sync::client::{Answer, Api, MembersFile, NodeAuth};
 use node_sync::folder;
 use node_sync::settings::{self, Setting};
 use std::path::PathBuf;
@@ -219,6 +219,21 @@ fn sync_file(what: &str, fetched: Result<Vec<u8>, String>, file: &std::path::Pat
     }
 }
 
+/// [`sync_file`] for a members file; the servers the API left out of it are logged when they
+/// change (the file is polled every 2 seconds), `said` being what was logged last.
+fn sync_members(what: &str, fetched: Result<MembersFile, String>, file: &std::path::Path, said: &mut Vec<String>) {
+    let fetched = fetched.map(|m| {
+        if m.skipped != *said {
+            for s in &m.skipped {
+                log(&format!("{what}: the API left a server out of {}: {s}", file.display()));
+            }
+            *said = m.skipped;
+        }
+        m.bytes
+    });
+    sync_file(what, fetched, file, folder::DOMAINS_MODE);
+}
+
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         log(&e);
@@ -234,7 +249,9 @@ fn main() {
         let (domains, portmappings) = (args.domains_file.clone(), args.portmappings_file.clone());
         let (members, links) = (args.legion_members_file.clone(), args.links_members_file.clone());
         let loopboxes = args.state_dir.join(LOOPBOXES_FILE);
-        let poll = move || {
+        // The servers the API left out of each members file, as last logged.
+        let (mut members_skipped, mut links_skipped) = (Vec::new(), Vec::new());
+        let mut poll = move || {
             sync_file("loopboxes", lists_api.loopboxes(), &loopboxes, folder::SPEC_MODE);
             if let Some(file) = &domains {
                 sync_file("domains", lists_api.domains(), file, folder::DOMAINS_MODE);
@@ -243,10 +260,10 @@ fn main() {
                 sync_file("port mappings", lists_api.portmappings(), file, folder::DOMAINS_MODE);
             }
             if let Some(file) = &members {
-                sync_file("legion members", lists_api.legion_members(), file, folder::DOMAINS_MODE);
+                sync_members("legion members", lists_api.legion_members(), file, &mut members_skipped);
             }
             if let Some(file) = &links {
-                sync_file("links members", lists_api.links_members(), file, folder::DOMAINS_MODE);
+                sync_members("links members", lists_api.links_members(), file, &mut links_skipped);
             }
         };
         if args.once {

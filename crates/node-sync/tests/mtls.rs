@@ -314,4 +314,19 @@ fn a_node_of_a_legion_gets_the_members_files_over_mtls_and_a_stranger_gets_nothi
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&links).unwrap()).unwrap();
     assert_eq!(written["members"].as_array().unwrap().len(), 1, "{written}");
     assert_eq!(written["members"][0]["containers"], serde_json::json!([uid_1]));
+
+    // Back in, with a host name as its address (a row from before the admin CLI checked, or
+    // edited by hand): the API lists it as skipped; the node logs that, and its files hold
+    // the members only (unbit-links refuses a file with any other field).
+    admin(&["legion", "add-node", "--legion", "l1", "--server", "n2"]);
+    run(Command::new("sqlite3").arg(db).arg("UPDATE servers SET address = 'n2.example' WHERE name = 'n2'"));
+    let (ok, log) = sync_once_with(dir, port, "node", &state, &flag);
+    assert!(ok, "{log}");
+    for (f, what) in [(&file, "legion members"), (&links, "links members")] {
+        let left_out = format!("{what}: the API left a server out of {}: n2: ", f.display());
+        assert!(log.contains(&left_out) && log.contains("\"n2.example\" is not an IP address"), "{log}");
+        let written: serde_json::Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        assert_eq!(written.as_object().unwrap().keys().collect::<Vec<_>>(), ["members"], "{written}");
+        assert_eq!(written["members"].as_array().unwrap().len(), 1, "{written}");
+    }
 }

@@ -17,7 +17,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use container_spec::{ip_of, LoopboxSpec};
 use serde_json::json;
-use std::collections::BTreeMap;
+use sqlx::any::AnyRow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often a waiting long poll re-reads its revision even without an in-process wake-up
@@ -232,40 +235,95 @@ const LEGION_SERVERS: &str = "SELECT s.id, s.name, COALESCE(s.cluster_address, s
      s.cluster_x25519_key, s.links_key FROM servers s WHERE s.id IN (SELECT n.server_id FROM legion_nodes n \
      WHERE n.legion_id IN (SELECT legion_id FROM legion_nodes WHERE server_id = $1)) ORDER BY s.id";
 
+/// A server of [`LEGION_SERVERS`] whose key (of the file asked for) is set, with its
+/// inter-node address.
+struct LegionServer<'a> {
+    row: &'a AnyRow,
+    key: String,
+    ip: IpAddr,
+}
+
+/// The servers of `rows` ([`LEGION_SERVERS`]) with `key_column` set, and the members file's
+/// `skipped` list (`[{name, reason}]`): those whose inter-node address is not an IP. The admin
+/// CLI stores only IP addresses, but a row written before it checked, or by hand, may hold a
+/// host name; no member can use it (the files take socket addresses), yet a server that simply
+/// vanished from the file would leave its Legion with nothing saying why. So it is listed
+/// apart, for the node's log, and in the API's log once per server and address.
+fn legion_servers<'a>(rows: &'a [AnyRow], key_column: &str) -> (Vec<LegionServer<'a>>, Vec<serde_json::Value>) {
+    let (mut servers, mut skipped) = (Vec::new(), Vec::new());
+    for row in rows {
+        let Some(key) = row.opt_str(key_column) else { continue };
+        let (name, address) = (row.str("name"), row.str("ip"));
+        match address.parse() {
+            Ok(ip) => servers.push(LegionServer { row, key, ip }),
+            Err(_) => {
+                let reason = format!(
+                    "its inter-node address {address:?} is not an IP address (admin server set-cluster-keys \
+                     --cluster-address)"
+                );
+                if first_time(&name, &address) {
+                    tracing::warn!(server = %name, %address, "left out of its Legion's members files: {reason}");
+                }
+                skipped.push(json!({"name": name, "reason": reason}));
+            }
+        }
+    }
+    (servers, skipped)
+}
+
+/// Whether `(server, address)` is new to this process's log: every node polls the members
+/// files every 2 seconds, which must not write the same warning every time.
+fn first_time(server: &str, address: &str) -> bool {
+    static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.insert((server.to_string(), address.to_string()))
+}
+
+/// A members file's answer: `skipped` only when a server was left out, so that a file
+/// without one is exactly what its reader takes.
+fn members_answer(members: Vec<serde_json::Value>, skipped: Vec<serde_json::Value>) -> Response {
+    if skipped.is_empty() {
+        ok(json!({"members": members}))
+    } else {
+        ok(json!({"members": members, "skipped": skipped}))
+    }
+}
+
 /// `GET /api/node/v1/legion/members`: the members file of this node's Legion(s) (`{"members":
-/// [{name, cluster, fastrouter, public_key, x25519_key?}]}`, as `unbit-cluster-members` reads
-/// it), every server sharing a Legion with this one (itself included) whose cluster key the
-/// supplier has set. Only public keys and addresses: nothing secret.
+/// [{name, cluster, fastrouter, public_key, x25519_key?}], "skipped"?: [{name, reason}]}`, as
+/// `unbit-cluster-members` reads it once node-sync took `skipped` out), every server sharing a
+/// Legion with this one (itself included) whose cluster key the supplier has set. Only public
+/// keys and addresses: nothing secret.
 pub async fn legion_members(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
     let rows = sqlx::query(LEGION_SERVERS).bind(node.server_id).fetch_all(&state.db.pool).await?;
-    let members: Vec<_> = rows
-        .iter()
-        .filter_map(|r| {
-            let key = r.opt_str("cluster_key")?;
-            let ip: std::net::IpAddr = r.str("ip").parse().ok()?;
+    let (servers, skipped) = legion_servers(&rows, "cluster_key");
+    let members = servers
+        .into_iter()
+        .map(|s| {
             let mut m = json!({
-                "name": r.str("name"),
-                "cluster": std::net::SocketAddr::new(ip, CLUSTER_PORT).to_string(),
-                "fastrouter": std::net::SocketAddr::new(ip, FASTROUTER_PORT).to_string(),
-                "public_key": key,
+                "name": s.row.str("name"),
+                "cluster": SocketAddr::new(s.ip, CLUSTER_PORT).to_string(),
+                "fastrouter": SocketAddr::new(s.ip, FASTROUTER_PORT).to_string(),
+                "public_key": s.key,
             });
-            if let Some(x) = r.opt_str("cluster_x25519_key") {
+            if let Some(x) = s.row.opt_str("cluster_x25519_key") {
                 m["x25519_key"] = json!(x);
             }
-            Some(m)
+            m
         })
         .collect();
-    Ok(ok(json!({"members": members})))
+    Ok(members_answer(members, skipped))
 }
 
 /// The UDP port of a member's `unbit-links` on its inter-node address (WireGuard's usual one).
 const LINKS_PORT: u16 = 51820;
 
 /// `GET /api/node/v1/links/members`: the links members file of this node's Legion(s)
-/// (`{"members": [{name, endpoint, public_key, containers}]}`, as `unbit-links run --members`
-/// reads it): every server sharing a Legion with this one (itself included) whose WireGuard
-/// key the supplier has set, with the uids of every container the API places on it (a
-/// container has one server, so no uid is listed twice). Only public keys, addresses and uids.
+/// (`{"members": [{name, endpoint, public_key, containers}], "skipped"?: [{name, reason}]}`, as
+/// `unbit-links run --members` reads it once node-sync took `skipped` out): every server
+/// sharing a Legion with this one (itself included) whose WireGuard key the supplier has set,
+/// with the uids of every container the API places on it (a container has one server, so no
+/// uid is listed twice). Only public keys, addresses and uids.
 pub async fn links_members(State(state): State<AppState>, node: Node) -> ApiResult<Response> {
     let mut conn = state.db.pool.acquire().await?;
     let rows = sqlx::query(LEGION_SERVERS).bind(node.server_id).fetch_all(&mut *conn).await?;
@@ -280,18 +338,17 @@ pub async fn links_members(State(state): State<AppState>, node: Node) -> ApiResu
     for c in &placed {
         containers.entry(c.i64("server_id")).or_default().push(uid_of(c.i64("id")));
     }
-    let members: Vec<_> = rows
-        .iter()
-        .filter_map(|r| {
-            let key = r.opt_str("links_key")?;
-            let ip: std::net::IpAddr = r.str("ip").parse().ok()?;
-            Some(json!({
-                "name": r.str("name"),
-                "endpoint": std::net::SocketAddr::new(ip, LINKS_PORT).to_string(),
-                "public_key": key,
-                "containers": containers.remove(&r.i64("id")).unwrap_or_default(),
-            }))
+    let (servers, skipped) = legion_servers(&rows, "links_key");
+    let members = servers
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": s.row.str("name"),
+                "endpoint": SocketAddr::new(s.ip, LINKS_PORT).to_string(),
+                "public_key": s.key,
+                "containers": containers.remove(&s.row.i64("id")).unwrap_or_default(),
+            })
         })
         .collect();
-    Ok(ok(json!({"members": members})))
+    Ok(members_answer(members, skipped))
 }

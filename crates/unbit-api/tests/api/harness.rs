@@ -329,6 +329,16 @@ impl Api {
         Reply::from(rb.send().expect("request sent"))
     }
 
+    /// Runs `sql` on the database behind the API's back: rows the API and its admin CLI
+    /// would never write (old data, a hand edit).
+    pub fn sql(&self, sql: &str) {
+        let done = match self.backend {
+            Backend::Sqlite => Command::new("sqlite3").arg(&self.db).arg(sql).status().unwrap().success(),
+            Backend::Postgres => pg().psql(&self.db, sql),
+        };
+        assert!(done, "{sql} failed");
+    }
+
     // -- setup helpers ------------------------------------------------------------------
 
     pub fn server(&self, name: &str, address: &str, memory: u32, storage: u32) -> Who {

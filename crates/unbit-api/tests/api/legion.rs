@@ -16,6 +16,20 @@ fn members(api: &Api, node: &Who) -> serde_json::Value {
     api.get(node, "/node/v1/legion/members").expect(200)
 }
 
+/// The API's log as text: its terminal colour codes (`ESC [ ... m`) taken out.
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Each of `bad`'s argument lists is refused by `admin server <command>`, with a message.
 fn refused(api: &Api, command: &str, bad: &[Vec<&str>]) {
     for args in bad {
@@ -144,5 +158,47 @@ both! {
         ];
         refused(&api, "set-links-key", &bad);
         assert_eq!(links_members(&api, &a)["members"][0]["public_key"], WG_A, "a refused change changed nothing");
+    }
+}
+
+both! {
+    fn a_server_whose_address_is_not_an_ip_is_listed_as_skipped_in_both_files_not_dropped(api) {
+        let (a, _, _) = two_legions(&api);
+        api.admin(&["server", "set-cluster-keys", "--name", "a", "--public-key", KEY_A]);
+        api.admin(&["server", "set-cluster-keys", "--name", "b", "--public-key", KEY_B]);
+        api.admin(&["server", "set-links-key", "--name", "a", "--public-key", WG_A]);
+        api.admin(&["server", "set-links-key", "--name", "b", "--public-key", WG_B]);
+        // The admin CLI refuses a host name as a server's address (set-cluster-keys' own
+        // address is checked above); a row from before it checked, or edited by hand, has one.
+        let add = ["server", "add", "--name", "d", "--address", "node-d.example", "--memory", "4000", "--storage", "1"];
+        let (ok, _, err) = api.try_admin(&add);
+        assert!(!ok && err.contains("not an IP address"), "{err}");
+        api.sql("UPDATE servers SET address = 'node-b.example' WHERE name = 'b'");
+        api.start();
+
+        let skipped = json!([{"name": "b", "reason": "its inter-node address \"node-b.example\" is not an IP address \
+            (admin server set-cluster-keys --cluster-address)"}]);
+        for _ in 0..2 {
+            assert_eq!(members(&api, &a), json!({"members": [
+                {"name": "a", "cluster": "192.0.2.1:3022", "fastrouter": "192.0.2.1:1999", "public_key": KEY_A},
+            ], "skipped": skipped}));
+            assert_eq!(links_members(&api, &a), json!({"members": [
+                {"name": "a", "endpoint": "192.0.2.1:51820", "public_key": WG_A, "containers": []},
+            ], "skipped": skipped}));
+        }
+        // Said in the API's log, with the server's name, once: every node polls both files
+        // every 2 seconds.
+        let log = without_colours(&api.log());
+        let said: Vec<&str> = log.lines().filter(|l| l.contains("left out of its Legion's members files")).collect();
+        assert_eq!(said.len(), 1, "{log}");
+        assert!(said[0].contains("server=b") && said[0].contains("node-b.example"), "{log}");
+
+        // An IP inter-node address takes it back in: the file is again exactly what its
+        // reader takes.
+        api.admin(&["server", "set-cluster-keys", "--name", "b", "--public-key", KEY_B, "--cluster-address", "10.0.0.2"]);
+        assert_eq!(members(&api, &a)["members"][1]["cluster"], "10.0.0.2:3022");
+        assert_eq!(links_members(&api, &a)["members"][1]["endpoint"], "10.0.0.2:51820");
+        assert!(members(&api, &a).get("skipped").is_none());
+        assert!(links_members(&api, &a).get("skipped").is_none());
     }
 }
