@@ -138,8 +138,13 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
     );
     let mut buf = vec![0u8; 65536];
     let mut last_tick = Instant::now();
+    let mut errors = RecvErrors::new(format!("cluster relay: receiving from the validator on {}", socket.display()));
     loop {
-        if let Ok(n) = input.recv(&mut buf) {
+        let received = input.recv(&mut buf);
+        if let Err(e) = &received {
+            errors.note(e);
+        }
+        if let Ok(n) = received {
             let packet = &buf[..n];
             if let Err(e) = out.send_to(packet, fastrouter) {
                 uwsgi::log!("cluster relay: passing an announce to the fastrouter at {}: {e}", fastrouter.display());
@@ -207,6 +212,69 @@ pub fn run_relay(config: &Config, socket: &Path, fastrouter: &Path) -> Result<()
             }
         }
     }
+}
+
+/// How often a receive error that keeps coming back is logged again.
+const RECV_ERROR_EVERY: Duration = Duration::from_secs(60);
+
+/// One socket's receive errors for the instance's log: each kind the first time, then at most
+/// once every [`RECV_ERROR_EVERY`] with how many came meanwhile, so that a persistent one
+/// neither goes unseen nor fills the disk. The socket's read timeout (`EAGAIN`, which paces the
+/// loop's ticks) and a signal (`EINTR`) are not errors.
+struct RecvErrors {
+    /// The gateway and the socket, as the log names them.
+    what: String,
+    /// Per kind: when it was last logged, and how many times it came since.
+    seen: HashMap<(std::io::ErrorKind, Option<i32>), (Instant, u64)>,
+}
+
+impl RecvErrors {
+    fn new(what: String) -> RecvErrors {
+        RecvErrors { what, seen: HashMap::new() }
+    }
+
+    /// Logs `e` if it is time to.
+    fn note(&mut self, e: &std::io::Error) {
+        if is_recv_error(e) {
+            if let Some(line) = self.line(e, Instant::now()) {
+                uwsgi::log!("{line}");
+            }
+            // An error that comes back at once must not spin a core in this loop.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The line to log for `e` at `now`, if any.
+    fn line(&mut self, e: &std::io::Error, now: Instant) -> Option<String> {
+        if !is_recv_error(e) {
+            return None;
+        }
+        let what = &self.what;
+        match self.seen.get_mut(&(e.kind(), e.raw_os_error())) {
+            None => {
+                self.seen.insert((e.kind(), e.raw_os_error()), (now, 0));
+                Some(format!("{what}: {e}"))
+            }
+            Some((last, more)) if now.duration_since(*last) >= RECV_ERROR_EVERY => {
+                let line = match *more {
+                    0 => format!("{what}: {e}"),
+                    n => format!("{what}: {e} ({n} more in the last {} s)", now.duration_since(*last).as_secs()),
+                };
+                (*last, *more) = (now, 0);
+                Some(line)
+            }
+            Some((_, more)) => {
+                *more += 1;
+                None
+            }
+        }
+    }
+}
+
+/// Whether a receive failed (rather than timed out or was interrupted).
+fn is_recv_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+    !matches!(e.kind(), WouldBlock | TimedOut | Interrupted)
 }
 
 /// What the relay sends with.
@@ -373,8 +441,13 @@ pub fn run_receiver(config: &Config, router: &Path) -> Result<(), String> {
     );
     let mut buf = vec![0u8; sealed::MAX_DATAGRAM];
     let mut last_tick = Instant::now();
+    let mut errors = RecvErrors::new(format!("cluster receiver: receiving members' announces on {}", me.cluster));
     loop {
-        if let Ok((n, from)) = udp.recv_from(&mut buf) {
+        let received = udp.recv_from(&mut buf);
+        if let Err(e) = &received {
+            errors.note(e);
+        }
+        if let Ok((n, from)) = received {
             let d = &buf[..n];
             let outcome = if sealed::is_sealed(d) {
                 admit_sealed(d, from, &legion, &config.node, &mut sealed_guard, &x25519).map(|(h, member, entry)| {
@@ -703,4 +776,33 @@ fn admit<'a>(
     }
     guard.admit(&a, now_ms()).map_err(|e| format!("announce of {} by member {}: {e}", a.key, a.node))?;
     Ok((a, member))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn receive_errors_are_logged_once_per_kind_and_then_once_a_minute_with_a_count() {
+        let mut errors = RecvErrors::new("cluster receiver: receiving members' announces on 10.0.0.1:3022".into());
+        let t0 = Instant::now();
+        for quiet in [ErrorKind::WouldBlock, ErrorKind::TimedOut, ErrorKind::Interrupted] {
+            assert_eq!(errors.line(&Error::from(quiet), t0), None, "{quiet:?} is no error");
+        }
+        let refused = Error::from(ErrorKind::ConnectionRefused);
+        let first = errors.line(&refused, t0).expect("the first one is logged");
+        assert!(first.starts_with("cluster receiver: receiving members' announces on 10.0.0.1:3022: "), "{first}");
+        assert!(first.contains(&refused.to_string()), "{first}");
+        for s in 0..100 {
+            assert_eq!(errors.line(&refused, t0 + Duration::from_millis(s * 500)), None, "the same again: quiet");
+        }
+        let denied = errors.line(&Error::from(ErrorKind::PermissionDenied), t0 + Duration::from_secs(1));
+        assert!(denied.is_some(), "another kind is logged at once");
+        let again = errors.line(&refused, t0 + RECV_ERROR_EVERY).expect("a minute later: logged again");
+        assert!(again.ends_with("(100 more in the last 60 s)"), "{again}");
+        assert_eq!(errors.line(&refused, t0 + RECV_ERROR_EVERY + Duration::from_secs(1)), None);
+        let later = errors.line(&refused, t0 + RECV_ERROR_EVERY * 3).expect("the next minute mark: logged");
+        assert_eq!(later, first.clone() + " (1 more in the last 120 s)");
+    }
 }
