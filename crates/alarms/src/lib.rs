@@ -6,7 +6,8 @@
 //! * [`retry`]: the retry policy (backoff, `429`/`Retry-After`);
 //! * [`services`]: the exact requests of the API record, Slack, Pushover and Pushbullet;
 //! * [`terminals`]: the console broadcast, done inside the container;
-//! * `xmpp` and `relay` (feature `relay`): the XMPP client and the daemon.
+//! * `xmpp`, `srv` and `relay` (feature `relay`): the XMPP client, how it finds the server
+//!   (SRV records), and the daemon.
 
 pub mod dedup;
 pub mod protocol;
@@ -16,5 +17,7 @@ pub mod terminals;
 
 #[cfg(feature = "relay")]
 pub mod relay;
+#[cfg(feature = "relay")]
+pub mod srv;
 #[cfg(feature = "relay")]
 pub mod xmpp;

@@ -4,18 +4,22 @@
 //! answer proves the server has processed them, and the stream is closed. Blocking, with a
 //! deadline on every read and write; the relay runs it on a blocking thread.
 
+use crate::srv;
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where and how to connect; the account itself comes from the container's settings.
 #[derive(Debug, Clone, Default)]
 pub struct Connect {
-    /// `host:port` instead of the JID's domain on port 5222 (the operator's override; tests
-    /// point it at a local server).
+    /// `host:port` instead of the JID domain's server found through DNS (the operator's
+    /// override: no SRV lookup then).
     pub server: Option<String>,
+    /// The DNS server for the SRV and address lookups (`--dns-server`) instead of the
+    /// system's (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
     /// A CA file to verify the server with, instead of the system's.
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
@@ -132,16 +136,17 @@ pub fn send(connect: &Connect, msg: &Send<'_>) -> Result<(), Failure> {
     if msg.destinations.is_empty() {
         return Err(Failure::Refused("no valid jid in jid_destinations".into()));
     }
-    let server = connect.server.clone().unwrap_or_else(|| format!("{domain}:5222"));
-    let addr = server
-        .to_socket_addrs()
-        .map_err(|e| format!("{server}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{server}: no address"))?;
-    let tcp = TcpStream::connect_timeout(&addr, connect.timeout).map_err(|e| format!("connect {server}: {e}"))?;
+    // RFC 6120 §3.2: the domain's SRV records, or the domain itself on 5222.
+    let (tcp, server) = match &connect.server {
+        Some(server) => srv::connect_server(server, connect.timeout)?,
+        None => {
+            let dns = srv::Dns::new(connect.dns_server, connect.timeout).map_err(|e| format!("{domain}: {e}"))?;
+            srv::connect(&dns, domain, connect.timeout, &mut srv::random_draw)?
+        }
+    };
     tcp.set_read_timeout(Some(connect.timeout))
         .and_then(|_| tcp.set_write_timeout(Some(connect.timeout)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{server}: {e}"))?;
     let mut c = Conn { io: Box::new(tcp.try_clone().map_err(|e| e.to_string())?), buf: Vec::new() };
 
     // Plain stream: only STARTTLS is done on it.
@@ -155,6 +160,8 @@ pub fn send(connect: &Connect, msg: &Send<'_>) -> Result<(), Failure> {
         builder.set_ca_file(ca).map_err(|e| format!("xmpp CA {}: {e}", ca.display()))?;
     }
     builder.set_verify(SslVerifyMode::PEER);
+    // The certificate must name the JID's domain, never the SRV target (RFC 6120 §13.7.2.1):
+    // DNS is not trusted to say which server may speak for the domain.
     let tls: SslStream<TcpStream> =
         builder.build().connect(domain, tcp).map_err(|e| format!("TLS with {server} as {domain}: {e}"))?;
     c.io = Box::new(tls);

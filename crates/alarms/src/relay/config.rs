@@ -6,12 +6,13 @@ use crate::retry::Policy;
 use crate::services::Bases;
 use crate::xmpp;
 use jail::NodePaths;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub const USAGE: &str = "unbit-alarmd --settings FILE --specs DIR --containers-dir DIR --socket PATH \
 [--node-name NAME] [--slack-base URL] [--pushover-base URL] [--pushbullet-base URL] \
-[--xmpp-server HOST:PORT] [--xmpp-ca FILE] [--timeout SECS] [--quota-interval SECS] \
+[--xmpp-server HOST:PORT] [--xmpp-ca FILE] [--dns-server IP[:PORT]] [--timeout SECS] [--quota-interval SECS] \
 [--cgroup-name NAME] [--memory-threshold PERCENT]";
 
 #[derive(Debug, Clone)]
@@ -54,6 +55,13 @@ fn secs(flag: &str, v: &str) -> Result<Duration, String> {
     }
 }
 
+/// `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port 53).
+fn dns_server(flag: &str, v: &str) -> Result<SocketAddr, String> {
+    v.parse::<SocketAddr>()
+        .or_else(|_| v.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{flag}: expected IP:PORT or an IP address, got `{v}`"))
+}
+
 impl Config {
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Config, String> {
         let mut it = args.into_iter();
@@ -75,6 +83,7 @@ impl Config {
                 "--pushbullet-base" => bases.pushbullet = url(&flag, value()?)?,
                 "--xmpp-server" => xmpp.server = Some(value()?),
                 "--xmpp-ca" => xmpp.ca_file = Some(PathBuf::from(value()?)),
+                "--dns-server" => xmpp.dns_server = Some(dns_server(&flag, &value()?)?),
                 "--timeout" => timeout = secs(&flag, &value()?)?,
                 "--quota-interval" => quota_interval = secs(&flag, &value()?)?,
                 "--cgroup-name" => cgroup_name = value()?,
@@ -143,5 +152,19 @@ impl Config {
     /// Only `containers` is used: the jail's symlink-safe append into homes.
     pub fn node_paths(&self) -> NodePaths {
         NodePaths { containers: self.containers.clone(), ..NodePaths::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dns_server_is_an_address_with_port_53_by_default() {
+        let parse = |v: &str| super::dns_server("--dns-server", v);
+        assert_eq!(parse("127.0.0.1:5353").unwrap().to_string(), "127.0.0.1:5353");
+        assert_eq!(parse("::1").unwrap().to_string(), "[::1]:53");
+        assert_eq!(
+            parse("dns.example:53").unwrap_err(),
+            "--dns-server: expected IP:PORT or an IP address, got `dns.example:53`"
+        );
     }
 }
