@@ -9,9 +9,10 @@
 //! process served it.
 //!
 //! The table is a file (`/run/unbit-http/domain-counters`, root's, 0600) that the router's
-//! master creates at start and maps shared before it forks the http processes, which inherit
-//! the mapping (they run as the router's user and never open the file). The collector maps it
-//! read-only. Layout, in native-endian 64-bit words, every one accessed atomically:
+//! master creates at start and maps shared before it forks the http processes and the
+//! de-chunking proxy, which inherit the mapping (they run as the router's user and never open
+//! the file). The collector maps it read-only. Layout, in native-endian 64-bit words, every one
+//! accessed atomically:
 //!
 //! * a 64-byte header: the magic `UNBITDC1`; `capacity << 32 | ENTRY_WORDS`; the overflow's
 //!   hits, request bytes and response bytes; three words reserved;
@@ -64,9 +65,10 @@ const READY: u64 = 2;
 pub struct Counts {
     /// Requests the router passed to the container for the domain.
     pub hits: u64,
-    /// Bytes the router wrote to the container (the requests as uwsgi packets, and bodies).
+    /// Bytes the router (or its de-chunking proxy) wrote to the container (the requests as
+    /// uwsgi packets, and bodies).
     pub rx: u64,
-    /// Bytes the router read from the container (the responses).
+    /// Bytes the router (or its de-chunking proxy) read from the container (the responses).
     pub tx: u64,
 }
 

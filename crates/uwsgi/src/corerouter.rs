@@ -159,8 +159,11 @@ pub enum Stage {
     BeforeLookup,
     /// After a lookup that found a node, in front of it: the node's address (as the router has
     /// it) goes to the detour in `backend_var` (the de-chunking proxy, for request bodies an
-    /// app cannot read as they come).
-    AfterLookup { backend_var: &'static str },
+    /// app cannot read as they come). When the node is a subscription node, its pool's key
+    /// goes in `domain_var` and the uid recorded with its announce (decimal) in `uid_var`: what
+    /// [`NodeTraffic`] tells of it, so the detour can count the bytes it exchanges with the node
+    /// as the node's own.
+    AfterLookup { backend_var: &'static str, domain_var: &'static str, uid_var: &'static str },
 }
 
 /// The routing key of one request (the Host header's value, at most 255 bytes), which the
@@ -414,8 +417,8 @@ unsafe extern "C" fn mapper_wrapper(ucr: *mut uwsgi_corerouter, peer: *mut corer
                 }
                 if peer.instance_address_len > 0 {
                     return match installed.detour(peer, |s| s != Stage::BeforeLookup) {
-                        Some((detour @ Detour { stage: Stage::AfterLookup { backend_var }, .. }, socket)) => {
-                            to_detour(installed, peer, detour, backend_var, socket)
+                        Some((detour @ Detour { stage: Stage::AfterLookup { .. }, .. }, socket)) => {
+                            to_detour(installed, peer, detour, socket)
                         }
                         _ => 0,
                     };
@@ -466,20 +469,27 @@ fn watch_first_byte(installed: &Installed, peer: &mut corerouter_peer) {
 /// its request is `detoured`).
 fn report_traffic(installed: &Installed, peer: &corerouter_peer, detoured: bool) {
     let Some(traffic) = installed.front.traffic else { return };
+    let Some(report) = node_traffic(peer, detoured) else { return };
+    guard("front door traffic", (), || traffic(&report));
+}
+
+/// What the router counted for the peer's subscription node (none when the peer has none).
+fn node_traffic(peer: &corerouter_peer, detoured: bool) -> Option<NodeTraffic<'_>> {
     let un = peer.un;
     if un.is_null() {
-        return;
+        return None;
     }
     // SAFETY: `un` is the node of the router's subscription table the peer holds a reference
-    // on (the lookup took it; it is released when the peer closes, after this hook), so it and
-    // its slot are live; names and keys are char arrays of 255 bytes with their lengths.
-    let report = unsafe {
+    // on (the lookup took it; it is released when the peer closes, after this hook, or by
+    // `release_node` after the borrow of the peer ends), so it and its slot are live; names
+    // and keys are char arrays of 255 bytes with their lengths.
+    unsafe {
         let un = &*un;
         if un.len == 0 || un.slot.is_null() {
-            return;
+            return None;
         }
         let slot = &*un.slot;
-        NodeTraffic {
+        Some(NodeTraffic {
             node: un as *const _ as usize,
             name: std::slice::from_raw_parts(un.name.as_ptr().cast::<u8>(), usize::from(un.len).min(un.name.len())),
             domain: std::slice::from_raw_parts(
@@ -491,16 +501,15 @@ fn report_traffic(installed: &Installed, peer: &corerouter_peer, detoured: bool)
             rx: un.rx,
             tx: un.tx,
             detoured,
-        }
-    };
-    guard("front door traffic", (), || traffic(&report));
+        })
+    }
 }
 
 /// Points the peer at the error backend and adds the status variable to its uwsgi packet.
 fn to_error_backend(installed: &Installed, peer: &mut corerouter_peer, status: u16) -> c_int {
     point_at(peer, installed.error_backend);
-    let mut digits = [0u8; 5];
-    let value = status_digits(status, &mut digits);
+    let mut digits = [0u8; 20];
+    let value = decimal(u64::from(status), &mut digits);
     if add_var(peer, installed.front.status_var.as_bytes(), value) {
         0
     } else {
@@ -542,16 +551,12 @@ fn detour_unreachable(peer: &corerouter_peer, detour: &Detour) {
     ));
 }
 
-/// Points the peer at the detour, naming its node in `backend_var`. A packet that already
-/// names one was sent to the detour before, which then refused the connection: the request
-/// gets a 502 rather than a second variable or its node directly.
-fn to_detour(
-    installed: &Installed,
-    peer: &mut corerouter_peer,
-    detour: &Detour,
-    backend_var: &str,
-    socket: &'static CStr,
-) -> c_int {
+/// Points the peer at the detour, naming its node in `backend_var` (and a subscription node's
+/// pool and uid in `domain_var` and `uid_var`). A packet that already names one was sent to
+/// the detour before, which then refused the connection: the request gets a 502 rather than a
+/// second variable or its node directly.
+fn to_detour(installed: &Installed, peer: &mut corerouter_peer, detour: &Detour, socket: &'static CStr) -> c_int {
+    let Stage::AfterLookup { backend_var, domain_var, uid_var } = detour.stage else { return -1 };
     if packet_var(peer, backend_var.as_bytes()).is_some() {
         detour_unreachable(peer, detour);
         // SAFETY: the router's lookup just set `un` (a node of its table, or NULL).
@@ -565,6 +570,22 @@ fn to_detour(
         unsafe { std::slice::from_raw_parts(peer.instance_address.cast::<u8>(), peer.instance_address_len as usize) };
     if !add_var(peer, backend_var.as_bytes(), node) {
         return -1;
+    }
+    // Copied out of the node (a chunked request is rare: the copy is cheap enough), as adding
+    // the variables needs the peer mutably.
+    let pool = node_traffic(peer, true).map(|t| {
+        let mut domain = [0u8; 255];
+        let len = t.domain.len().min(domain.len());
+        domain[..len].copy_from_slice(&t.domain[..len]);
+        (domain, len, t.uid)
+    });
+    if let Some((domain, len, uid)) = pool {
+        let mut digits = [0u8; 20];
+        if !add_var(peer, domain_var.as_bytes(), &domain[..len])
+            || !add_var(peer, uid_var.as_bytes(), decimal(u64::from(uid), &mut digits))
+        {
+            return -1;
+        }
     }
     report_traffic(installed, peer, true);
     // SAFETY: as above.
@@ -591,8 +612,9 @@ unsafe fn release_node(peer: &mut corerouter_peer) {
     }
 }
 
-fn status_digits(status: u16, buf: &mut [u8; 5]) -> &[u8] {
-    let mut n = status;
+/// `n` in decimal, written without allocating (the mapper's path).
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = n;
     let mut start = buf.len();
     loop {
         start -= 1;

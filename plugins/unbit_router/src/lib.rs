@@ -180,7 +180,11 @@ fn start() -> Result<(), String> {
             Detour {
                 wanted: has_transfer_encoding,
                 socket: dechunk_socket.to_string_lossy().into_owned(),
-                stage: Stage::AfterLookup { backend_var: dechunk::BACKEND_VAR },
+                stage: Stage::AfterLookup {
+                    backend_var: dechunk::BACKEND_VAR,
+                    domain_var: dechunk::DOMAIN_VAR,
+                    uid_var: dechunk::UID_VAR,
+                },
             },
         ],
         traffic: Some(traffic::count),

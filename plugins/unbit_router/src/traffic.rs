@@ -10,9 +10,14 @@
 //! found once per node and process (one `stat` of its pinned socket name).
 //!
 //! What a node counts after its last read (bytes written to it once it stopped answering) is
-//! passed on at its next read in that process, or lost with the node. A request the router
-//! sends to the de-chunking proxy instead of its node is a hit of that node (reported as it is
-//! routed); its bytes go between the proxy and the node and are not counted.
+//! passed on at its next read in that process, or lost with the node.
+//!
+//! A request the router sends to the de-chunking proxy instead of its node is a hit of that
+//! node (reported as it is routed); its bytes go between the proxy and the node, so the proxy
+//! counts them ([`Meter`]): the router names the node's pool and recorded uid beside its
+//! address, and the proxy, a gateway the master forks after [`init`] (so it inherits the
+//! table's mapping like the router processes), adds what it writes to the node and reads from
+//! it to the same pair's entry, found the same way.
 
 use domain_counters::{Counts, Full, Table};
 use std::collections::HashMap;
@@ -70,15 +75,7 @@ pub fn count(t: &NodeTraffic<'_>) {
         counted: Counts::default(),
     });
     if node.name != t.name || node.domain != t.domain || node.uid != t.uid {
-        let slot = table.slot(owner(t), t.domain);
-        if slot.is_err() && !FULL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            log(&format!(
-                "domain counters: all {} slots taken; {} and any other new (container, domain) is \
-                 counted in the overflow until the router restarts (unbit-router-domain-slots)",
-                table.capacity(),
-                String::from_utf8_lossy(t.domain)
-            ));
-        }
+        let slot = pair_slot(table, *log, owner(t.uid, t.name), t.domain);
         *node = Seen { name: t.name.to_vec(), domain: t.domain.to_vec(), uid: t.uid, slot, counted: Counts::default() };
     }
     // A node that starts again at the same address (freed, then announced anew) counts from 0.
@@ -99,9 +96,52 @@ pub fn count(t: &NodeTraffic<'_>) {
     }
 }
 
-/// The node's container (0 when it cannot be told: the collector leaves those out).
-fn owner(t: &NodeTraffic<'_>) -> u32 {
-    std::str::from_utf8(t.name).ok().and_then(|name| domain_counters::node_owner(t.uid, name)).unwrap_or(0)
+/// The slot of (container, domain), saying once per process that the table is full.
+fn pair_slot(table: &Table, log: fn(&str), owner: u32, domain: &[u8]) -> Result<usize, Full> {
+    let slot = table.slot(owner, domain);
+    if slot.is_err() && !FULL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log(&format!(
+            "domain counters: all {} slots taken; {} and any other new (container, domain) is \
+             counted in the overflow until the router restarts (unbit-router-domain-slots)",
+            table.capacity(),
+            String::from_utf8_lossy(domain)
+        ));
+    }
+    slot
+}
+
+/// A node's container, from its recorded uid and its address (0 when it cannot be told: the
+/// collector leaves those out).
+fn owner(uid: u32, name: &[u8]) -> u32 {
+    std::str::from_utf8(name).ok().and_then(|name| domain_counters::node_owner(uid, name)).unwrap_or(0)
+}
+
+/// The entry of one de-chunked request's node pair, where the de-chunking proxy adds the bytes
+/// it exchanges with the node.
+pub struct Meter {
+    table: &'static Table,
+    slot: Result<usize, Full>,
+}
+
+impl Meter {
+    /// The pair of the node the router named (its address, its pool's key, the uid recorded
+    /// with its announce: what [`count`] has of it), found as [`count`] finds it: one `stat`
+    /// of a socket name and a probe of the table, once per request. `None` in a process
+    /// without the table (no [`init`] before its fork).
+    pub fn of(name: &[u8], domain: &[u8], uid: u32) -> Option<Meter> {
+        let Shared { table, log } = TABLE.get()?;
+        Some(Meter { table, slot: pair_slot(table, *log, owner(uid, name), domain) })
+    }
+
+    /// Adds bytes written to the node (`rx`) and read from it (`tx`). No hit: the router
+    /// counted the request as it sent it to the proxy.
+    pub fn add(&self, rx: u64, tx: u64) {
+        let delta = Counts { hits: 0, rx, tx };
+        match self.slot {
+            Ok(slot) => self.table.add(slot, delta),
+            Err(Full) => self.table.add_overflow(delta),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -155,14 +195,21 @@ mod tests {
             tx: 3,
             detoured: true,
         });
+        // the proxy's bytes of that request: to its pair, no second hit
+        let meter = Meter::of(b"/b.sock", b"a.test", 30701).unwrap();
+        meter.add(1000, 0);
+        meter.add(0, 300);
+        meter.add(0, 200);
+        // a proxied node no container owns
+        Meter::of(b"/nowhere/x.sock", b"b.test", 0).unwrap().add(40, 50);
         // node 2's address reused by a node of the same socket for another domain
         report(2, "/b.sock", "c.test", 30701, (1, 7, 7));
         let s = domain_counters::read(&path).unwrap();
         assert_eq!(
             s.pairs[&(30701, "a.test".to_string())],
-            Counts { hits: 2 + 3 + 1 + 5 + 1, rx: 200 + 3 + 5 + 1, tx: 60 + 3 + 5 + 1 }
+            Counts { hits: 2 + 3 + 1 + 5 + 1, rx: 200 + 3 + 5 + 1 + 1000, tx: 60 + 3 + 5 + 1 + 500 }
         );
         assert_eq!(s.pairs[&(30701, "c.test".to_string())], Counts { hits: 1, rx: 7, tx: 7 });
-        assert_eq!(s.pairs[&(0, "b.test".to_string())].hits, 4);
+        assert_eq!(s.pairs[&(0, "b.test".to_string())], Counts { hits: 4, rx: 4 + 40, tx: 4 + 50 });
     }
 }

@@ -10,7 +10,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use unbit_router::dechunk::{self, Config, Packet, BACKEND_VAR};
+use domain_counters::Counts;
+use std::os::unix::fs::MetadataExt;
+use unbit_router::dechunk::{self, Config, Packet, BACKEND_VAR, DOMAIN_VAR, UID_VAR};
 use uwsgi_it::{Instance, InstanceBuilder};
 
 /// Answers what it received: body length and CRC-32, and the framing variables it saw.
@@ -25,6 +27,7 @@ def application(env, start_response):
         'content_length=' + env.get('CONTENT_LENGTH', '-'),
         'transfer_encoding=' + env.get('HTTP_TRANSFER_ENCODING', '-'),
         'backend=' + env.get('UNBIT_BACKEND', '-'),
+        'node=%s/%s' % (env.get('UNBIT_BACKEND_DOMAIN', '-'), env.get('UNBIT_BACKEND_UID', '-')),
         'x_test=' + env.get('HTTP_X_TEST', '-'),
     ]
     out = ('\n'.join(lines) + '\n').encode()
@@ -212,6 +215,7 @@ fn assert_app_got(response: &Response, body: &[u8]) {
     assert_eq!(response.field("content_length"), body.len().to_string());
     assert_eq!(response.field("transfer_encoding"), "-", "the body is no longer chunked");
     assert_eq!(response.field("backend"), "-", "{BACKEND_VAR} is the router's, not the app's");
+    assert_eq!(response.field("node"), "-/-", "{DOMAIN_VAR} and {UID_VAR} are the router's, not the app's");
     assert_eq!(response.field("x_test"), "kept", "the other variables reach the app");
 }
 
@@ -237,6 +241,53 @@ fn chunked_bodies_reach_a_plain_wsgi_app_in_full() {
     let packet = fixture.packet("/tcp", &fixture.app_tcp);
     let response = fixture.exchange(&packet, chunked(&big[..500_000], &mut sizes), &mut sizes);
     assert_app_got(&response, &big[..500_000]);
+}
+
+/// The router names a subscription node's pool and recorded uid beside its address: the proxy
+/// counts what it writes to the node (the packet it forwards, the body) and reads from it (the
+/// answer) in that pair of the per-domain table its process has (in production the router's
+/// master makes it before it forks the proxy's gateway), once, without a hit (the router
+/// counts the request as it detours it).
+#[test]
+fn the_bytes_exchanged_with_a_node_are_counted_in_its_pair() {
+    let fixture = Fixture::start();
+    let table = fixture.dir.path().join("domain-counters");
+    unbit_router::traffic::init(&table, 64, |line| eprintln!("{line}")).unwrap();
+    let mut sizes = Lcg(11);
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let exchange = |uri: &str, pair: Option<(&str, &str)>, sizes: &mut Lcg| {
+        let mut packet = fixture.packet(uri, fixture.app.to_str().unwrap());
+        if let Some((domain, uid)) = pair {
+            packet.push(DOMAIN_VAR, domain.as_bytes());
+            packet.push(UID_VAR, uid.as_bytes());
+        }
+        let response = fixture.exchange(&packet, chunked(&body, sizes), sizes);
+        assert_app_got(&response, &body);
+        // What the app was sent: the packet without the router's variables and the framing,
+        // with the body's length, then the body; and what it answered, relayed unchanged.
+        let mut forwarded = fixture.packet(uri, "-");
+        forwarded.take(BACKEND_VAR);
+        forwarded.take("HTTP_TRANSFER_ENCODING");
+        forwarded.push("CONTENT_LENGTH", body.len().to_string().as_bytes());
+        let rx = forwarded.encode().unwrap().len() + body.len();
+        let tx = response.head.len() + 4 + response.body.len();
+        Counts { hits: 0, rx: rx as u64, tx: tx as u64 }
+    };
+    // A node announced with credentials: its recorded uid; twice, adding up.
+    let first = exchange("/counted", Some((".counted.test", "30790")), &mut sizes);
+    let second = exchange("/counted-again", Some((".counted.test", "30790")), &mut sizes);
+    // A node without (the validator's pinned sockets): its socket's owner.
+    let by_owner = exchange("/by-owner", Some(("counted.test", "0")), &mut sizes);
+    // A node the router has no pool for (a static route): nothing to count it in.
+    exchange("/no-pool", None, &mut sizes);
+
+    let owner = std::fs::metadata(&fixture.app).unwrap().uid();
+    let snapshot = domain_counters::read(&table).unwrap();
+    let recorded = Counts { hits: 0, rx: first.rx + second.rx, tx: first.tx + second.tx };
+    assert_eq!(snapshot.pairs.get(&(30790, ".counted.test".to_string())), Some(&recorded), "{snapshot:?}");
+    assert_eq!(snapshot.pairs.get(&(owner, "counted.test".to_string())), Some(&by_owner), "{snapshot:?}");
+    assert_eq!(snapshot.pairs.len(), 2, "{snapshot:?}");
+    assert!(snapshot.overflow.is_zero(), "{snapshot:?}");
 }
 
 #[test]

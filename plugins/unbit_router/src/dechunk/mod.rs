@@ -7,10 +7,16 @@
 //! instead of to the app, with one more variable naming the node it chose:
 //!
 //! ```text
-//! router --uwsgi packet (+ UNBIT_BACKEND=<node>) + raw chunked body--> dechunk proxy
-//! dechunk proxy --packet - UNBIT_BACKEND - HTTP_TRANSFER_ENCODING + CONTENT_LENGTH + body--> node
+//! router --uwsgi packet (+ UNBIT_BACKEND=<node>, UNBIT_BACKEND_DOMAIN, UNBIT_BACKEND_UID)
+//!        + raw chunked body--> dechunk proxy
+//! dechunk proxy --packet - UNBIT_BACKEND* - HTTP_TRANSFER_ENCODING + CONTENT_LENGTH + body--> node
 //! node --response bytes, unchanged, until EOF--> dechunk proxy --> router --> client
 //! ```
+//!
+//! The router counts such a request as a hit of its node but never sees the bytes exchanged
+//! with the node, so the proxy adds them to the node's per-domain counters
+//! ([`crate::traffic::Meter`]): the packet and body it writes to the node, and every byte it
+//! reads from it, in the pair the router's pool key and recorded uid name.
 //!
 //! The proxy reads the whole body before it connects to the node: that is what gives the app
 //! an exact `CONTENT_LENGTH`. The body is decoded strictly ([`chunked`]), bounded by
@@ -58,6 +64,12 @@ pub use packet::Packet;
 /// The variable in which the router names the node the request is for (`/path/to.sock`,
 /// `@abstract`, `ip:port`), taken out before the request goes on.
 pub const BACKEND_VAR: &str = "UNBIT_BACKEND";
+/// The key of the node's pool (the domain as announced), for a subscription node: the pair
+/// its bytes are counted in, with [`UID_VAR`]. Taken out before the request goes on.
+pub const DOMAIN_VAR: &str = "UNBIT_BACKEND_DOMAIN";
+/// The uid the router recorded with the node's announce (decimal; 0 unless it took
+/// credentials). Taken out before the request goes on.
+pub const UID_VAR: &str = "UNBIT_BACKEND_UID";
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);

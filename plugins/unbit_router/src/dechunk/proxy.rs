@@ -11,7 +11,8 @@ use tempfile::SpooledTempFile;
 use super::backend::{self, Address};
 use super::chunked::{ChunkError, Dechunker};
 use super::packet::Packet;
-use super::{Config, BACKEND_VAR};
+use super::{Config, BACKEND_VAR, DOMAIN_VAR, UID_VAR};
+use crate::traffic::Meter;
 
 /// How long to keep reading (and discarding) the rest of a refused body after the answer:
 /// closing at once would make the router's next write fail, and it may then drop the session
@@ -168,6 +169,7 @@ fn proxy(client: &mut UnixStream, config: &Config, context: &mut Context) -> Res
     let mut packet = Packet::read_from(client).map_err(|e| Failure::silent(format!("no request packet: {e}")))?;
     *context = Context::of(&packet);
     let backend = take_backend(&mut packet)?;
+    let node = take_node(&mut packet);
     check_framing(&mut packet)?;
     meet_expectation(&mut packet, client, context)?;
 
@@ -181,10 +183,43 @@ fn proxy(client: &mut UnixStream, config: &Config, context: &mut Context) -> Res
         let status = if is_timeout(&e) { Status::GatewayTimeout } else { Status::BadGateway };
         Failure::answer(status, format!("cannot connect to the backend: {e}"))
     })?;
+    let meter = node.and_then(|(domain, uid)| Meter::of(context.backend.as_bytes(), &domain, uid));
     // A backend may answer before it has read the whole body (an error, a size limit): its
     // answer then still goes to the client, and only a backend that said nothing is a 502.
-    let sent = upstream.write_all(&head).and_then(|()| copy(&mut body, &mut upstream).map(|_| ()));
-    relay(&mut upstream, client, sent.err())
+    let mut counted = Counted { inner: &mut upstream, written: 0 };
+    let sent = counted.write_all(&head).and_then(|()| copy(&mut body, &mut counted).map(|_| ()));
+    if let Some(meter) = &meter {
+        meter.add(counted.written, 0);
+    }
+    relay(&mut upstream, client, sent.err(), meter.as_ref())
+}
+
+/// The node's pool key and recorded uid, when the router named them (a subscription node),
+/// taken out of the packet either way: they are the router's, not the app's.
+fn take_node(packet: &mut Packet) -> Option<(Vec<u8>, u32)> {
+    let (domain, uid) = (packet.take(DOMAIN_VAR), packet.take(UID_VAR));
+    let ([domain], [uid]) = (domain.as_slice(), uid.as_slice()) else { return None };
+    let uid = std::str::from_utf8(uid).ok()?.parse().ok()?;
+    Some((domain.clone(), uid))
+}
+
+/// A writer that counts the bytes its inner writer took (a failed `write_all` may have sent
+/// part of its buffer: those bytes reached the node too).
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The router names the backend it chose; exactly one, or the router is misconfigured.
@@ -296,11 +331,13 @@ fn read_body(client: &mut UnixStream, config: &Config) -> Result<SpooledTempFile
     Ok(body)
 }
 
-/// Relays the backend's bytes to the router unchanged until the backend closes.
+/// Relays the backend's bytes to the router unchanged until the backend closes, adding each
+/// read to the node's counters as it comes (a long answer shows before it ends).
 fn relay(
     upstream: &mut backend::Stream,
     client: &mut UnixStream,
     send_error: Option<io::Error>,
+    meter: Option<&Meter>,
 ) -> Result<(), Failure> {
     let mut buf = vec![0u8; BUFFER];
     let mut relayed = 0u64;
@@ -316,6 +353,9 @@ fn relay(
                 return Err(Failure::answer(status, format!("no answer from the backend: {e}{sent}")));
             }
         };
+        if let Some(meter) = meter {
+            meter.add(0, n as u64);
+        }
         client.write_all(&buf[..n]).map_err(|e| Failure::silent(format!("relaying the answer to the router: {e}")))?;
         relayed += n as u64;
     }
@@ -409,6 +449,49 @@ mod tests {
             let status = take_backend(&mut packet_with(vars)).err().and_then(|f| f.status);
             assert_eq!(status, Some(Status::InternalServerError), "{vars:?}");
         }
+    }
+
+    #[test]
+    fn takes_the_node_s_pool_out_and_reads_it() {
+        let mut packet = packet_with(&[(DOMAIN_VAR, ".a.test"), (UID_VAR, "30701"), ("X", "y")]);
+        assert_eq!(take_node(&mut packet), Some((b".a.test".to_vec(), 30701)));
+        assert_eq!(packet, packet_with(&[("X", "y")]));
+        // a node the router has no pool for, or variables it would never send: not counted,
+        // and still never passed to the app
+        for vars in [
+            &[("X", "y")][..],
+            &[(DOMAIN_VAR, "a.test"), ("X", "y")],
+            &[(DOMAIN_VAR, "a.test"), (UID_VAR, "x"), ("X", "y")],
+            &[(DOMAIN_VAR, "a.test"), (UID_VAR, "1"), (UID_VAR, "2"), ("X", "y")],
+        ] {
+            let mut packet = packet_with(vars);
+            assert_eq!(take_node(&mut packet), None, "{vars:?}");
+            assert_eq!(packet, packet_with(&[("X", "y")]), "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn counts_what_reached_the_writer_even_when_a_write_fails() {
+        struct Takes(usize);
+        impl Write for Takes {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                match self.0.min(buf.len()) {
+                    0 => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+                    n => {
+                        self.0 -= n;
+                        Ok(n)
+                    }
+                }
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut inner = Takes(10);
+        let mut counted = Counted { inner: &mut inner, written: 0 };
+        counted.write_all(b"0123456").unwrap();
+        assert!(counted.write_all(b"0123456").is_err());
+        assert_eq!(counted.written, 10);
     }
 
     #[test]
